@@ -1,0 +1,25 @@
+"""Request-scoped pieces shared by the routers: the core handles and LXD's query options."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+
+from ..core import Core
+from ..core.context import DEFAULT_PROJECT
+
+
+def get_core(request: Request) -> Core:
+    return request.app.state.core
+
+
+CoreDep = Annotated[Core, Depends(get_core)]
+ProjectQuery = Annotated[str, Query(
+    description="LXD project of the deployment", min_length=1, max_length=63)]
+RecursionQuery = Annotated[int, Query(ge=0, le=2, description="0: URLs, 1: full objects")]
+ForceQuery = Annotated[bool, Query(description="Also delete the instances in LXD first")]
+IfMatchHeader = Annotated[str | None, Header(alias="If-Match")]
+
+__all__ = ["DEFAULT_PROJECT", "CoreDep", "ForceQuery", "IfMatchHeader", "ProjectQuery",
+           "RecursionQuery"]

@@ -1,0 +1,108 @@
+"""The daemon's configuration file (YAML), parsed once at start into frozen settings.
+
+Every field has a default that works on a host with LXD, so an empty file (or none)
+starts a usable service.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_STATE_DIR = Path("/var/lib/lxd-deployments")
+DEFAULT_CONFIG_PATH = Path("/etc/lxd-deployments/config.yaml")
+
+# Where Debian's and the snap's LXD put their socket; `$LXD_DIR` wins over both.
+LXD_SOCKET_CANDIDATES = (
+    Path("/var/snap/lxd/common/lxd/unix.socket"),
+    Path("/var/lib/lxd/unix.socket"),
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LXDSettings(_Frozen):
+    """How to reach LXD: a local socket (auto-detected when unset) or HTTPS."""
+
+    socket: Path | None = None
+    url: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    server_cert: Path | None = None
+    verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("lxd.url must be an https:// URL")
+        return value
+
+    def resolve_socket(self) -> Path:
+        """The local LXD socket to use, or an error that lists where we looked."""
+        if self.socket is not None:
+            return self.socket
+        candidates = list(LXD_SOCKET_CANDIDATES)
+        if os.environ.get("LXD_DIR"):
+            candidates.insert(0, Path(os.environ["LXD_DIR"]) / "unix.socket")
+        for candidate in candidates:
+            if candidate.is_socket():
+                return candidate
+        looked = ", ".join(str(c) for c in candidates)
+        raise ConfigError(f"no LXD socket found (looked at {looked}); set lxd.socket or lxd.url")
+
+
+class Settings(_Frozen):
+    state_dir: Path = DEFAULT_STATE_DIR
+    unix_socket: Path | None = None
+    unix_socket_mode: str = "0660"
+    unix_socket_group: str | None = None
+    https_address: str | None = None
+    lxd: LXDSettings = Field(default_factory=LXDSettings)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = 1024 * 1024
+
+    @field_validator("unix_socket_mode")
+    @classmethod
+    def _octal(cls, value: str) -> str:
+        try:
+            int(value, 8)
+        except ValueError as err:
+            raise ValueError("unix_socket_mode must be an octal string such as '0660'") from err
+        return value
+
+    @property
+    def socket_path(self) -> Path:
+        return self.unix_socket or self.state_dir / "unix.socket"
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "database.sqlite3"
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message says why."""
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read settings from `path`; a missing default file means all defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return Settings()
+        path = DEFAULT_CONFIG_PATH
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the configuration must be a YAML mapping")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {err}") from err

@@ -1,0 +1,95 @@
+"""The trust store: client certificates of admins (`client`) and governors (`deployments`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from ..errors import InvalidInput, NotFound
+from ..models import Certificate, CertificatesPost
+from ..store import repository as repo
+from ..store.rows import CertificateRow
+from .context import Core
+from .urls import certificate_url
+
+
+def parse_certificate(text: str) -> x509.Certificate:
+    """Accept PEM, or base64 DER without armour as `lxc config trust add` sends it."""
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            return x509.load_pem_x509_certificate(text.encode())
+        return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error) as err:
+        raise InvalidInput(f"Invalid certificate: {err}") from err
+
+
+def fingerprint_of(certificate: x509.Certificate) -> str:
+    """SHA-256 of the DER encoding, in hex, as LXD shows fingerprints."""
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+
+
+def _default_name(certificate: x509.Certificate, fingerprint: str) -> str:
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else fingerprint[:12]
+
+
+def present_certificate(row: CertificateRow) -> Certificate:
+    return Certificate(fingerprint=row.fingerprint, name=row.name, type=row.type,
+                       certificate=row.certificate)
+
+
+def require_certificate(conn, fingerprint_prefix: str) -> CertificateRow:
+    """The one certificate a fingerprint (or a unique prefix of it) names."""
+    prefix = fingerprint_prefix.lower()
+    if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+        raise NotFound("Certificate not found")
+    matches = repo.find_certificates(conn, prefix)
+    if not matches:
+        raise NotFound("Certificate not found")
+    if len(matches) > 1:
+        raise InvalidInput(f'Fingerprint prefix "{fingerprint_prefix}" matches more than '
+                           "one certificate")
+    return matches[0]
+
+
+def add_certificate_in(conn, request: CertificatesPost) -> CertificateRow:
+    """Insert inside the caller's transaction (a key creation may add its certificate)."""
+    parsed = parse_certificate(request.certificate)
+    fingerprint = fingerprint_of(parsed)
+    pem = parsed.public_bytes(Encoding.PEM).decode()
+    name = request.name or _default_name(parsed, fingerprint)
+    certificate_id = repo.insert_certificate(conn, fingerprint, name, request.type, pem)
+    return CertificateRow(id=certificate_id, fingerprint=fingerprint, name=name,
+                          type=request.type, certificate=pem)
+
+
+def add_certificate(core: Core, request: CertificatesPost) -> Certificate:
+    with core.db.write() as conn:
+        return present_certificate(add_certificate_in(conn, request))
+
+
+def list_certificate_urls(core: Core) -> list[str]:
+    with core.db.read() as conn:
+        return [certificate_url(r.fingerprint) for r in repo.list_certificates(conn)]
+
+
+def list_certificates(core: Core) -> list[Certificate]:
+    with core.db.read() as conn:
+        return [present_certificate(r) for r in repo.list_certificates(conn)]
+
+
+def get_certificate(core: Core, fingerprint: str) -> Certificate:
+    with core.db.read() as conn:
+        return present_certificate(require_certificate(conn, fingerprint))
+
+
+def remove_certificate(core: Core, fingerprint: str) -> None:
+    """Remove from the trust store; the certificate's deployment keys go with it."""
+    with core.db.write() as conn:
+        repo.delete_certificate(conn, require_certificate(conn, fingerprint).id)

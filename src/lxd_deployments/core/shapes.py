@@ -1,0 +1,151 @@
+"""Shapes: an instance template and scaling bounds inside a deployment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import Conflict, InvalidInput, NotFound
+from ..models import InstanceTemplate, Shape, ShapePatch, ShapePut, ShapesPost
+from ..names import validate_config, validate_name
+from ..store import repository as repo
+from ..store.rows import ShapeRow
+from .context import Core
+from .deployments import require_deployment
+from .etag import check_if_match, etag_of
+from .presenters import present_shape, shape_writable
+from .templates import apply_profile, check_template
+from .urls import shape_url
+
+# Config keys a shape accepts besides `user.*`; none are documented yet.
+SHAPE_CONFIG_KEYS: frozenset[str] = frozenset()
+
+
+def validate_bounds(minimum: int, maximum: int) -> None:
+    if minimum < 0 or maximum < 0:
+        raise InvalidInput("scaling_minimum and scaling_maximum must not be negative")
+    if minimum == 0 and maximum == 0:
+        raise InvalidInput("scaling_minimum and scaling_maximum cannot both be 0")
+    if maximum < minimum:
+        raise InvalidInput(f"scaling_maximum ({maximum}) must not be less than "
+                           f"scaling_minimum ({minimum})")
+
+
+def require_shape(conn, deployment_id: int, name: str) -> ShapeRow:
+    row = repo.get_shape(conn, deployment_id, name)
+    if row is None:
+        raise NotFound("Shape not found")
+    return row
+
+
+def list_shape_urls(core: Core, project: str, deployment: str) -> list[str]:
+    with core.db.read() as conn:
+        row = require_deployment(conn, project, deployment)
+        shapes = repo.list_shapes(conn, [row.id]).get(row.id, [])
+        return [shape_url(project, deployment, s.name) for s in shapes]
+
+
+def list_shapes(core: Core, project: str, deployment: str) -> list[Shape]:
+    with core.db.read() as conn:
+        row = require_deployment(conn, project, deployment)
+        return [present_shape(s) for s in repo.list_shapes(conn, [row.id]).get(row.id, [])]
+
+
+def get_shape(core: Core, project: str, deployment: str, name: str) -> tuple[Shape, str]:
+    with core.db.read() as conn:
+        d = require_deployment(conn, project, deployment)
+        row = require_shape(conn, d.id, name)
+        return present_shape(row), etag_of(shape_writable(row))
+
+
+def create_shape(core: Core, project: str, deployment: str, request: ShapesPost) -> None:
+    validate_name(request.name, "Shape")
+    validate_bounds(request.scaling_minimum, request.scaling_maximum)
+    validate_config(request.config, "shape", SHAPE_CONFIG_KEYS)
+    with core.db.read() as conn:
+        require_deployment(conn, project, deployment)
+    template = request.instance_template
+    if request.from_profile:
+        template = apply_profile(core.lxd, project, template, request.from_profile)
+    check_template(core.lxd, project, template)
+    with core.db.write() as conn:
+        d = require_deployment(conn, project, deployment)
+        repo.insert_shape(conn, d.id, request.name, request.description,
+                          template.model_dump_json(), request.scaling_minimum,
+                          request.scaling_maximum, request.config)
+
+
+def _update(core: Core, project: str, deployment: str, name: str, if_match: str | None,
+            merge: Callable[[ShapeRow], ShapePut]) -> None:
+    with core.db.read() as conn:
+        d = require_deployment(conn, project, deployment)
+        before = require_shape(conn, d.id, name)
+    # Check a changed template against LXD outside the write lock: LXD may be slow.
+    proposed = merge(before)
+    if proposed.instance_template.model_dump_json() != before.instance_template:
+        check_template(core.lxd, project, proposed.instance_template)
+    with core.db.write() as conn:
+        d = require_deployment(conn, project, deployment)
+        row = require_shape(conn, d.id, name)
+        check_if_match(if_match, shape_writable(row))
+        new = merge(row)
+        if new.instance_template != proposed.instance_template:
+            raise Conflict("The shape changed during the update; retry")
+        validate_bounds(new.scaling_minimum, new.scaling_maximum)
+        validate_config(new.config, "shape", SHAPE_CONFIG_KEYS)
+        if new.scaling_maximum < row.scaling_current:
+            raise Conflict(f"Shape has {row.scaling_current} instances: scaling_maximum "
+                           f"cannot be set to {new.scaling_maximum}; delete instances first")
+        repo.update_shape(conn, row.id, new.description, new.instance_template.model_dump_json(),
+                          new.scaling_minimum, new.scaling_maximum, new.config)
+
+
+def replace_shape(core: Core, project: str, deployment: str, name: str, request: ShapePut,
+                  if_match: str | None) -> None:
+    _update(core, project, deployment, name, if_match, lambda _row: request)
+
+
+def patch_shape(core: Core, project: str, deployment: str, name: str, request: ShapePatch,
+                if_match: str | None) -> None:
+    def merge(row: ShapeRow) -> ShapePut:
+        config = dict(row.config)
+        config.update({k: v for k, v in (request.config or {}).items() if v != ""})
+        template = (request.instance_template if request.instance_template is not None
+                    else InstanceTemplate.model_validate_json(row.instance_template))
+        return ShapePut(
+            description=row.description if request.description is None else request.description,
+            config=config,
+            instance_template=template,
+            scaling_minimum=(row.scaling_minimum if request.scaling_minimum is None
+                             else request.scaling_minimum),
+            scaling_maximum=(row.scaling_maximum if request.scaling_maximum is None
+                             else request.scaling_maximum),
+        )
+
+    _update(core, project, deployment, name, if_match, merge)
+
+
+def rename_shape(core: Core, project: str, deployment: str, name: str, new_name: str) -> None:
+    validate_name(new_name, "Shape")
+    with core.db.write() as conn:
+        d = require_deployment(conn, project, deployment)
+        row = require_shape(conn, d.id, name)
+        if row.scaling_current:
+            raise Conflict("Cannot rename a shape that has instances: their records name it")
+        repo.rename_shape(conn, row.id, new_name)
+
+
+def delete_shape(core: Core, project: str, deployment: str, name: str, force: bool) -> None:
+    from .instances import delete_recorded_instances
+
+    with core.db.read() as conn:
+        d = require_deployment(conn, project, deployment)
+        row = require_shape(conn, d.id, name)
+        instances = repo.list_instances(conn, [row.id])
+    if instances and not force:
+        raise Conflict(f'Shape "{name}" still has {len(instances)} instance(s); '
+                       "delete them or use force")
+    delete_recorded_instances(core, instances)
+    with core.db.write() as conn:
+        d = require_deployment(conn, project, deployment)
+        row = require_shape(conn, d.id, name)
+        repo.delete_shape(conn, row.id)

@@ -1,0 +1,32 @@
+"""LXD-style object URLs: `?project=` appended only outside the default project."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .context import DEFAULT_PROJECT
+
+
+def _with_project(path: str, project: str) -> str:
+    return path if project == DEFAULT_PROJECT else f"{path}?project={quote(project)}"
+
+
+def deployment_url(project: str, deployment: str) -> str:
+    return _with_project(f"/1.0/deployments/{deployment}", project)
+
+
+def shape_url(project: str, deployment: str, shape: str) -> str:
+    return _with_project(f"/1.0/deployments/{deployment}/shapes/{shape}", project)
+
+
+def key_url(project: str, deployment: str, key: str) -> str:
+    return _with_project(f"/1.0/deployments/{deployment}/keys/{key}", project)
+
+
+def instance_url(project: str, instance: str) -> str:
+    """The instance's URL in LXD's own API, so a governor can follow it there."""
+    return _with_project(f"/1.0/instances/{instance}", project)
+
+
+def certificate_url(fingerprint: str) -> str:
+    return f"/1.0/certificates/{fingerprint}"

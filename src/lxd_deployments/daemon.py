@@ -1,0 +1,89 @@
+"""The daemon: read the config, open the store and LXD, serve the API on its sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from .api import create_app
+from .config import ConfigError, Settings, load_settings
+from .core import Core
+from .errors import LXDUnavailable
+from .lxd import connect
+from .store import open_database
+
+logger = logging.getLogger("lxd_deployments")
+
+
+def bind_unix_socket(settings: Settings) -> socket.socket:
+    """Bind the admin socket ourselves so its mode and group are set before anyone connects."""
+    path = settings.socket_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: no one listens
+        else:
+            raise ConfigError(f"another service already listens on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, int(settings.unix_socket_mode, 8))
+    if settings.unix_socket_group:
+        os.chown(path, -1, grp.getgrnam(settings.unix_socket_group).gr_gid)
+    sock.listen(1024)
+    return sock
+
+
+def build_core(settings: Settings) -> Core:
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Core(db=open_database(settings.database_path), lxd=connect(settings.lxd))
+
+
+async def serve(settings: Settings) -> None:
+    core = build_core(settings)
+    app = create_app(core, max_body_bytes=settings.max_body_bytes)
+    unix_sock = bind_unix_socket(settings)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    logger.info("serving the deployments API on %s", settings.socket_path)
+    try:
+        await server.serve(sockets=[unix_sock])
+    finally:
+        unix_sock.close()
+        Path(settings.socket_path).unlink(missing_ok=True)
+        core.db.close()
+
+
+def run(config_path: str | Path | None = None) -> int:
+    """Entry point of `lxd-deployments daemon`; returns the process exit code."""
+    try:
+        settings = load_settings(Path(config_path) if config_path else None)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except (ConfigError, LXDUnavailable) as err:
+        logger.error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,109 @@
+"""The LXD adapter over pylxd's low-level API nodes (no lazy managers), one client shared.
+
+pylxd is synchronous: the API layer calls these methods from worker threads, never on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pylxd
+import requests
+from pylxd import exceptions as pylxd_errors
+
+from ..config import LXDSettings
+from ..errors import LXDUnavailable
+from .adapter import Profile
+
+logger = logging.getLogger(__name__)
+
+
+def _lxd_message(err: pylxd_errors.LXDAPIException) -> str:
+    try:
+        return err.response.json().get("error") or str(err)
+    except (ValueError, AttributeError):
+        return str(err)
+
+
+class PylxdAdapter:
+    """Talks to one LXD (local socket or HTTPS) through a single pylxd client."""
+
+    def __init__(self, client: pylxd.Client) -> None:
+        self._client = client
+
+    def _get(self, node: Any, project: str | None = None) -> dict[str, Any] | None:
+        """GET an API node: its metadata, None on 404, `LXDUnavailable` on anything else."""
+        params = {"project": project} if project else None
+        try:
+            return node.get(params=params).json()["metadata"]
+        except pylxd_errors.NotFound:
+            return None
+        except pylxd_errors.LXDAPIException as err:
+            raise LXDUnavailable(f"LXD refused the request: {_lxd_message(err)}") from err
+        except requests.RequestException as err:
+            raise LXDUnavailable(f"LXD is unreachable: {err}") from err
+
+    def project_exists(self, project: str) -> bool:
+        return self._get(self._client.api.projects[project]) is not None
+
+    def image_exists(self, project: str, *, alias: str | None = None,
+                     fingerprint: str | None = None) -> bool:
+        if alias:
+            return self._get(self._client.api.images.aliases[alias], project) is not None
+        if fingerprint:
+            return self._get(self._client.api.images[fingerprint], project) is not None
+        return False
+
+    def get_profile(self, project: str, name: str) -> Profile | None:
+        metadata = self._get(self._client.api.profiles[name], project)
+        if metadata is None:
+            return None
+        return Profile(name=name, config=dict(metadata.get("config") or {}),
+                       devices={k: dict(v) for k, v in (metadata.get("devices") or {}).items()})
+
+    def delete_instance(self, project: str, name: str) -> None:
+        node = self._client.api.instances[name]
+        params = {"project": project}
+        try:
+            state = node.state.get(params=params).json()["metadata"]
+            if state.get("status_code") != 102:  # 102 = Stopped
+                self._wait(node.state.put(params=params, json={"action": "stop", "force": True}))
+            self._wait(node.delete(params=params))
+        except pylxd_errors.NotFound:
+            return
+        except pylxd_errors.LXDAPIException as err:
+            raise LXDUnavailable(f"LXD refused to delete {name}: {_lxd_message(err)}") from err
+        except requests.RequestException as err:
+            raise LXDUnavailable(f"LXD is unreachable: {err}") from err
+
+    def _wait(self, response: requests.Response) -> None:
+        """Wait for the operation an async LXD answer started; raise its error if it failed."""
+        operation = response.json().get("operation")
+        if not operation:
+            return
+        operation_id = operation.rsplit("/", 1)[-1]
+        result = self._client.api.operations[operation_id].wait.get(
+            params={"timeout": 120}).json()["metadata"]
+        if result.get("status_code") != 200:
+            raise LXDUnavailable(f"LXD operation failed: {result.get('err') or result}")
+
+
+def connect(settings: LXDSettings) -> PylxdAdapter:
+    """Open the pylxd client the settings describe (HTTPS URL, else the local socket)."""
+    try:
+        if settings.url:
+            cert = None
+            if settings.client_cert and settings.client_key:
+                cert = (str(settings.client_cert), str(settings.client_key))
+            verify: bool | str = settings.verify
+            if settings.verify and settings.server_cert:
+                verify = str(settings.server_cert)
+            client = pylxd.Client(endpoint=settings.url, cert=cert, verify=verify)
+        else:
+            client = pylxd.Client(endpoint=str(settings.resolve_socket()))
+    except (pylxd_errors.ClientConnectionFailed, requests.RequestException) as err:
+        raise LXDUnavailable(f"cannot connect to LXD: {err}") from err
+    logger.info("connected to LXD %s", settings.url or settings.resolve_socket())
+    return PylxdAdapter(client)

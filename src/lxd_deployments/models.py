@@ -1,0 +1,240 @@
+"""Request and response schemas, one family per resource (create / put / patch / public).
+
+Everything from outside is parsed here into typed objects; inner code never sees raw
+JSON. Field names follow the Deployments API specification so that a governor written
+against LXD's draft works unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+ConfigMap = dict[StrictStr, StrictStr]
+DeviceMap = dict[StrictStr, dict[StrictStr, StrictStr]]
+
+# Role aliases from the seed ("admin"/"read-only") are accepted and stored as rw/ro.
+_ROLE_ALIASES = {"admin": "rw", "read-only": "ro"}
+
+
+def _normalise_role(value: object) -> object:
+    return _ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+Role = Annotated[Literal["rw", "ro"], BeforeValidator(_normalise_role)]
+CertificateType = Literal["client", "deployments"]
+
+
+class _Body(BaseModel):
+    """Base for request bodies: unknown fields are refused so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Public(BaseModel):
+    """Base for objects returned to callers."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class RenameRequest(_Body):
+    """`POST` on an object URL: LXD's rename."""
+
+    name: StrictStr
+
+
+# --- deployments -----------------------------------------------------------------------
+
+
+class DeploymentPut(_Body):
+    """The writable fields of a deployment; `PUT` replaces all of them."""
+
+    description: StrictStr = ""
+    config: ConfigMap = Field(default_factory=dict)
+    governor_webhook_url: StrictStr = ""
+
+    @field_validator("governor_webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("governor_webhook_url must be an http:// or https:// URL")
+        return value
+
+
+class DeploymentPatch(_Body):
+    """`PATCH`: only the fields given are changed; config keys are merged."""
+
+    description: StrictStr | None = None
+    config: ConfigMap | None = None
+    governor_webhook_url: StrictStr | None = None
+
+    @field_validator("governor_webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("governor_webhook_url must be an http:// or https:// URL")
+        return value
+
+
+class DeploymentsPost(DeploymentPut):
+    """Body of `POST /1.0/deployments`."""
+
+    name: StrictStr
+
+
+# --- shapes ----------------------------------------------------------------------------
+
+
+class InstanceSource(_Body):
+    """Where a shape's instances come from: LXD's `InstanceSource`, limited to images."""
+
+    type: Literal["image", "none"] = "image"
+    alias: StrictStr | None = None
+    fingerprint: StrictStr | None = None
+    properties: ConfigMap | None = None
+    server: StrictStr | None = None
+    protocol: Literal["lxd", "simplestreams"] | None = None
+    mode: Literal["pull", "local"] | None = None
+    certificate: StrictStr | None = None
+    secret: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _image_is_named(self) -> InstanceSource:
+        if self.type == "image" and not (self.alias or self.fingerprint or self.properties):
+            raise ValueError("an image source needs an alias, a fingerprint or properties")
+        if self.server and not self.protocol:
+            raise ValueError("a remote image source needs a protocol (simplestreams or lxd)")
+        if self.server and not self.server.startswith("https://"):
+            raise ValueError("a remote image server must be an https:// URL")
+        return self
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.server)
+
+
+class InstanceTemplate(_Body):
+    """An LXD `InstancesPost` without a name: the governor names each instance."""
+
+    type: Literal["container", "virtual-machine"] = "container"
+    source: InstanceSource = Field(default_factory=lambda: InstanceSource(type="none"))
+    profiles: list[StrictStr] | None = None
+    config: ConfigMap = Field(default_factory=dict)
+    devices: DeviceMap = Field(default_factory=dict)
+    ephemeral: StrictBool = False
+    instance_type: StrictStr = ""
+    architecture: StrictStr = ""
+    description: StrictStr = ""
+
+
+class ShapePut(_Body):
+    """The writable fields of a shape; `PUT` replaces all of them."""
+
+    description: StrictStr = ""
+    config: ConfigMap = Field(default_factory=dict)
+    instance_template: InstanceTemplate = Field(default_factory=InstanceTemplate)
+    scaling_minimum: StrictInt = 0
+    scaling_maximum: StrictInt = 0
+
+
+class ShapePatch(_Body):
+    """`PATCH` of a shape: only the fields given change; config keys are merged."""
+
+    description: StrictStr | None = None
+    config: ConfigMap | None = None
+    instance_template: InstanceTemplate | None = None
+    scaling_minimum: StrictInt | None = None
+    scaling_maximum: StrictInt | None = None
+
+
+class ShapesPost(ShapePut):
+    """Body of `POST .../shapes`. `from_profile` copies a profile's config and devices
+    into the template at creation (the CLI's `--from-profile`); it is not stored."""
+
+    name: StrictStr
+    from_profile: StrictStr | None = None
+
+
+class Shape(_Public):
+    name: str
+    description: str
+    config: dict[str, str]
+    instance_template: InstanceTemplate
+    scaling_minimum: int
+    scaling_maximum: int
+    scaling_current: int
+
+
+class Deployment(_Public):
+    name: str
+    description: str
+    config: dict[str, str]
+    governor_webhook_url: str
+    deployment_shapes: dict[str, Shape]
+    used_by: list[str]
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+class KeyPut(_Body):
+    """The writable fields of a deployment key."""
+
+    description: StrictStr = ""
+    role: Role = "ro"
+
+
+class KeyPatch(_Body):
+    description: StrictStr | None = None
+    role: Role | None = None
+
+
+class KeysPost(KeyPut):
+    """Body of `POST .../keys`: a trusted certificate's fingerprint, or the certificate
+    itself (PEM), which is then added to the trust store as type `deployments`."""
+
+    name: StrictStr
+    certificate_fingerprint: StrictStr = ""
+    certificate: StrictStr = ""
+
+    @model_validator(mode="after")
+    def _one_certificate(self) -> KeysPost:
+        if not self.certificate_fingerprint and not self.certificate:
+            raise ValueError("either certificate_fingerprint or certificate is required")
+        return self
+
+
+class Key(_Public):
+    name: str
+    description: str
+    role: str
+    certificate_fingerprint: str
+
+
+# --- trust store -----------------------------------------------------------------------
+
+
+class CertificatesPost(_Body):
+    """Body of `POST /1.0/certificates`: PEM, or base64 DER as `lxc config trust` sends."""
+
+    name: StrictStr = ""
+    type: CertificateType = "client"
+    certificate: StrictStr
+
+
+class Certificate(_Public):
+    fingerprint: str
+    name: str
+    type: str
+    certificate: str

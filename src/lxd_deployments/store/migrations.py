@@ -1,0 +1,87 @@
+"""Versioned schema migrations: each step runs once, in order, in its own transaction.
+
+As in LXD's own `updates` list, a step is never edited once released; a new step is
+appended instead, so that an upgrade from any earlier version reaches the same schema
+without losing rows. `schema.py` describes the result for queries; a test checks
+that both agree.
+"""
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Connection, text
+
+
+def _create_initial_schema(conn: Connection) -> None:
+    statements = [
+        """CREATE TABLE certificates (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            fingerprint TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL CHECK (type IN ('client', 'deployments')),
+            certificate TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE deployments (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            project TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            governor_webhook_url TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            UNIQUE (project, name)
+        )""",
+        """CREATE TABLE deployments_config (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            UNIQUE (deployment_id, key)
+        )""",
+        """CREATE TABLE deployments_keys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+            certificate_id INTEGER NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL CHECK (role IN ('rw', 'ro')),
+            UNIQUE (deployment_id, name),
+            UNIQUE (deployment_id, certificate_id)
+        )""",
+        """CREATE TABLE deployments_shapes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            instance_template TEXT NOT NULL,
+            scaling_minimum INTEGER NOT NULL CHECK (scaling_minimum >= 0),
+            scaling_maximum INTEGER NOT NULL CHECK (scaling_maximum >= scaling_minimum),
+            UNIQUE (deployment_id, name)
+        )""",
+        """CREATE TABLE deployments_shapes_config (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            shape_id INTEGER NOT NULL REFERENCES deployments_shapes (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            UNIQUE (shape_id, key)
+        )""",
+        """CREATE TABLE deployments_shapes_instances (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            shape_id INTEGER NOT NULL REFERENCES deployments_shapes (id) ON DELETE CASCADE,
+            project TEXT NOT NULL,
+            instance_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (project, instance_name)
+        )""",
+        "CREATE INDEX deployments_keys_certificate ON deployments_keys (certificate_id)",
+        "CREATE INDEX deployments_shapes_instances_shape "
+        "ON deployments_shapes_instances (shape_id)",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
+# Index + 1 is the schema version a step brings the store to.
+MIGRATIONS: Sequence[Callable[[Connection], None]] = (_create_initial_schema,)
+
+SCHEMA_VERSION = len(MIGRATIONS)

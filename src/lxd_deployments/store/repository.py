@@ -1,0 +1,307 @@
+"""Queries on the store, one function per question, all inside a caller's transaction.
+
+Listing functions fetch children in bulk (one query per table, whatever the number of
+objects) so that `recursion=1` over thousands of shapes stays a handful of queries.
+Integrity violations are turned into domain errors here, at the edge of SQL.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import Conflict
+from .database import utcnow
+from .rows import CertificateRow, DeploymentRow, InstanceRow, KeyRow, ShapeRow
+from .schema import (
+    certificates,
+    deployments,
+    deployments_config,
+    deployments_keys,
+    deployments_shapes,
+    deployments_shapes_config,
+    deployments_shapes_instances,
+)
+
+# --- config maps (deployments and shapes share the shape of their config tables) -------
+
+
+def _configs_of(conn: Connection, table: Table, owner: str, ids: Iterable[int]
+                ) -> dict[int, dict[str, str]]:
+    ids = list(ids)
+    configs: dict[int, dict[str, str]] = defaultdict(dict)
+    if not ids:
+        return configs
+    owner_column = table.c[owner]
+    query = select(owner_column, table.c.key, table.c.value)
+    if len(ids) < 500:
+        query = query.where(owner_column.in_(ids))
+    for owner_id, key, value in conn.execute(query):
+        configs[owner_id][key] = value
+    return configs
+
+
+def _replace_config(conn: Connection, table: Table, owner: str, owner_id: int,
+                    config: Mapping[str, str]) -> None:
+    conn.execute(delete(table).where(table.c[owner] == owner_id))
+    if config:
+        conn.execute(insert(table), [
+            {owner: owner_id, "key": key, "value": value} for key, value in config.items()])
+
+
+# --- deployments -----------------------------------------------------------------------
+
+
+def _deployment_row(row, config: dict[str, str]) -> DeploymentRow:
+    return DeploymentRow(id=row.id, project=row.project, name=row.name,
+                         description=row.description,
+                         governor_webhook_url=row.governor_webhook_url, config=config)
+
+
+def list_deployments(conn: Connection, project: str | None) -> list[DeploymentRow]:
+    """Deployments of one project (or of all when `project` is None), by name."""
+    query = select(deployments).order_by(deployments.c.project, deployments.c.name)
+    if project is not None:
+        query = query.where(deployments.c.project == project)
+    rows = conn.execute(query).all()
+    configs = _configs_of(conn, deployments_config, "deployment_id", (r.id for r in rows))
+    return [_deployment_row(r, configs.get(r.id, {})) for r in rows]
+
+
+def get_deployment(conn: Connection, project: str, name: str) -> DeploymentRow | None:
+    row = conn.execute(select(deployments).where(
+        deployments.c.project == project, deployments.c.name == name)).first()
+    if row is None:
+        return None
+    configs = _configs_of(conn, deployments_config, "deployment_id", [row.id])
+    return _deployment_row(row, configs.get(row.id, {}))
+
+
+def insert_deployment(conn: Connection, project: str, name: str, description: str,
+                      governor_webhook_url: str, config: Mapping[str, str]) -> int:
+    try:
+        deployment_id = conn.execute(insert(deployments).values(
+            project=project, name=name, description=description,
+            governor_webhook_url=governor_webhook_url, created_at=utcnow())).inserted_primary_key[0]
+    except IntegrityError as err:
+        raise Conflict(f'Deployment "{name}" already exists') from err
+    _replace_config(conn, deployments_config, "deployment_id", deployment_id, config)
+    return deployment_id
+
+
+def update_deployment(conn: Connection, deployment_id: int, description: str,
+                      governor_webhook_url: str, config: Mapping[str, str]) -> None:
+    conn.execute(update(deployments).where(deployments.c.id == deployment_id).values(
+        description=description, governor_webhook_url=governor_webhook_url))
+    _replace_config(conn, deployments_config, "deployment_id", deployment_id, config)
+
+
+def rename_deployment(conn: Connection, deployment_id: int, new_name: str) -> None:
+    try:
+        conn.execute(update(deployments).where(deployments.c.id == deployment_id)
+                     .values(name=new_name))
+    except IntegrityError as err:
+        raise Conflict(f'Deployment "{new_name}" already exists') from err
+
+
+def delete_deployment(conn: Connection, deployment_id: int) -> None:
+    conn.execute(delete(deployments).where(deployments.c.id == deployment_id))
+
+
+# --- shapes ----------------------------------------------------------------------------
+
+
+def _instance_counts(conn: Connection, shape_ids: list[int]) -> dict[int, int]:
+    if not shape_ids:
+        return {}
+    column = deployments_shapes_instances.c.shape_id
+    query = select(column, func.count()).group_by(column)
+    if len(shape_ids) < 500:
+        query = query.where(column.in_(shape_ids))
+    return dict(conn.execute(query).all())
+
+
+def list_shapes(conn: Connection, deployment_ids: Iterable[int]) -> dict[int, list[ShapeRow]]:
+    """Shapes grouped by deployment id, each with its config and instance count."""
+    deployment_ids = list(deployment_ids)
+    grouped: dict[int, list[ShapeRow]] = defaultdict(list)
+    if not deployment_ids:
+        return grouped
+    query = select(deployments_shapes).order_by(deployments_shapes.c.name)
+    if len(deployment_ids) < 500:
+        query = query.where(deployments_shapes.c.deployment_id.in_(deployment_ids))
+    rows = conn.execute(query).all()
+    wanted = set(deployment_ids)
+    rows = [r for r in rows if r.deployment_id in wanted]
+    ids = [r.id for r in rows]
+    configs = _configs_of(conn, deployments_shapes_config, "shape_id", ids)
+    counts = _instance_counts(conn, ids)
+    for r in rows:
+        grouped[r.deployment_id].append(_shape_row(r, configs.get(r.id, {}), counts.get(r.id, 0)))
+    return grouped
+
+
+def _shape_row(row, config: dict[str, str], count: int) -> ShapeRow:
+    return ShapeRow(id=row.id, deployment_id=row.deployment_id, name=row.name,
+                    description=row.description, instance_template=row.instance_template,
+                    scaling_minimum=row.scaling_minimum, scaling_maximum=row.scaling_maximum,
+                    config=config, scaling_current=count)
+
+
+def get_shape(conn: Connection, deployment_id: int, name: str) -> ShapeRow | None:
+    row = conn.execute(select(deployments_shapes).where(
+        deployments_shapes.c.deployment_id == deployment_id,
+        deployments_shapes.c.name == name)).first()
+    if row is None:
+        return None
+    configs = _configs_of(conn, deployments_shapes_config, "shape_id", [row.id])
+    counts = _instance_counts(conn, [row.id])
+    return _shape_row(row, configs.get(row.id, {}), counts.get(row.id, 0))
+
+
+def insert_shape(conn: Connection, deployment_id: int, name: str, description: str,
+                 instance_template: str, scaling_minimum: int, scaling_maximum: int,
+                 config: Mapping[str, str]) -> int:
+    try:
+        shape_id = conn.execute(insert(deployments_shapes).values(
+            deployment_id=deployment_id, name=name, description=description,
+            instance_template=instance_template, scaling_minimum=scaling_minimum,
+            scaling_maximum=scaling_maximum)).inserted_primary_key[0]
+    except IntegrityError as err:
+        raise Conflict(f'Shape "{name}" already exists') from err
+    _replace_config(conn, deployments_shapes_config, "shape_id", shape_id, config)
+    return shape_id
+
+
+def update_shape(conn: Connection, shape_id: int, description: str, instance_template: str,
+                 scaling_minimum: int, scaling_maximum: int, config: Mapping[str, str]) -> None:
+    conn.execute(update(deployments_shapes).where(deployments_shapes.c.id == shape_id).values(
+        description=description, instance_template=instance_template,
+        scaling_minimum=scaling_minimum, scaling_maximum=scaling_maximum))
+    _replace_config(conn, deployments_shapes_config, "shape_id", shape_id, config)
+
+
+def rename_shape(conn: Connection, shape_id: int, new_name: str) -> None:
+    try:
+        conn.execute(update(deployments_shapes).where(deployments_shapes.c.id == shape_id)
+                     .values(name=new_name))
+    except IntegrityError as err:
+        raise Conflict(f'Shape "{new_name}" already exists') from err
+
+
+def delete_shape(conn: Connection, shape_id: int) -> None:
+    conn.execute(delete(deployments_shapes).where(deployments_shapes.c.id == shape_id))
+
+
+# --- instances (records of what the service created in LXD) ---------------------------
+
+
+def list_instances(conn: Connection, shape_ids: Iterable[int]) -> list[InstanceRow]:
+    shape_ids = list(shape_ids)
+    if not shape_ids:
+        return []
+    table = deployments_shapes_instances
+    rows = conn.execute(select(table).where(table.c.shape_id.in_(shape_ids))
+                        .order_by(table.c.instance_name)).all()
+    return [InstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
+                        instance_name=r.instance_name, status=r.status) for r in rows]
+
+
+# --- certificates ----------------------------------------------------------------------
+
+
+def _certificate_row(row) -> CertificateRow:
+    return CertificateRow(id=row.id, fingerprint=row.fingerprint, name=row.name, type=row.type,
+                          certificate=row.certificate)
+
+
+def list_certificates(conn: Connection) -> list[CertificateRow]:
+    rows = conn.execute(select(certificates).order_by(certificates.c.name,
+                                                      certificates.c.fingerprint)).all()
+    return [_certificate_row(r) for r in rows]
+
+
+def find_certificates(conn: Connection, fingerprint_prefix: str) -> list[CertificateRow]:
+    """Certificates whose fingerprint starts with the prefix (LXD lets a prefix name one)."""
+    escaped = fingerprint_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = conn.execute(select(certificates).where(
+        certificates.c.fingerprint.like(f"{escaped}%", escape="\\")).limit(2)).all()
+    return [_certificate_row(r) for r in rows]
+
+
+def insert_certificate(conn: Connection, fingerprint: str, name: str, type_: str,
+                       certificate_pem: str) -> int:
+    try:
+        return conn.execute(insert(certificates).values(
+            fingerprint=fingerprint, name=name, type=type_, certificate=certificate_pem,
+            created_at=utcnow())).inserted_primary_key[0]
+    except IntegrityError as err:
+        raise Conflict("Certificate already in trust store") from err
+
+
+def delete_certificate(conn: Connection, certificate_id: int) -> None:
+    conn.execute(delete(certificates).where(certificates.c.id == certificate_id))
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+def _keys_query():
+    return select(deployments_keys, certificates.c.fingerprint).join(
+        certificates, certificates.c.id == deployments_keys.c.certificate_id)
+
+
+def _key_row(row) -> KeyRow:
+    return KeyRow(id=row.id, deployment_id=row.deployment_id, certificate_id=row.certificate_id,
+                  name=row.name, description=row.description, role=row.role,
+                  certificate_fingerprint=row.fingerprint)
+
+
+def list_keys(conn: Connection, deployment_ids: Iterable[int]) -> list[KeyRow]:
+    deployment_ids = list(deployment_ids)
+    if not deployment_ids:
+        return []
+    rows = conn.execute(_keys_query().where(deployments_keys.c.deployment_id.in_(deployment_ids))
+                        .order_by(deployments_keys.c.name)).all()
+    return [_key_row(r) for r in rows]
+
+
+def get_key(conn: Connection, deployment_id: int, name: str) -> KeyRow | None:
+    row = conn.execute(_keys_query().where(deployments_keys.c.deployment_id == deployment_id,
+                                           deployments_keys.c.name == name)).first()
+    return _key_row(row) if row is not None else None
+
+
+def insert_key(conn: Connection, deployment_id: int, certificate_id: int, name: str,
+               description: str, role: str) -> int:
+    exists = conn.execute(select(deployments_keys.c.name).where(
+        deployments_keys.c.deployment_id == deployment_id,
+        deployments_keys.c.certificate_id == certificate_id)).scalar_one_or_none()
+    if exists is not None:
+        raise Conflict(f'The certificate already has key "{exists}" in this deployment')
+    try:
+        return conn.execute(insert(deployments_keys).values(
+            deployment_id=deployment_id, certificate_id=certificate_id, name=name,
+            description=description, role=role)).inserted_primary_key[0]
+    except IntegrityError as err:
+        raise Conflict(f'Deployment key "{name}" already exists') from err
+
+
+def update_key(conn: Connection, key_id: int, description: str, role: str) -> None:
+    conn.execute(update(deployments_keys).where(deployments_keys.c.id == key_id)
+                 .values(description=description, role=role))
+
+
+def rename_key(conn: Connection, key_id: int, new_name: str) -> None:
+    try:
+        conn.execute(update(deployments_keys).where(deployments_keys.c.id == key_id)
+                     .values(name=new_name))
+    except IntegrityError as err:
+        raise Conflict(f'Deployment key "{new_name}" already exists') from err
+
+
+def delete_key(conn: Connection, key_id: int) -> None:
+    conn.execute(delete(deployments_keys).where(deployments_keys.c.id == key_id))

@@ -1,0 +1,57 @@
+"""Typed rows the store hands to the core: plain frozen records, never raw SQL results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    id: int
+    project: str
+    name: str
+    description: str
+    governor_webhook_url: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShapeRow:
+    id: int
+    deployment_id: int
+    name: str
+    description: str
+    instance_template: str  # JSON text of an InstanceTemplate
+    scaling_minimum: int
+    scaling_maximum: int
+    config: dict[str, str] = field(default_factory=dict)
+    scaling_current: int = 0
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: int
+    deployment_id: int
+    certificate_id: int
+    name: str
+    description: str
+    role: str
+    certificate_fingerprint: str
+
+
+@dataclass(frozen=True)
+class CertificateRow:
+    id: int
+    fingerprint: str
+    name: str
+    type: str
+    certificate: str
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    id: int
+    shape_id: int
+    project: str
+    instance_name: str
+    status: str

@@ -1,0 +1,86 @@
+"""The tables as SQLAlchemy Core sees them, for building queries (migrations create them)."""
+
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
+
+metadata = MetaData()
+
+schema_versions = Table(
+    "schema",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", Text, nullable=False),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("fingerprint", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("certificate", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("governor_webhook_url", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+
+deployments_config = Table(
+    "deployments_config",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("key", Text, nullable=False),
+    Column("value", Text, nullable=False),
+)
+
+deployments_keys = Table(
+    "deployments_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("certificate_id", Integer, ForeignKey("certificates.id", ondelete="CASCADE")),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("role", Text, nullable=False),
+)
+
+deployments_shapes = Table(
+    "deployments_shapes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("instance_template", Text, nullable=False),
+    Column("scaling_minimum", Integer, nullable=False),
+    Column("scaling_maximum", Integer, nullable=False),
+)
+
+deployments_shapes_config = Table(
+    "deployments_shapes_config",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("shape_id", Integer, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
+    Column("key", Text, nullable=False),
+    Column("value", Text, nullable=False),
+)
+
+deployments_shapes_instances = Table(
+    "deployments_shapes_instances",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("shape_id", Integer, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
+    Column("project", Text, nullable=False),
+    Column("instance_name", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
