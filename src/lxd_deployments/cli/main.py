@@ -1,0 +1,112 @@
+"""Entry point of `lxd-deployments`: builds the command tree, runs one command, and turns
+every failure into lxc's `Error: ...` on stderr with exit status 1 (usage errors: 2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from typing import TextIO
+
+from lxd_deployments import __version__
+from lxd_deployments.client import ClientError, DeploymentsClient
+
+from . import deployments, keys, shapes, trust
+from .context import CommandError, Context, UsageError
+from .editing import InvalidDocument
+from .parsing import add_command, add_global_flags, add_group
+
+_DESCRIPTION = """\
+Manage the LXD Deployments API: deployments, their shapes and keys, and the trust store.
+
+The service is reached on its unix socket: $LXD_DEPLOYMENTS_SOCKET, else
+/var/lib/lxd-deployments/unix.socket.
+"""
+
+# Exit status after ctrl+c, as a shell reports a SIGINT death.
+_INTERRUPTED = 130
+
+
+def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    """Run the service in the foreground (the charm's systemd unit runs this)."""
+    # Imported here: the CLI must start without loading the server stack.
+    from lxd_deployments.daemon import run
+
+    result = run(args.config)
+    return result if isinstance(result, int) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (see `lxd-deployments --help`)."""
+    parser = argparse.ArgumentParser(
+        prog="lxd-deployments",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_global_flags(parser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+
+    deployments.register(subparsers)
+    keys.register(add_group(subparsers, "key", "Manage deployment keys"))
+    shapes.register(add_group(subparsers, "shape", "Manage deployment shapes and instances"))
+    trust.register(add_group(subparsers, "trust", "Manage trusted certificates"))
+
+    daemon = add_command(subparsers, "daemon", cmd_daemon, "Run the deployments service")
+    daemon.add_argument("--config", metavar="FILE", help="service configuration file")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    client: DeploymentsClient | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run one command and return its exit status. Tests pass `client` (with a fake
+    transport) and the streams; the console script passes nothing."""
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    parser = build_parser()
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+
+    def make_client() -> DeploymentsClient:
+        base = client if client is not None else DeploymentsClient()
+        return base.use_project(args.project) if args.project else base
+
+    ctx = Context(
+        client_factory=make_client,
+        stdin=stdin if stdin is not None else sys.stdin,
+        stdout=stdout,
+        stderr=stderr,
+        environ=environ if environ is not None else os.environ,
+        quiet=args.quiet,
+    )
+    try:
+        return int(args.handler(ctx, args) or 0)
+    except UsageError as err:
+        args.parser.print_usage(stderr)
+        stderr.write(f"{args.parser.prog}: error: {err}\n")
+        return 2
+    except ClientError as err:
+        stderr.write(f"Error: {err.message}\n")
+        return 1
+    except (CommandError, InvalidDocument) as err:
+        stderr.write(f"Error: {err}\n")
+        return 1
+    except KeyboardInterrupt:
+        stderr.write("\n")
+        return _INTERRUPTED
+    finally:
+        if client is None:
+            ctx.close_client()
