@@ -1,0 +1,185 @@
+"""The CLI against the real service: the real app and store served by uvicorn on a real
+unix socket, with only LXD replaced by the unit tests' `FakeLXD` (conftest's `core`).
+
+This checks that what the CLI sends is what the service accepts (PUT bodies, ETags,
+create bodies, trust and keys), which the scripted tests in test_cli.py cannot.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+import yaml
+
+from lxd_deployments.api import create_app
+from lxd_deployments.cli.main import main
+from lxd_deployments.client import DeploymentsClient
+from tests.certs import make_certificate
+
+
+@pytest.fixture
+def socket_path(core, tmp_path) -> Iterator[Path]:
+    """Serve the app on a unix socket in a thread for the duration of a test."""
+    path = tmp_path / "unix.socket"
+    config = uvicorn.Config(create_app(core), uds=str(path), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.01)
+    yield path
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(socket_path):
+    def run(*argv: str, stdin: str = "") -> Result:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with DeploymentsClient(socket_path) as client:
+            code = main(
+                list(argv),
+                client=client,
+                stdin=io.StringIO(stdin),
+                stdout=stdout,
+                stderr=stderr,
+                environ={},
+            )
+        return Result(code, stdout.getvalue(), stderr.getvalue())
+
+    return run
+
+
+def ok(result: Result) -> Result:
+    assert result.code == 0, result.err
+    return result
+
+
+def test_deployment_lifecycle(cli):
+    ok(cli("create", "web", "--description", "Web farm", stdin="config:\n  user.team: web\n"))
+    ok(cli("set", "web", "user.tier=1"))
+    ok(cli("set", "web", "user.size", "2"))
+    ok(cli("unset", "web", "user.team"))
+    ok(cli("set", "web", "--property", "governor_webhook_url=https://governor.example/hook"))
+
+    shown = yaml.safe_load(ok(cli("show", "web")).out)
+    assert shown["config"] == {"user.tier": "1", "user.size": "2"}
+    assert shown["description"] == "Web farm"
+    assert ok(cli("get", "web", "user.tier")).out == "1\n"
+    assert ok(cli("get", "web", "-p", "governor_webhook_url")).out.startswith("https://")
+    assert ok(cli("list", "-f", "csv")).out == "web,Web farm,0,0\n"
+
+    edited = yaml.safe_dump({**shown, "description": "edited"})
+    ok(cli("edit", "web", stdin=edited))
+    assert ok(cli("get", "web", "description", "--property")).out == "edited\n"
+
+    ok(cli("rename", "web", "www"))
+    ok(cli("delete", "www"))
+    result = cli("show", "www")
+    assert result.code == 1
+    assert result.err.startswith("Error: ")
+
+
+def test_unset_of_an_unknown_config_key_is_refused_by_the_cli(cli):
+    ok(cli("create", "web"))
+
+    result = cli("unset", "web", "user.nothing")
+
+    assert result.code == 1
+    assert "not currently set" in result.err
+
+
+def test_invalid_config_key_is_reported_from_the_service(cli):
+    ok(cli("create", "web"))
+
+    result = cli("set", "web", "colour=blue")
+
+    assert result.code == 1
+    assert "colour" in result.err
+
+
+def test_shape_lifecycle(cli):
+    ok(cli("create", "web"))
+    ok(cli("shape", "create", "web", "frontend", "--from-image", "busybox", "--scaling-max", "2"))
+    ok(cli("shape", "set", "web", "frontend", "scaling_maximum=3", "--property"))
+    ok(cli("shape", "set", "web", "frontend", "user.role=edge"))
+
+    shown = yaml.safe_load(ok(cli("shape", "show", "web", "frontend")).out)
+    assert shown["scaling_maximum"] == 3
+    assert shown["instance_template"]["source"]["alias"] == "busybox"
+    assert ok(cli("shape", "list", "web", "-f", "csv")).out == "frontend,,0,3,0\n"
+    assert ok(cli("shape", "list", "-f", "csv")).out == "web,frontend,,0,3,0\n"
+    assert ok(cli("list", "-f", "csv")).out == "web,,1,0\n"
+
+    shown["instance_template"]["config"] = {"limits.cpu": 2}
+    ok(cli("shape", "edit", "web", "frontend", stdin=yaml.safe_dump(shown)))
+    result = cli("shape", "get", "web", "frontend", "instance_template.config", "-p")
+    assert ok(result).out == "limits.cpu: '2'\n"
+
+    ok(cli("shape", "rename", "web", "frontend", "edge"))
+    ok(cli("shape", "delete", "web", "edge"))
+    assert ok(cli("shape", "list", "web", "-f", "json")).out == "[]\n"
+
+
+def test_shape_from_profile_and_bounds_errors(cli):
+    ok(cli("create", "web"))
+    base = ("shape", "create", "web", "base", "--from-image", "busybox")
+    ok(cli(*base, "--from-profile", "default"))
+
+    template = yaml.safe_load(ok(cli("shape", "show", "web", "base")).out)["instance_template"]
+    assert "root" in template["devices"]
+
+    result = cli("shape", "set", "web", "base", "scaling_minimum=5", "--property")
+    assert result.code == 1
+    assert result.err.startswith("Error: ")
+
+    result = cli("shape", "create", "web", "other", "--from-image", "no-such-image")
+    assert result.code == 1
+
+
+def test_trust_and_keys(cli, tmp_path):
+    governor = make_certificate("governor")
+    admin = make_certificate("admin")
+    (tmp_path / "governor.crt").write_text(governor.pem)
+    (tmp_path / "admin.crt").write_text(admin.pem)
+
+    ok(cli("trust", "add", str(tmp_path / "admin.crt")))
+    ok(cli("trust", "add", str(tmp_path / "governor.crt"), "--type", "deployments"))
+    assert ok(cli("trust", "list", "-f", "csv")).out == (
+        f"admin,client,{admin.fingerprint[:12]}\ngovernor,deployments,{governor.fingerprint[:12]}\n"
+    )
+    shown = yaml.safe_load(ok(cli("trust", "show", governor.fingerprint[:16])).out)
+    assert shown["fingerprint"] == governor.fingerprint
+
+    ok(cli("create", "web"))
+    ok(cli("key", "create", "web", "k1", governor.fingerprint, "--role", "rw"))
+    other = make_certificate("other")
+    (tmp_path / "other.crt").write_text(other.pem)
+    ok(cli("key", "create", "web", "k2", "--certificate", str(tmp_path / "other.crt")))
+    ok(cli("key", "set", "web", "k2", "role=rw", "description=second"))
+
+    keys = ok(cli("key", "list", "web", "-f", "csv")).out
+    assert keys == (f"k1,rw,{governor.fingerprint[:12]},\nk2,rw,{other.fingerprint[:12]},second\n")
+    assert ok(cli("key", "get", "web", "k1", "certificate_fingerprint")).out == (
+        f"{governor.fingerprint}\n"
+    )
+
+    ok(cli("key", "delete", "web", "k1"))
+    ok(cli("trust", "remove", admin.fingerprint))
+    assert "admin" not in ok(cli("trust", "list", "-f", "csv")).out
