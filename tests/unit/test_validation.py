@@ -1,0 +1,99 @@
+"""Every bad input gets a 4xx in LXD's envelope with a message naming what is wrong,
+and nothing is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import error_of
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written(api):
+    yield
+    assert api.get("/1.0/deployments", params={"all-projects": 1}).json()["metadata"] == []
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("", "Deployment name is required"),
+    ("1web", "Deployment name must not start with a digit or a dash"),
+    ("-web", "Deployment name must not start with a digit or a dash"),
+    ("web-", "Deployment name must not end with a dash"),
+    ("web_app", "Deployment name may only contain letters, digits and dashes"),
+    ("wéb", "Deployment name may only contain letters, digits and dashes"),
+    ("a" * 64, "Deployment name must be at most 63 characters long"),
+])
+def test_bad_names(api, name, message):
+    assert error_of(api.post("/1.0/deployments", json={"name": name})) == (400, message)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"name": "d", "config": {"limits.cpu": "1"}},
+     'Unknown deployment configuration key "limits.cpu"'),
+    ({"name": "d", "config": {"user.": "1"}}, 'Unknown deployment configuration key "user."'),
+    ({"name": "d", "config": {"user.a": 1}}, 'Invalid value for "config.user.a": '
+                                             "Input should be a valid string"),
+    ({"name": "d", "governor_webhook_url": "ftp://x"},
+     'Invalid value for "governor_webhook_url": governor_webhook_url must be an http:// or '
+     "https:// URL"),
+    ({"name": "d", "surprise": True}, 'Unknown field "surprise"'),
+    ({"description": "no name"}, 'Missing field "name"'),
+    ({"name": 7}, 'Invalid value for "name": Input should be a valid string'),
+])
+def test_bad_fields(api, body, message):
+    assert error_of(api.post("/1.0/deployments", json=body)) == (400, message)
+
+
+def test_malformed_json(api):
+    status, message = error_of(api.post("/1.0/deployments", content=b'{"name": "d",'))
+    assert status == 400
+    assert message.startswith("Invalid JSON body")
+
+
+def test_body_must_be_an_object(api):
+    assert error_of(api.post("/1.0/deployments", content=b"[1]")) == (
+        400, "The JSON body must be an object")
+
+
+def test_missing_body(api):
+    assert error_of(api.post("/1.0/deployments")) == (400, "A JSON body is required")
+
+
+def test_form_content_type_is_still_read_as_json(api):
+    response = api.post("/1.0/deployments", content=b'{"name": "d"}',
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 201
+    api.delete("/1.0/deployments/d")
+
+
+def test_oversized_body(api):
+    body = b'{"name": "d", "description": "' + b"x" * 70_000 + b'"}'
+    assert error_of(api.post("/1.0/deployments", content=body)) == (
+        413, "Request body larger than 65536 bytes")
+
+
+def test_bad_recursion(api):
+    status, message = error_of(api.get("/1.0/deployments", params={"recursion": "x"}))
+    assert status == 400
+    assert "recursion" in message
+
+
+def test_unknown_route_and_method(api):
+    assert error_of(api.get("/1.0/nothing")) == (404, "Not found")
+    assert error_of(api.put("/1.0/deployments", json={})) == (405, "Method not allowed")
+
+
+def test_update_with_bad_config_keeps_old(api):
+    api.post("/1.0/deployments", json={"name": "d", "config": {"user.a": "1"}})
+
+    status, _ = error_of(api.put("/1.0/deployments/d", json={"config": {"bad": "1"}}))
+
+    assert status == 400
+    assert api.get("/1.0/deployments/d").json()["metadata"]["config"] == {"user.a": "1"}
+    api.delete("/1.0/deployments/d")
+
+
+def test_rename_to_bad_name(api):
+    api.post("/1.0/deployments", json={"name": "d"})
+    assert error_of(api.post("/1.0/deployments/d", json={"name": "9d"}))[0] == 400
+    api.delete("/1.0/deployments/d")
