@@ -66,7 +66,13 @@ class Settings(_Frozen):
     https_address: str | None = None
     lxd: LXDSettings = Field(default_factory=LXDSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # LXD projects the service may work in; empty means any project.
+    projects: list[str] = Field(default_factory=list)
+    # Threads running operations (LXD calls are blocking).
+    operation_workers: int = Field(default=16, gt=0, le=256)
+    # Seconds between full reconciles of records with LXD (events do the fast path).
+    reconcile_interval: float = Field(default=30.0, gt=0)
 
     @field_validator("unix_socket_mode")
     @classmethod
@@ -84,6 +90,10 @@ class Settings(_Frozen):
     @property
     def database_path(self) -> Path:
         return self.state_dir / "database.sqlite3"
+
+    @property
+    def service_id_path(self) -> Path:
+        return self.state_dir / "service-id"
 
 
 class ConfigError(Exception):

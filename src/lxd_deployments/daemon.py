@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import uuid
 from pathlib import Path
 
 import uvicorn
@@ -15,6 +16,7 @@ import uvicorn
 from .api import create_app
 from .config import ConfigError, Settings, load_settings
 from .core import Core
+from .core.operations import Operations
 from .errors import LXDUnavailable
 from .lxd import connect
 from .store import open_database
@@ -49,9 +51,23 @@ def bind_unix_socket(settings: Settings) -> socket.socket:
     return sock
 
 
+def service_id(settings: Settings) -> str:
+    """This service's identity, written on its instances; kept apart from the database so
+    that a lost database can be rebuilt from LXD by the same service."""
+    path = settings.service_id_path
+    if path.exists():
+        return path.read_text().strip()
+    value = str(uuid.uuid4())
+    path.write_text(value + "\n")
+    return value
+
+
 def build_core(settings: Settings) -> Core:
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Core(db=open_database(settings.database_path), lxd=connect(settings.lxd))
+    return Core(db=open_database(settings.database_path), lxd=connect(settings.lxd),
+                operations=Operations(max_workers=settings.operation_workers),
+                projects=frozenset(settings.projects) if settings.projects else None,
+                service_id=service_id(settings))
 
 
 async def serve(settings: Settings) -> None:

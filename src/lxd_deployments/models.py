@@ -238,3 +238,23 @@ class Certificate(_Public):
     name: str
     type: str
     certificate: str
+
+
+# --- instances (governor-facing) ---------------------------------------------------------
+
+
+class InstancesPost(_Body):
+    """A launch: the seed's `DeploymentInstancesPost`. `shape_name`, when given, must be
+    the shape of the URL; the name may also come from the URL instead of the body."""
+
+    instance_name: StrictStr | None = None
+    shape_name: StrictStr | None = None
+
+
+class InstanceStatePut(_Body):
+    """LXD's `InstanceStatePut`: the action and how to carry it out."""
+
+    action: Literal["start", "stop", "restart", "freeze", "unfreeze"]
+    force: StrictBool = False
+    timeout: int = -1
+    stateful: StrictBool = False

@@ -60,6 +60,7 @@ def get_deployment(core: Core, project: str, name: str) -> tuple[Deployment, str
 def create_deployment(core: Core, project: str, request: DeploymentsPost) -> None:
     validate_name(request.name, "Deployment")
     validate_config(request.config, "deployment", DEPLOYMENT_CONFIG_KEYS)
+    core.require_project_allowed(project)
     if not core.lxd.project_exists(project):
         raise NotFound(f'Project "{project}" not found')
     with core.db.write() as conn:

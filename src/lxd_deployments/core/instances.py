@@ -1,18 +1,240 @@
-"""Instances the service created in LXD: removing them when their shape or deployment goes."""
+"""Instances of a shape: launch, delete and state changes, the bound held as an invariant.
+
+Each change is split in two: a synchronous step that checks the bound and writes the
+record in one write transaction (so a refused request is refused at once, before any
+operation exists), then an operation that asks LXD and settles the record. A launch
+that fails in LXD releases its slot; a delete that fails restores the record.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+import logging
+from dataclasses import dataclass
+from typing import Any
 
-from ..store.rows import InstanceRow
-from ..store.schema import deployments_shapes_instances
+from ..errors import BoundReached, Conflict, InvalidInput, NotFound
+from ..models import InstanceTemplate
+from ..names import validate_name
+from ..store import instances as records
+from ..store.rows import DeploymentRow, InstanceRow, ShapeRow
 from .context import Core
+from .deployments import require_deployment
+from .operations import Operation
+from .shapes import require_shape
+from .templates import INSTANCE_KEY_PREFIX
+from .urls import instance_url, shape_instance_url
+
+logger = logging.getLogger(__name__)
+
+KEY_DEPLOYMENT = INSTANCE_KEY_PREFIX + "deployment"
+KEY_SHAPE = INSTANCE_KEY_PREFIX + "shape"
+KEY_SERVICE = INSTANCE_KEY_PREFIX + "service"
+
+STATE_ACTIONS = frozenset({"start", "stop", "restart", "freeze", "unfreeze"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """A shape addressed by a request, resolved to its rows."""
+
+    deployment: DeploymentRow
+    shape: ShapeRow
+
+    @property
+    def project(self) -> str:
+        return self.deployment.project
+
+
+def resolve(core: Core, project: str, deployment: str, shape: str) -> Target:
+    with core.db.read() as conn:
+        d = require_deployment(conn, project, deployment)
+        return Target(d, require_shape(conn, d.id, shape))
+
+
+def _require_record(conn, target: Target, name: str) -> InstanceRow:
+    row = records.get(conn, target.shape.id, name)
+    if row is None:
+        raise NotFound("Instance not found")
+    return row
+
+
+def instance_body(core: Core, target: Target, name: str) -> dict[str, Any]:
+    """The LXD InstancesPost for a new instance: the template plus our ownership keys."""
+    template = InstanceTemplate.model_validate_json(target.shape.instance_template)
+    body = template.model_dump(exclude_none=True)
+    body["name"] = name
+    body["config"] = {**body.get("config", {}), KEY_DEPLOYMENT: target.deployment.name,
+                      KEY_SHAPE: target.shape.name, KEY_SERVICE: core.service_id}
+    if body.get("source", {}).get("type") == "none":
+        body["source"] = {"type": "none"}
+    return body
+
+
+def list_instance_urls(core: Core, target: Target) -> list[str]:
+    with core.db.read() as conn:
+        rows = records.list_all(conn, shape_ids=[target.shape.id])
+    return [shape_instance_url(target.project, target.deployment.name, target.shape.name,
+                               r.instance_name) for r in sorted(rows, key=_by_name)]
+
+
+def list_instances_full(core: Core, target: Target) -> list[dict[str, Any]]:
+    """LXD's own instance objects (with state) for the shape's records, in one LXD call."""
+    with core.db.read() as conn:
+        rows = records.list_all(conn, shape_ids=[target.shape.id])
+    wanted = {r.instance_name for r in rows}
+    if not wanted:
+        return []
+    found = core.lxd.list_instances(target.project, with_state=True)
+    return sorted((i for i in found if i.get("name") in wanted and _ours(core, i, target)),
+                  key=lambda i: i["name"])
+
+
+def get_instance(core: Core, target: Target, name: str) -> dict[str, Any]:
+    with core.db.read() as conn:
+        _require_record(conn, target, name)
+    instance = core.lxd.get_instance(target.project, name)
+    if instance is None or not _ours(core, instance, target):
+        raise NotFound("Instance not found in LXD")
+    return instance
+
+
+def _by_name(row: InstanceRow) -> str:
+    return row.instance_name
+
+
+def _ours(core: Core, instance: dict[str, Any], target: Target | None = None) -> bool:
+    """Whether LXD's instance carries our keys (for this shape, when one is given)."""
+    config = instance.get("config") or {}
+    if config.get(KEY_SERVICE) != core.service_id:
+        return False
+    return target is None or (config.get(KEY_DEPLOYMENT) == target.deployment.name
+                              and config.get(KEY_SHAPE) == target.shape.name)
+
+
+def _delete_if_ours(core: Core, project: str, name: str) -> None:
+    """Delete the instance in LXD only if it carries our keys: an instance of the same
+    name made by someone else is never touched."""
+    instance = core.lxd.get_instance(project, name)
+    if instance is None:
+        return
+    if not _ours(core, instance):
+        logger.warning("not deleting %s in project %s: it is not ours", name, project)
+        return
+    core.lxd.delete_instance(project, name)
+
+
+def launch(core: Core, target: Target, name: str, owner: str | None = None) -> Operation:
+    """Reserve a slot for `name` within the shape's maximum, then create and start it."""
+    validate_name(name, "Instance")
+    core.require_project_allowed(target.project)
+    if core.lxd.instance_exists(target.project, name):
+        raise Conflict(f'Instance "{name}" already exists in project "{target.project}"')
+    maximum = target.shape.scaling_maximum
+    with core.db.write() as conn:
+        shape = require_shape(conn, target.deployment.id, target.shape.name)
+        current = records.count(conn, shape.id)
+        if current >= shape.scaling_maximum:
+            raise BoundReached(f'Shape "{shape.name}" is at its scaling_maximum '
+                               f"({shape.scaling_maximum}): cannot launch another instance")
+        maximum = shape.scaling_maximum
+        record_id = records.reserve(conn, shape.id, target.project, name)
+    target = Target(target.deployment, shape)
+    body = instance_body(core, target, name)
+    logger.info("launching %s in shape %s/%s (max %d)", name, target.deployment.name,
+                target.shape.name, maximum)
+
+    def release() -> None:
+        with core.db.write() as conn:
+            records.release(conn, record_id)
+
+    def work(_: Operation) -> dict[str, Any]:
+        try:
+            core.lxd.create_instance(target.project, body)
+        except Exception:
+            release()
+            raise
+        try:
+            core.lxd.change_state(target.project, name, "start")
+        except Exception:
+            with core.db.write() as conn:
+                records.set_status(conn, record_id, records.FAILED)
+            raise
+        with core.db.write() as conn:
+            records.set_status(conn, record_id, records.READY)
+        return {}
+
+    return core.operations.start(
+        f"Launching instance {name}", _resources(target, name), work,
+        owner=owner, on_cancel=release)
+
+
+def delete(core: Core, target: Target, name: str, owner: str | None = None) -> Operation:
+    """Mark the instance as leaving if the shape stays at or above its minimum, then
+    delete it in LXD."""
+    with core.db.write() as conn:
+        shape = require_shape(conn, target.deployment.id, target.shape.name)
+        record = _require_record(conn, target, name)
+        if record.status in (records.PENDING, records.DELETING):
+            raise Conflict(f'Instance "{name}" is being '
+                           f'{"launched" if record.status == records.PENDING else "deleted"}')
+        remaining = records.count(conn, shape.id, leaving_out=[records.DELETING])
+        if remaining - 1 < shape.scaling_minimum:
+            raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
+                               f"({shape.scaling_minimum}): cannot delete an instance")
+        records.set_status(conn, record.id, records.DELETING)
+    previous = record.status
+
+    def restore() -> None:
+        with core.db.write() as conn:
+            records.set_status(conn, record.id, previous)
+
+    def work(_: Operation) -> dict[str, Any]:
+        try:
+            _delete_if_ours(core, target.project, name)
+        except Exception:
+            restore()
+            raise
+        with core.db.write() as conn:
+            records.release(conn, record.id)
+        return {}
+
+    return core.operations.start(
+        f"Deleting instance {name}", _resources(target, name), work,
+        owner=owner, on_cancel=restore)
+
+
+def change_state(core: Core, target: Target, name: str, action: str, *, force: bool = False,
+                 timeout: int = -1, owner: str | None = None) -> Operation:
+    if action not in STATE_ACTIONS:
+        raise InvalidInput(f'Unknown action "{action}": use one of '
+                           f'{", ".join(sorted(STATE_ACTIONS))}')
+    with core.db.read() as conn:
+        record = _require_record(conn, target, name)
+    if record.status in (records.PENDING, records.DELETING):
+        raise Conflict(f'Instance "{name}" is being '
+                       f'{"launched" if record.status == records.PENDING else "deleted"}')
+
+    def work(_: Operation) -> dict[str, Any]:
+        core.lxd.change_state(target.project, name, action, force=force, timeout=timeout)
+        if action in ("start", "restart") and record.status == records.FAILED:
+            with core.db.write() as conn:
+                records.set_status(conn, record.id, records.READY)
+        return {}
+
+    return core.operations.start(
+        f"Changing state of instance {name} ({action})", _resources(target, name), work,
+        owner=owner)
+
+
+def _resources(target: Target, name: str) -> dict[str, list[str]]:
+    return {"instances": [instance_url(target.project, name)],
+            "deployments": [shape_instance_url(target.project, target.deployment.name,
+                                               target.shape.name, name)]}
 
 
 def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
     """Delete each recorded instance in LXD, then its record (a forced cascade)."""
     for instance in instances:
-        core.lxd.delete_instance(instance.project, instance.instance_name)
+        _delete_if_ours(core, instance.project, instance.instance_name)
         with core.db.write() as conn:
-            conn.execute(delete(deployments_shapes_instances)
-                         .where(deployments_shapes_instances.c.id == instance.id))
+            records.release(conn, instance.id)

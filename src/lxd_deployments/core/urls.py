@@ -30,3 +30,9 @@ def instance_url(project: str, instance: str) -> str:
 
 def certificate_url(fingerprint: str) -> str:
     return f"/1.0/certificates/{fingerprint}"
+
+
+def shape_instance_url(project: str, deployment: str, shape: str, instance: str) -> str:
+    """The instance's URL in this API, under its shape."""
+    return _with_project(f"/1.0/deployments/{deployment}/shapes/{shape}/instances/{instance}",
+                         project)

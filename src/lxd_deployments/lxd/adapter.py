@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,30 @@ class LXDAdapter(Protocol):
 
     def get_profile(self, project: str, name: str) -> Profile | None:
         """The profile, or None when the project has no profile of that name."""
+        ...
+
+    def instance_exists(self, project: str, name: str) -> bool:
+        """Whether LXD has an instance of that name in the project (ours or not)."""
+        ...
+
+    def get_instance(self, project: str, name: str) -> dict[str, Any] | None:
+        """The LXD instance object with its `state`, or None when there is none."""
+        ...
+
+    def list_instances(self, project: str, *, with_state: bool = False) -> list[dict[str, Any]]:
+        """Every instance of the project as LXD objects (`state` included on request)."""
+        ...
+
+    def create_instance(self, project: str, body: dict[str, Any]) -> None:
+        """Create an instance from an LXD InstancesPost body and wait for it.
+
+        Raises `Conflict` when the name is taken, `LXDUnavailable` on other failures.
+        """
+        ...
+
+    def change_state(self, project: str, name: str, action: str, *, force: bool = False,
+                     timeout: int = -1) -> None:
+        """Start, stop, restart, freeze or unfreeze an instance and wait for it."""
         ...
 
     def delete_instance(self, project: str, name: str) -> None:

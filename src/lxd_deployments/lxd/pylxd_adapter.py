@@ -14,7 +14,7 @@ import requests
 from pylxd import exceptions as pylxd_errors
 
 from ..config import LXDSettings
-from ..errors import LXDUnavailable
+from ..errors import Conflict, LXDUnavailable
 from .adapter import Profile
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,12 @@ def _lxd_message(err: pylxd_errors.LXDAPIException) -> str:
         return err.response.json().get("error") or str(err)
     except (ValueError, AttributeError):
         return str(err)
+
+
+def _unavailable(err: Exception) -> LXDUnavailable:
+    if isinstance(err, pylxd_errors.LXDAPIException):
+        return LXDUnavailable(f"LXD refused the request: {_lxd_message(err)}")
+    return LXDUnavailable(f"LXD is unreachable: {err}")
 
 
 class PylxdAdapter:
@@ -62,6 +68,46 @@ class PylxdAdapter:
             return None
         return Profile(name=name, config=dict(metadata.get("config") or {}),
                        devices={k: dict(v) for k, v in (metadata.get("devices") or {}).items()})
+
+    def instance_exists(self, project: str, name: str) -> bool:
+        return self._get(self._client.api.instances[name], project) is not None
+
+    def get_instance(self, project: str, name: str) -> dict[str, Any] | None:
+        node = self._client.api.instances[name]
+        try:
+            return node.get(params={"project": project, "recursion": 1}).json()["metadata"]
+        except pylxd_errors.NotFound:
+            return None
+        except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+            raise _unavailable(err) from err
+
+    def list_instances(self, project: str, *, with_state: bool = False) -> list[dict[str, Any]]:
+        params = {"project": project, "recursion": 2 if with_state else 1}
+        try:
+            return self._client.api.instances.get(params=params).json()["metadata"]
+        except pylxd_errors.NotFound:
+            return []  # the project is gone
+        except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+            raise _unavailable(err) from err
+
+    def create_instance(self, project: str, body: dict[str, Any]) -> None:
+        try:
+            self._wait(self._client.api.instances.post(params={"project": project}, json=body))
+        except pylxd_errors.LXDAPIException as err:
+            if err.response.status_code == 409:
+                raise Conflict(f'Instance "{body.get("name")}" already exists in LXD') from err
+            raise _unavailable(err) from err
+        except requests.RequestException as err:
+            raise _unavailable(err) from err
+
+    def change_state(self, project: str, name: str, action: str, *, force: bool = False,
+                     timeout: int = -1) -> None:
+        node = self._client.api.instances[name].state
+        body = {"action": action, "force": force, "timeout": timeout}
+        try:
+            self._wait(node.put(params={"project": project}, json=body))
+        except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+            raise _unavailable(err) from err
 
     def delete_instance(self, project: str, name: str) -> None:
         node = self._client.api.instances[name]

@@ -1,0 +1,80 @@
+"""Governor-facing routes: `/1.0/deployments/{d}/shapes/{s}/instances[/{i}[/state]]`.
+
+Launch, delete and state changes answer 202 with an operation; a launch past the
+shape's maximum or a delete below its minimum is refused with 409 before any
+operation exists.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ...core import instances as core
+from ...errors import InvalidInput
+from ...models import InstancesPost, InstanceStatePut
+from ..dependencies import DEFAULT_PROJECT, CoreDep, ProjectQuery, RecursionQuery
+from ..envelope import async_response, sync_response
+
+router = APIRouter(prefix="/1.0/deployments/{deployment}/shapes/{shape}/instances",
+                   tags=["instances"])
+
+
+@router.get("", summary="List a shape's instances (recursion=1: LXD's objects with state)")
+def list_instances(deployment: str, shape: str, c: CoreDep,
+                   project: ProjectQuery = DEFAULT_PROJECT, recursion: RecursionQuery = 0):
+    target = core.resolve(c, project, deployment, shape)
+    if recursion:
+        return sync_response(core.list_instances_full(c, target))
+    return sync_response(core.list_instance_urls(c, target))
+
+
+def _launch(c, project: str, deployment: str, shape: str, name: str | None,
+            body: InstancesPost):
+    if body.shape_name not in (None, shape):
+        raise InvalidInput(f'shape_name "{body.shape_name}" does not match the shape '
+                           f'of the URL ("{shape}")')
+    if name is None:
+        name = body.instance_name
+    elif body.instance_name not in (None, name):
+        raise InvalidInput(f'instance_name "{body.instance_name}" does not match the '
+                           f'instance of the URL ("{name}")')
+    if not name:
+        raise InvalidInput('Missing field "instance_name"')
+    target = core.resolve(c, project, deployment, shape)
+    return async_response(core.launch(c, target, name).to_api())
+
+
+@router.post("", status_code=202, summary="Launch an instance of the shape")
+def launch_instance(deployment: str, shape: str, body: InstancesPost, c: CoreDep,
+                    project: ProjectQuery = DEFAULT_PROJECT):
+    return _launch(c, project, deployment, shape, None, body)
+
+
+@router.post("/{name}", status_code=202, summary="Launch an instance named in the URL")
+def launch_named_instance(deployment: str, shape: str, name: str, c: CoreDep,
+                          body: InstancesPost | None = None,
+                          project: ProjectQuery = DEFAULT_PROJECT):
+    return _launch(c, project, deployment, shape, name, body or InstancesPost())
+
+
+@router.get("/{name}", summary="Get an instance of the shape (LXD's object with state)")
+def get_instance(deployment: str, shape: str, name: str, c: CoreDep,
+                 project: ProjectQuery = DEFAULT_PROJECT):
+    target = core.resolve(c, project, deployment, shape)
+    return sync_response(core.get_instance(c, target, name))
+
+
+@router.delete("/{name}", status_code=202, summary="Delete an instance of the shape")
+def delete_instance(deployment: str, shape: str, name: str, c: CoreDep,
+                    project: ProjectQuery = DEFAULT_PROJECT):
+    target = core.resolve(c, project, deployment, shape)
+    return async_response(core.delete(c, target, name).to_api())
+
+
+@router.put("/{name}/state", status_code=202, summary="Start, stop, restart, (un)freeze")
+def change_instance_state(deployment: str, shape: str, name: str, body: InstanceStatePut,
+                          c: CoreDep, project: ProjectQuery = DEFAULT_PROJECT):
+    target = core.resolve(c, project, deployment, shape)
+    operation = core.change_state(c, target, name, body.action, force=body.force,
+                                  timeout=body.timeout)
+    return async_response(operation.to_api())

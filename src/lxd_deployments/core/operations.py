@@ -1,0 +1,223 @@
+"""Background operations as LXD has them: long work answers 202 at once with an operation
+that callers poll, wait on, or cancel while it has not started.
+
+The work runs on a bounded thread pool because the LXD adapter (pylxd) is synchronous.
+Finished operations are kept for a while so a caller can still read how they ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from ..errors import Conflict, DeploymentsError, NotFound
+
+logger = logging.getLogger(__name__)
+
+
+class Status(Enum):
+    """LXD's operation status codes (shared/api/status_code.go)."""
+
+    PENDING = ("Pending", 105)
+    RUNNING = ("Running", 103)
+    SUCCESS = ("Success", 200)
+    FAILURE = ("Failure", 400)
+    CANCELLED = ("Cancelled", 401)
+
+    @property
+    def text(self) -> str:
+        return self.value[0]
+
+    @property
+    def code(self) -> int:
+        return self.value[1]
+
+    @property
+    def final(self) -> bool:
+        return self in (Status.SUCCESS, Status.FAILURE, Status.CANCELLED)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class Operation:
+    """One unit of background work and how it ended; `owner` scopes who may see it."""
+
+    description: str
+    resources: dict[str, list[str]]
+    owner: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created_at: str = field(default_factory=_now)
+    updated_at: str = field(default_factory=_now)
+    status: Status = Status.PENDING
+    metadata: dict[str, Any] = field(default_factory=dict)
+    err: str = ""
+    finished_at: float | None = None
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _waiters: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _waiters_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def mark_done(self) -> None:
+        """Wake every waiter, threads and event loops alike."""
+        with self._waiters_lock:
+            self.done.set()
+            waiters, self._waiters = self._waiters, []
+        for wake in waiters:
+            wake()
+
+    async def wait_async(self, timeout: float | None) -> None:
+        """Wait on the event loop without holding a thread (many callers may wait)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+
+        with self._waiters_lock:
+            if self.done.is_set():
+                return
+            self._waiters.append(wake)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(future, None if timeout is None or timeout < 0 else timeout)
+
+    @property
+    def may_cancel(self) -> bool:
+        return self.status is Status.PENDING
+
+    @property
+    def url(self) -> str:
+        return f"/1.0/operations/{self.id}"
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "class": "task",
+            "description": self.description,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "status": self.status.text,
+            "status_code": self.status.code,
+            "resources": self.resources,
+            "metadata": self.metadata,
+            "may_cancel": self.may_cancel,
+            "err": self.err,
+            "location": "none",
+        }
+
+
+Work = Callable[[Operation], dict[str, Any] | None]
+Cleanup = Callable[[], None]
+
+
+class Operations:
+    """Registry and runner of operations.
+
+    `start` queues the work; its result becomes the operation's metadata, a
+    `DeploymentsError` (or any exception) its `err`. `on_cancel` runs when a pending
+    operation is cancelled, so a reservation made before queuing is released.
+    """
+
+    def __init__(self, max_workers: int = 16, keep_seconds: float = 300.0) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_workers,
+                                            thread_name_prefix="operation")
+        self._keep_seconds = keep_seconds
+        self._lock = threading.Lock()
+        self._operations: dict[str, Operation] = {}
+        self._on_cancel: dict[str, Cleanup] = {}
+
+    def start(self, description: str, resources: dict[str, list[str]], work: Work,
+              *, owner: str | None = None, on_cancel: Cleanup | None = None) -> Operation:
+        operation = Operation(description=description, resources=resources, owner=owner)
+        with self._lock:
+            self._forget_old()
+            self._operations[operation.id] = operation
+            if on_cancel is not None:
+                self._on_cancel[operation.id] = on_cancel
+        self._executor.submit(self._run, operation, work)
+        return operation
+
+    def _run(self, operation: Operation, work: Work) -> None:
+        with self._lock:
+            if operation.status is not Status.PENDING:
+                return  # cancelled while queued
+            operation.status = Status.RUNNING
+            operation.updated_at = _now()
+            self._on_cancel.pop(operation.id, None)
+        try:
+            result = work(operation)
+        except DeploymentsError as err:
+            self._finish(operation, Status.FAILURE, err=str(err))
+        except Exception as err:  # a bug: keep the operation honest, log the trace
+            logger.exception("operation %s (%s) failed", operation.id, operation.description)
+            self._finish(operation, Status.FAILURE, err=f"Internal error: {err}")
+        else:
+            self._finish(operation, Status.SUCCESS, metadata=result)
+
+    def _finish(self, operation: Operation, status: Status, *, err: str = "",
+                metadata: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            operation.status = status
+            operation.err = err
+            if metadata:
+                operation.metadata.update(metadata)
+            operation.updated_at = _now()
+            operation.finished_at = time.monotonic()
+        operation.mark_done()
+
+    def _forget_old(self) -> None:
+        cutoff = time.monotonic() - self._keep_seconds
+        for op_id in [i for i, op in self._operations.items()
+                      if op.finished_at is not None and op.finished_at < cutoff]:
+            del self._operations[op_id]
+
+    def get(self, operation_id: str, owner: str | None = None) -> Operation:
+        """The operation; a caller scoped to `owner` sees only its own (others: not found)."""
+        with self._lock:
+            operation = self._operations.get(operation_id)
+        if operation is None or (owner is not None and operation.owner != owner):
+            raise NotFound("Operation not found")
+        return operation
+
+    def list(self, owner: str | None = None) -> list[Operation]:
+        with self._lock:
+            self._forget_old()
+            operations = list(self._operations.values())
+        return [op for op in operations if owner is None or op.owner == owner]
+
+    def wait(self, operation_id: str, timeout: float | None,
+             owner: str | None = None) -> Operation:
+        """Block until the operation ends or `timeout` seconds pass (-1 or None: no limit)."""
+        operation = self.get(operation_id, owner)
+        operation.done.wait(None if timeout is None or timeout < 0 else timeout)
+        return operation
+
+    def cancel(self, operation_id: str, owner: str | None = None) -> Operation:
+        """Cancel a pending operation; one that has started cannot be (as in LXD)."""
+        operation = self.get(operation_id, owner)
+        with self._lock:
+            if operation.status is not Status.PENDING:
+                raise Conflict("This operation can't be cancelled: it has started")
+            operation.status = Status.CANCELLED
+            operation.err = "Operation cancelled"
+            operation.updated_at = _now()
+            operation.finished_at = time.monotonic()
+            cleanup = self._on_cancel.pop(operation.id, None)
+        if cleanup is not None:
+            cleanup()
+        operation.mark_done()
+        return operation
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,84 @@
+"""Instance records: the slots a shape's bound is counted on.
+
+A record is written *before* LXD is asked to create the instance (status `pending`), in
+the same transaction that counts the shape's records, so the count and the reservation
+cannot be separated by another writer (`Database.write` takes SQLite's write lock at
+BEGIN). Every status counts towards `scaling_maximum`; only `deleting` ones are left out
+when checking `scaling_minimum`, since they are on their way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import Conflict
+from .database import utcnow
+from .rows import InstanceRow
+from .schema import deployments_shapes_instances as instances
+
+PENDING = "pending"  # reserved; LXD is creating it
+READY = "ready"  # exists in LXD and was started
+FAILED = "failed"  # exists in LXD but did not start; still counts
+DELETING = "deleting"  # LXD is deleting it
+
+
+def _row(r) -> InstanceRow:
+    return InstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
+                       instance_name=r.instance_name, status=r.status)
+
+
+def count(conn: Connection, shape_id: int, *, leaving_out: Iterable[str] = ()) -> int:
+    query = select(func.count()).select_from(instances).where(instances.c.shape_id == shape_id)
+    leaving_out = list(leaving_out)
+    if leaving_out:
+        query = query.where(instances.c.status.not_in(leaving_out))
+    return conn.execute(query).scalar_one()
+
+
+def reserve(conn: Connection, shape_id: int, project: str, name: str,
+            status: str = PENDING) -> int:
+    """Insert a record; a name already recorded in the project is a conflict."""
+    try:
+        return conn.execute(insert(instances).values(
+            shape_id=shape_id, project=project, instance_name=name, status=status,
+            created_at=utcnow())).inserted_primary_key[0]
+    except IntegrityError as err:
+        raise Conflict(f'Instance "{name}" already exists in project "{project}"') from err
+
+
+def get(conn: Connection, shape_id: int, name: str) -> InstanceRow | None:
+    row = conn.execute(select(instances).where(instances.c.shape_id == shape_id,
+                                               instances.c.instance_name == name)).first()
+    return None if row is None else _row(row)
+
+
+def find(conn: Connection, project: str, name: str) -> InstanceRow | None:
+    row = conn.execute(select(instances).where(instances.c.project == project,
+                                               instances.c.instance_name == name)).first()
+    return None if row is None else _row(row)
+
+
+def list_all(conn: Connection, *, shape_ids: Iterable[int] | None = None,
+             project: str | None = None) -> list[InstanceRow]:
+    query = select(instances).order_by(instances.c.id)
+    if shape_ids is not None:
+        query = query.where(instances.c.shape_id.in_(list(shape_ids)))
+    if project is not None:
+        query = query.where(instances.c.project == project)
+    return [_row(r) for r in conn.execute(query).all()]
+
+
+def set_status(conn: Connection, record_id: int, status: str) -> None:
+    conn.execute(update(instances).where(instances.c.id == record_id).values(status=status))
+
+
+def rename(conn: Connection, record_id: int, new_name: str) -> None:
+    conn.execute(update(instances).where(instances.c.id == record_id)
+                 .values(instance_name=new_name))
+
+
+def release(conn: Connection, record_id: int) -> None:
+    conn.execute(delete(instances).where(instances.c.id == record_id))

@@ -1,0 +1,142 @@
+"""Governor-facing instance routes over the fake LXD: the bound, records and operations."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import error_of
+
+BASE = "/1.0/deployments/web/shapes/front/instances"
+
+
+@pytest.fixture
+def shape(api):
+    assert api.post("/1.0/deployments", json={"name": "web"}).status_code == 201
+    response = api.post("/1.0/deployments/web/shapes", json={
+        "name": "front", "scaling_minimum": 1, "scaling_maximum": 2,
+        "instance_template": {"source": {"type": "image", "alias": "busybox"}}})
+    assert response.status_code == 201, response.json()
+
+
+def launch(api, name: str) -> dict:
+    """Launch and wait; return the finished operation."""
+    response = api.post(BASE, json={"instance_name": name})
+    assert response.status_code == 202, response.json()
+    assert response.headers["Location"] == response.json()["operation"]
+    waited = api.get(response.json()["operation"] + "/wait", params={"timeout": 10})
+    return waited.json()["metadata"]
+
+
+def scaling_current(api) -> int:
+    return api.get("/1.0/deployments/web/shapes/front").json()["metadata"]["scaling_current"]
+
+
+def test_launch_creates_started_instance_with_ownership_keys(api, shape, fake_lxd):
+    operation = launch(api, "c1")
+    assert operation["status"] == "Success", operation
+    instance = fake_lxd.instances[("default", "c1")]
+    assert instance["status"] == "Running"
+    assert instance["config"]["user.lxd-deployments.deployment"] == "web"
+    assert instance["config"]["user.lxd-deployments.shape"] == "front"
+    assert api.get(BASE).json()["metadata"] == [f"{BASE}/c1"]
+    assert scaling_current(api) == 1
+    used_by = api.get("/1.0/deployments/web").json()["metadata"]["used_by"]
+    assert "/1.0/instances/c1" in used_by
+
+
+def test_launch_past_maximum_is_refused_before_any_operation(api, shape, fake_lxd):
+    launch(api, "c1")
+    launch(api, "c2")
+    before = len(api.get("/1.0/operations").json()["metadata"].get("success", []))
+    status, message = error_of(api.post(BASE, json={"instance_name": "c3"}))
+    assert status == 409
+    assert message == 'Shape "front" is at its scaling_maximum (2): cannot launch another instance'
+    assert ("default", "c3") not in fake_lxd.instances
+    assert len(api.get("/1.0/operations").json()["metadata"].get("success", [])) == before
+
+
+def test_delete_below_minimum_is_refused(api, shape, fake_lxd):
+    launch(api, "c1")
+    status, message = error_of(api.delete(f"{BASE}/c1"))
+    assert (status, message) == (
+        409, 'Shape "front" is at its scaling_minimum (1): cannot delete an instance')
+    assert ("default", "c1") in fake_lxd.instances
+
+
+def test_delete_goes_through_an_operation(api, shape, fake_lxd):
+    launch(api, "c1")
+    launch(api, "c2")
+    response = api.delete(f"{BASE}/c2")
+    assert response.status_code == 202
+    waited = api.get(response.json()["operation"] + "/wait").json()["metadata"]
+    assert waited["status"] == "Success"
+    assert ("default", "c2") not in fake_lxd.instances
+    assert scaling_current(api) == 1
+
+
+def test_failed_creation_releases_the_slot(api, shape, fake_lxd):
+    fake_lxd.fail_create.add("c1")
+    operation = launch(api, "c1")
+    assert operation["status"] == "Failure"
+    assert "cannot create c1" in operation["err"]
+    assert scaling_current(api) == 0
+
+
+def test_failed_start_keeps_the_instance_counted(api, shape, fake_lxd):
+    fake_lxd.fail_start.add("c1")
+    operation = launch(api, "c1")
+    assert operation["status"] == "Failure"
+    assert scaling_current(api) == 1
+    assert fake_lxd.instances[("default", "c1")]["status"] == "Stopped"
+
+
+def test_name_taken_in_lxd_by_someone_else_is_refused(api, shape, fake_lxd):
+    fake_lxd.add_instance("default", "c1")
+    status, message = error_of(api.post(BASE, json={"instance_name": "c1"}))
+    assert (status, message) == (409, 'Instance "c1" already exists in project "default"')
+    assert scaling_current(api) == 0
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({}, 'Missing field "instance_name"'),
+    ({"instance_name": "1bad"}, "Instance name must not start with a digit or a dash"),
+    ({"instance_name": "c1", "shape_name": "other"},
+     'shape_name "other" does not match the shape of the URL ("front")'),
+    ({"instance_name": 5}, None),
+])
+def test_bad_launch_bodies(api, shape, body, message):
+    status, error = error_of(api.post(BASE, json=body))
+    assert status == 400
+    if message:
+        assert error == message
+    assert scaling_current(api) == 0
+
+
+def test_name_in_url_and_state_changes(api, shape, fake_lxd):
+    response = api.post(f"{BASE}/c1")
+    assert response.status_code == 202, response.json()
+    api.get(response.json()["operation"] + "/wait")
+    response = api.put(f"{BASE}/c1/state", json={"action": "stop", "force": True})
+    assert response.status_code == 202
+    assert api.get(response.json()["operation"] + "/wait").json()["metadata"]["status"] == \
+        "Success"
+    assert fake_lxd.instances[("default", "c1")]["status"] == "Stopped"
+    assert api.get(f"{BASE}/c1").json()["metadata"]["status"] == "Stopped"
+    status, _ = error_of(api.put(f"{BASE}/c1/state", json={"action": "explode"}))
+    assert status == 400
+
+
+def test_unknown_names(api, shape):
+    assert error_of(api.get(f"{BASE}/nope")) == (404, "Instance not found")
+    assert error_of(api.delete(f"{BASE}/nope")) == (404, "Instance not found")
+    assert error_of(api.get("/1.0/deployments/web/shapes/nope/instances")) == \
+        (404, "Shape not found")
+    assert error_of(api.get("/1.0/operations/nope")) == (404, "Operation not found")
+
+
+def test_force_delete_of_shape_spares_outside_instances(api, shape, fake_lxd):
+    launch(api, "c1")
+    fake_lxd.add_instance("default", "outsider")
+    assert api.delete("/1.0/deployments/web/shapes/front?force=1").status_code == 200
+    assert ("default", "c1") not in fake_lxd.instances
+    assert ("default", "outsider") in fake_lxd.instances
