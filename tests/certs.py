@@ -18,9 +18,11 @@ class TestCertificate:
     fingerprint: str
 
 
-def make_certificate(common_name: str = "governor") -> TestCertificate:
+def make_certificate(common_name: str | None = "governor") -> TestCertificate:
+    """A self-signed certificate; `common_name=None` gives a subject without a CN."""
     key = ec.generate_private_key(ec.SECP384R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name
+                     else [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tests")])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()

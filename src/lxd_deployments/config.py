@@ -107,12 +107,31 @@ def load_settings(path: Path | None) -> Settings:
             return Settings()
         path = DEFAULT_CONFIG_PATH
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {path}: {err}") from err
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from err
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: "
+                          f"{getattr(err, 'problem', None) or err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the configuration must be a YAML mapping")
     try:
         return Settings.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{path}: {err}") from err
+        raise ConfigError(f"{path}: {_describe(err)}") from err
+
+
+def _describe(err: ValidationError) -> str:
+    """The problems on one line, each naming its key (pydantic's dump spans lines and links)."""
+    problems = []
+    for problem in err.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            problems.append(f'unknown key "{key}"')
+        else:
+            problems.append(f'{key}: {problem["msg"].removeprefix("Value error, ")}')
+    return "; ".join(problems)

@@ -6,8 +6,10 @@ import asyncio
 import grp
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from .api import create_app
 from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.operations import Operations
+from .core.watcher import Watcher
 from .errors import LXDUnavailable
 from .lxd import connect
 from .store import open_database
@@ -70,17 +73,36 @@ def build_core(settings: Settings) -> Core:
                 service_id=service_id(settings))
 
 
+async def recover(watcher: Watcher) -> None:
+    """The startup reconcile: settle what a crash left (pending and deleting records),
+    re-attach our instances that lack a record, drop records whose instance is gone.
+    It runs before any request is served, so no operation can be in flight."""
+    summary = await asyncio.to_thread(watcher.reconcile, startup=True)
+    for project, error in summary.failed.items():
+        logger.error("startup reconcile of project %s failed: %s; its reservations left by "
+                     "a crash stay until the next start", project, error)
+    logger.info("startup reconcile done: %d change(s) recorded", summary.changes)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 async def serve(settings: Settings) -> None:
     core = build_core(settings)
     app = create_app(core, max_body_bytes=settings.max_body_bytes)
     unix_sock = bind_unix_socket(settings)
+    watcher = Watcher(core, interval=settings.reconcile_interval)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    logger.info("serving the deployments API on %s", settings.socket_path)
     try:
+        await recover(watcher)
+        watcher.start()
+        logger.info("serving the deployments API on %s", settings.socket_path)
         await server.serve(sockets=[unix_sock])
     finally:
+        await asyncio.to_thread(watcher.stop)
         unix_sock.close()
         Path(settings.socket_path).unlink(missing_ok=True)
         core.db.close()
@@ -95,6 +117,11 @@ def run(config_path: str | Path | None = None) -> int:
         return 1
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again once it
+        # has put the previous handler back: make that an exit that runs serve()'s clean-up
+        # (stop the watcher, remove the socket, close the store) rather than a kill.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         asyncio.run(serve(settings))
     except (ConfigError, LXDUnavailable) as err:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lxd_deployments.errors import Conflict, LXDUnavailable
-from lxd_deployments.lxd import Profile
+from lxd_deployments.lxd import EventHandler, LifecycleEvent, Profile
+
+_STATE_EVENTS = {"start": "instance-started", "restart": "instance-restarted",
+                 "freeze": "instance-paused", "unfreeze": "instance-resumed"}
 
 
 @dataclass
@@ -19,6 +25,10 @@ class FakeLXD:
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     fail_create: set[str] = field(default_factory=set)
     fail_start: set[str] = field(default_factory=set)
+    # Lifecycle events, as LXD's events websocket would send them (see `watch_events`).
+    events: queue.Queue = field(default_factory=queue.Queue)
+    connections: int = 0
+    listing_calls: int = 0
 
     def __post_init__(self) -> None:
         self.profiles.setdefault(("default", "default"), Profile(
@@ -53,6 +63,7 @@ class FakeLXD:
         return self.instances.get((project, name))
 
     def list_instances(self, project: str, *, with_state: bool = False) -> list[dict[str, Any]]:
+        self.listing_calls += 1
         return [i for (p, _), i in self.instances.items() if p == project]
 
     def create_instance(self, project: str, body: dict[str, Any]) -> None:
@@ -62,6 +73,7 @@ class FakeLXD:
         if (project, name) in self.instances:
             raise Conflict(f'Instance "{name}" already exists in LXD')
         self.add_instance(project, name, body.get("config"), status="Stopped")
+        self.emit(project, "instance-created", name)
 
     def change_state(self, project: str, name: str, action: str, *, force: bool = False,
                      timeout: int = -1) -> None:
@@ -71,7 +83,53 @@ class FakeLXD:
         status = {"start": "Running", "restart": "Running", "stop": "Stopped",
                   "freeze": "Frozen", "unfreeze": "Running"}[action]
         instance["status"] = instance["state"]["status"] = status
+        if action == "stop":
+            self.emit(project, "instance-stopped" if force else "instance-shutdown", name)
+        else:
+            self.emit(project, _STATE_EVENTS[action], name)
 
     def delete_instance(self, project: str, name: str) -> None:
-        self.instances.pop((project, name), None)
+        instance = self.instances.pop((project, name), None)
         self.deleted_instances.append((project, name))
+        if instance is not None:
+            if instance["status"] != "Stopped":
+                self.emit(project, "instance-stopped", name)
+            self.emit(project, "instance-deleted", name)
+
+    # --- what `lxc` does behind the service's back (the adapter has no such method) ------
+
+    def rename_instance(self, project: str, name: str, new_name: str) -> None:
+        instance = self.instances.pop((project, name))
+        instance["name"] = new_name
+        self.instances[(project, new_name)] = instance
+        self.emit(project, "instance-renamed", new_name, {"old_name": name})
+
+    # --- events --------------------------------------------------------------------------
+
+    def emit(self, project: str, action: str, name: str,
+             context: dict[str, Any] | None = None) -> None:
+        """Queue a lifecycle event for the listener (kept until one listens)."""
+        self.events.put(LifecycleEvent(project=project, action=action, name=name,
+                                       context=dict(context or {})))
+
+    def watch_events(self, handler: EventHandler, stop: threading.Event, *,
+                     on_connect: Callable[[], None] | None = None,
+                     projects: Iterable[str] | None = None) -> None:
+        wanted = None if projects is None else set(projects)
+        self.connections += 1
+        if on_connect is not None:
+            on_connect()
+        while not stop.is_set():
+            try:
+                event = self.events.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            try:
+                if wanted is None or event.project in wanted:
+                    handler(event)
+            finally:
+                self.events.task_done()
+
+    def drain(self) -> None:
+        """Wait until the listener has taken every queued event."""
+        self.events.join()

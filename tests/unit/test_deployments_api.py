@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from .conftest import error_of
-
-
-def create(api, name="dep1", project=None, **fields):
-    params = {"project": project} if project else None
-    return api.post("/1.0/deployments", params=params, json={"name": name, **fields})
+from .conftest import create_deployment as create
+from .conftest import create_shape, error_of, launch_instance
 
 
 def test_create_without_description_then_show(api):
@@ -149,3 +145,39 @@ def test_delete_cascades_shapes_and_keys(api, core):
     with core.db.read() as conn:
         for table in ("deployments_shapes", "deployments_keys", "deployments_config"):
             assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() == 0
+
+
+def test_delete_with_instances_is_409_and_touches_nothing(api, unchanged, fake_lxd):
+    create(api)
+    create_shape(api)
+    launch_instance(api, "dep1", "web", "c1")
+
+    with unchanged():
+        assert error_of(api.delete("/1.0/deployments/dep1")) == (
+            409, 'Deployment "dep1" still has 1 instance(s); delete them or use force')
+    assert fake_lxd.deleted_instances == []
+
+
+def test_forced_delete_deletes_the_instances_in_lxd_then_the_rows(api, core, fake_lxd):
+    create(api)
+    create_shape(api, name="web")
+    create_shape(api, name="db")
+    launch_instance(api, "dep1", "web", "c1")
+    launch_instance(api, "dep1", "db", "c2")
+
+    assert api.delete("/1.0/deployments/dep1", params={"force": 1}).status_code == 200
+
+    assert sorted(fake_lxd.deleted_instances) == [("default", "c1"), ("default", "c2")]
+    with core.db.read() as conn:
+        for table in ("deployments", "deployments_shapes", "deployments_shapes_instances"):
+            assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() == 0
+
+
+def test_rename_with_instances_is_409(api, unchanged):
+    create(api)
+    create_shape(api)
+    launch_instance(api, "dep1", "web", "c1")
+
+    with unchanged():
+        assert error_of(api.post("/1.0/deployments/dep1", json={"name": "dep2"})) == (
+            409, "Cannot rename a deployment that has instances: their records name it")

@@ -97,3 +97,38 @@ def test_rename_to_bad_name(api):
     api.post("/1.0/deployments", json={"name": "d"})
     assert error_of(api.post("/1.0/deployments/d", json={"name": "9d"}))[0] == 400
     api.delete("/1.0/deployments/d")
+
+
+@pytest.mark.parametrize(("method", "url", "params", "message"), [
+    ("get", "/1.0/deployments", {"project": ""},
+     'Invalid value for "project": String should have at least 1 character'),
+    ("get", "/1.0/deployments", {"project": "p" * 64},
+     'Invalid value for "project": String should have at most 63 characters'),
+    ("get", "/1.0/deployments", {"all-projects": "maybe"},
+     'Invalid value for "all-projects": Input should be a valid boolean, unable to interpret '
+     "input"),
+    ("get", "/1.0/deployments/d/shapes", {"recursion": 3},
+     'Invalid value for "recursion": Input should be less than or equal to 2'),
+    ("get", "/1.0/deployments/d/keys", {"recursion": -1},
+     'Invalid value for "recursion": Input should be greater than or equal to 0'),
+    ("get", "/1.0/certificates", {"recursion": "yes"},
+     'Invalid value for "recursion": Input should be a valid integer, unable to parse string '
+     "as an integer"),
+    ("delete", "/1.0/deployments/d", {"force": "maybe"},
+     'Invalid value for "force": Input should be a valid boolean, unable to interpret input'),
+    ("delete", "/1.0/deployments/d/shapes/s", {"force": "maybe"},
+     'Invalid value for "force": Input should be a valid boolean, unable to interpret input'),
+])
+def test_bad_query_options(api, method, url, params, message):
+    assert error_of(getattr(api, method)(url, params=params)) == (400, message)
+
+
+@pytest.mark.parametrize("url", ["/1.0/deployments/d", "/1.0/deployments/d/shapes/s",
+                                 "/1.0/deployments/d/keys/k"])
+def test_bodies_of_updates_are_checked_like_creations(api, url):
+    assert error_of(api.patch(url, content=b"{")) == (
+        400, "Invalid JSON body: Expecting property name enclosed in double quotes")
+    assert error_of(api.put(url, content=b"[]")) == (400, "The JSON body must be an object")
+    assert error_of(api.post(url, json={})) == (400, 'Missing field "name"')
+    assert error_of(api.post(url, json={"name": "x", "extra": 1})) == (
+        400, 'Unknown field "extra"')

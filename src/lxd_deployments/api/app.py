@@ -8,7 +8,16 @@ from .. import __version__
 from ..core import Core
 from .body import RequestBodyGuard
 from .errors import install_error_handlers
-from .routes import certificates, deployments, instances, keys, operations, server, shapes
+from .routes import (
+    certificates,
+    changes,
+    deployments,
+    instances,
+    keys,
+    operations,
+    server,
+    shapes,
+)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -25,7 +34,8 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> F
     )
     app.state.core = core
     install_error_handlers(app)
-    for module in (server, deployments, shapes, instances, keys, certificates, operations):
+    for module in (server, deployments, shapes, instances, changes, keys, certificates,
+                   operations):
         app.include_router(module.router)
     app.add_middleware(RequestBodyGuard, max_bytes=max_body_bytes)
     return app

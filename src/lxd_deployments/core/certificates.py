@@ -20,13 +20,25 @@ from .urls import certificate_url
 
 def parse_certificate(text: str) -> x509.Certificate:
     """Accept PEM, or base64 DER without armour as `lxc config trust add` sends it."""
+    # The library's own words (ASN.1 parser states, FAQ links) mean nothing to a user.
     text = text.strip()
-    try:
-        if text.startswith("-----BEGIN"):
+    if not text:
+        raise InvalidInput("Invalid certificate: it is empty")
+    if text.startswith("-----BEGIN"):
+        try:
             return x509.load_pem_x509_certificate(text.encode())
-        return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error) as err:
-        raise InvalidInput(f"Invalid certificate: {err}") from err
+        except ValueError as err:
+            raise InvalidInput("Invalid certificate: the PEM data is not an X.509 "
+                               "certificate") from err
+    try:
+        der = base64.b64decode(text, validate=True)
+    except binascii.Error as err:
+        raise InvalidInput("Invalid certificate: expected PEM or base64-encoded DER") from err
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as err:
+        raise InvalidInput("Invalid certificate: the base64 data is not a DER X.509 "
+                           "certificate") from err
 
 
 def fingerprint_of(certificate: x509.Certificate) -> str:

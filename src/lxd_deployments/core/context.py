@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
+from .inflight import StateActions
 from .operations import Operations
 
 DEFAULT_PROJECT = "default"
@@ -19,7 +20,8 @@ class Core:
     `projects` is the set of LXD projects the service may work in (None: any), so a
     service can be a tenant of a few projects of a shared LXD. `service_id` is written
     on every instance the service creates, so that two services sharing an LXD never
-    adopt each other's instances.
+    adopt each other's instances. `state_actions` holds the state changes the service is
+    making itself, so that the watcher does not take their LXD events for outside changes.
     """
 
     db: Database
@@ -27,6 +29,7 @@ class Core:
     operations: Operations = field(default_factory=Operations)
     projects: frozenset[str] | None = None
     service_id: str = "lxd-deployments"
+    state_actions: StateActions = field(default_factory=StateActions)
 
     def require_project_allowed(self, project: str) -> None:
         if self.projects is not None and project not in self.projects:

@@ -154,7 +154,8 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
             release()
             raise
         try:
-            core.lxd.change_state(target.project, name, "start")
+            with core.state_actions.running(target.project, name, "start"):
+                core.lxd.change_state(target.project, name, "start")
         except Exception:
             with core.db.write() as conn:
                 records.set_status(conn, record_id, records.FAILED)
@@ -215,7 +216,8 @@ def change_state(core: Core, target: Target, name: str, action: str, *, force: b
                        f'{"launched" if record.status == records.PENDING else "deleted"}')
 
     def work(_: Operation) -> dict[str, Any]:
-        core.lxd.change_state(target.project, name, action, force=force, timeout=timeout)
+        with core.state_actions.running(target.project, name, action):
+            core.lxd.change_state(target.project, name, action, force=force, timeout=timeout)
         if action in ("start", "restart") and record.status == records.FAILED:
             with core.db.write() as conn:
                 records.set_status(conn, record.id, records.READY)
@@ -233,8 +235,18 @@ def _resources(target: Target, name: str) -> dict[str, list[str]]:
 
 
 def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
-    """Delete each recorded instance in LXD, then its record (a forced cascade)."""
+    """Delete each recorded instance in LXD, then its record (a forced cascade).
+
+    Each record is marked `deleting` first, so that the watcher and the reconciler take
+    the instance's disappearance for the service's own doing, not an outside change."""
     for instance in instances:
-        _delete_if_ours(core, instance.project, instance.instance_name)
+        with core.db.write() as conn:
+            records.set_status(conn, instance.id, records.DELETING)
+        try:
+            _delete_if_ours(core, instance.project, instance.instance_name)
+        except Exception:
+            with core.db.write() as conn:
+                records.set_status(conn, instance.id, instance.status)
+            raise
         with core.db.write() as conn:
             records.release(conn, instance.id)

@@ -64,7 +64,7 @@ def create_shape(core: Core, project: str, deployment: str, request: ShapesPost)
     with core.db.read() as conn:
         require_deployment(conn, project, deployment)
     template = request.instance_template
-    if request.from_profile:
+    if request.from_profile is not None:  # "" names no profile: refused, not ignored
         template = apply_profile(core.lxd, project, template, request.from_profile)
     check_template(core.lxd, project, template)
     with core.db.write() as conn:

@@ -1,6 +1,6 @@
 """Access to LXD: the adapter protocol the core depends on, and its pylxd implementation."""
 
-from .adapter import LXDAdapter, Profile
+from .adapter import EventHandler, LifecycleEvent, LXDAdapter, Profile
 from .pylxd_adapter import PylxdAdapter, connect
 
-__all__ = ["LXDAdapter", "Profile", "PylxdAdapter", "connect"]
+__all__ = ["EventHandler", "LXDAdapter", "LifecycleEvent", "Profile", "PylxdAdapter", "connect"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,6 +15,20 @@ class Profile:
     name: str
     config: dict[str, str] = field(default_factory=dict)
     devices: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """An LXD lifecycle event about an instance (`instance-deleted`, `instance-renamed`
+    with `context["old_name"]`, `instance-stopped`, `instance-shutdown`, ...)."""
+
+    project: str
+    action: str
+    name: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+EventHandler = Callable[[LifecycleEvent], None]
 
 
 class LXDAdapter(Protocol):
@@ -57,4 +73,15 @@ class LXDAdapter(Protocol):
 
     def delete_instance(self, project: str, name: str) -> None:
         """Stop (forcibly) and delete an instance; an instance already gone is not an error."""
+        ...
+
+    def watch_events(self, handler: EventHandler, stop: threading.Event, *,
+                     on_connect: Callable[[], None] | None = None,
+                     projects: Iterable[str] | None = None) -> None:
+        """Listen to LXD's instance lifecycle events until `stop` is set (blocking).
+
+        `handler` gets each event; `projects` None means every project. The method
+        reconnects by itself and calls `on_connect` after every (re)connection, since
+        events may have been missed while it was away.
+        """
         ...

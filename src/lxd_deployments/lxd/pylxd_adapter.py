@@ -7,6 +7,8 @@ the event loop.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pylxd
@@ -15,7 +17,8 @@ from pylxd import exceptions as pylxd_errors
 
 from ..config import LXDSettings
 from ..errors import Conflict, LXDUnavailable
-from .adapter import Profile
+from . import events
+from .adapter import EventHandler, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +126,12 @@ class PylxdAdapter:
             raise LXDUnavailable(f"LXD refused to delete {name}: {_lxd_message(err)}") from err
         except requests.RequestException as err:
             raise LXDUnavailable(f"LXD is unreachable: {err}") from err
+
+    def watch_events(self, handler: EventHandler, stop: threading.Event, *,
+                     on_connect: Callable[[], None] | None = None,
+                     projects: Iterable[str] | None = None) -> None:
+        events.watch(events.socket_factory(self._client), handler, stop,
+                     on_connect=on_connect, projects=projects)
 
     def _wait(self, response: requests.Response) -> None:
         """Wait for the operation an async LXD answer started; raise its error if it failed."""

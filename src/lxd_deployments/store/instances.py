@@ -10,6 +10,7 @@ when checking `scaling_minimum`, since they are on their way out.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Conflict
 from .database import utcnow
 from .rows import InstanceRow
+from .schema import deployments, deployments_shapes
 from .schema import deployments_shapes_instances as instances
 
 PENDING = "pending"  # reserved; LXD is creating it
@@ -82,3 +84,40 @@ def rename(conn: Connection, record_id: int, new_name: str) -> None:
 
 def release(conn: Connection, record_id: int) -> None:
     conn.execute(delete(instances).where(instances.c.id == record_id))
+
+
+@dataclass(frozen=True)
+class ShapeRef:
+    """A shape with the names its instances carry in their config keys."""
+
+    shape_id: int
+    deployment_id: int
+    project: str
+    deployment_name: str
+    shape_name: str
+
+
+def _shape_refs(conn: Connection, *conditions) -> list[ShapeRef]:
+    query = (select(deployments_shapes.c.id, deployments_shapes.c.deployment_id,
+                    deployments.c.project, deployments.c.name.label("deployment_name"),
+                    deployments_shapes.c.name.label("shape_name"))
+             .join(deployments, deployments.c.id == deployments_shapes.c.deployment_id)
+             .where(*conditions).order_by(deployments_shapes.c.id))
+    return [ShapeRef(shape_id=r.id, deployment_id=r.deployment_id, project=r.project,
+                     deployment_name=r.deployment_name, shape_name=r.shape_name)
+            for r in conn.execute(query).all()]
+
+
+def shapes_in_project(conn: Connection, project: str) -> list[ShapeRef]:
+    """Every shape of every deployment in the project."""
+    return _shape_refs(conn, deployments.c.project == project)
+
+
+def shape_ref(conn: Connection, shape_id: int) -> ShapeRef | None:
+    found = _shape_refs(conn, deployments_shapes.c.id == shape_id)
+    return found[0] if found else None
+
+
+def projects_with_deployments(conn: Connection) -> list[str]:
+    return list(conn.execute(select(deployments.c.project).distinct()
+                             .order_by(deployments.c.project)).scalars())

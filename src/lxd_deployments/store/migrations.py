@@ -81,7 +81,32 @@ def _create_initial_schema(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_instance_changes(conn: Connection) -> None:
+    """The change log: what happened to a deployment's instances outside the service's own
+    requests (deleted, renamed, stopped or started straight through LXD) or on recovery
+    (re-attached, reservations released), kept for the governor to read later."""
+    statements = [
+        """CREATE TABLE deployments_instance_changes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+            shape_name TEXT NOT NULL,
+            project TEXT NOT NULL,
+            instance_name TEXT NOT NULL,
+            change TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX deployments_instance_changes_deployment "
+        "ON deployments_instance_changes (deployment_id, id)",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
-MIGRATIONS: Sequence[Callable[[Connection], None]] = (_create_initial_schema,)
+MIGRATIONS: Sequence[Callable[[Connection], None]] = (
+    _create_initial_schema,
+    _add_instance_changes,
+)
 
 SCHEMA_VERSION = len(MIGRATIONS)

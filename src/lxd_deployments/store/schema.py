@@ -84,3 +84,17 @@ deployments_shapes_instances = Table(
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
 )
+
+deployments_instance_changes = Table(
+    "deployments_instance_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("shape_name", Text, nullable=False),
+    Column("project", Text, nullable=False),
+    Column("instance_name", Text, nullable=False),
+    Column("change", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)

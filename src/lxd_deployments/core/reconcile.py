@@ -1,0 +1,199 @@
+"""Reconcile the instance records with LXD, the source of truth for what exists.
+
+For each allowed project that has deployments, the records are compared with the
+instances LXD lists there. Only instances that carry our three config keys (this
+service's id, and a deployment and shape that exist in that project) are ever considered;
+any other instance is never adopted, modified or deleted, even with a recorded name: a
+record whose same-named instance lacks our keys is a record whose instance is gone.
+
+- A `ready` or `failed` record whose instance is gone is dropped (change `deleted`),
+  unless its instance was renamed: when one record of a shape is gone and one unrecorded
+  instance of ours appeared in that shape, the record follows it (change `renamed`).
+- An instance of ours without a record is re-attached, `ready` when it runs, `failed`
+  otherwise (change `attached`): a lost database is rebuilt this way once its
+  deployments and shapes exist again.
+- At startup only (no operation can be in flight then), `pending` records, left by a
+  launch a crash interrupted, become `ready`/`failed` if their instance exists (change
+  `recovered`) or are released (change `released`); `deleting` records go back to
+  `ready` if their instance still exists (`recovered`), else are released (`released`).
+  At runtime `pending` and `deleting` records belong to operations in flight: left alone.
+
+Races with operations in flight are ruled out by snapshotting the records *before*
+listing LXD and re-checking each one in the write transaction that changes it: a record
+is only dropped if it was settled before the listing and is unchanged since, and an
+instance is only re-attached if no record had its name before the listing or has it now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from ..errors import LXDUnavailable
+from ..store import changes as log
+from ..store import instances as records
+from ..store.instances import ShapeRef
+from ..store.rows import InstanceRow
+from .context import Core
+from .instances import KEY_DEPLOYMENT, KEY_SERVICE, KEY_SHAPE
+
+logger = logging.getLogger(__name__)
+
+SETTLED = (records.READY, records.FAILED)
+
+
+@dataclass
+class Summary:
+    """What a reconcile did: the changes it recorded, and the projects it could not check."""
+
+    changes: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def add(self, other: Summary) -> None:
+        self.changes += other.changes
+        self.failed.update(other.failed)
+
+
+def owner_keys(core: Core, instance: dict[str, Any]) -> tuple[str, str] | None:
+    """(deployment, shape) named by the instance's keys if this service created it."""
+    config = instance.get("config") or {}
+    if config.get(KEY_SERVICE) != core.service_id:
+        return None
+    deployment, shape = config.get(KEY_DEPLOYMENT), config.get(KEY_SHAPE)
+    if not deployment or not shape:
+        return None
+    return deployment, shape
+
+
+def belongs_to(core: Core, instance: dict[str, Any] | None, shape: ShapeRef) -> bool:
+    """Whether the LXD instance is ours and of that shape."""
+    return instance is not None and \
+        owner_keys(core, instance) == (shape.deployment_name, shape.shape_name)
+
+
+def is_running(instance: dict[str, Any]) -> bool:
+    status = instance.get("status") or (instance.get("state") or {}).get("status")
+    return status == "Running"
+
+
+def projects_to_reconcile(core: Core) -> list[str]:
+    """Projects that have deployments, among those the service may work in."""
+    with core.db.read() as conn:
+        projects = records.projects_with_deployments(conn)
+    return [p for p in projects if core.projects is None or p in core.projects]
+
+
+def reconcile(core: Core, *, startup: bool, projects: Iterable[str] | None = None) -> Summary:
+    """Reconcile every project (or the given ones); LXD failures are reported per project."""
+    summary = Summary()
+    for project in projects if projects is not None else projects_to_reconcile(core):
+        summary.add(reconcile_project(core, project, startup=startup))
+    return summary
+
+
+def reconcile_project(core: Core, project: str, *, startup: bool) -> Summary:
+    if core.projects is not None and project not in core.projects:
+        return Summary()
+    with core.db.read() as conn:
+        shapes = {s.shape_id: s for s in records.shapes_in_project(conn, project)}
+        before = records.list_all(conn, project=project)
+    if not shapes:
+        return Summary()
+    try:
+        listing = core.lxd.list_instances(project)
+    except LXDUnavailable as err:
+        logger.warning("cannot reconcile project %s: %s", project, err)
+        return Summary(failed={project: str(err)})
+    by_keys = {(s.deployment_name, s.shape_name): s for s in shapes.values()}
+    ours: dict[str, tuple[ShapeRef | None, dict[str, Any]]] = {}
+    for instance in listing:
+        keys = owner_keys(core, instance)
+        if keys is not None and instance.get("name"):
+            ours[instance["name"]] = (by_keys.get(keys), instance)
+    with core.db.write() as conn:
+        changed = _settle(core, conn, project, shapes, before, ours, startup=startup)
+    if changed:
+        logger.info("reconcile of project %s recorded %d change(s)", project, changed)
+    return Summary(changes=changed)
+
+
+def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeRef],
+            before: list[InstanceRow], ours: dict[str, tuple[ShapeRef | None, dict[str, Any]]],
+            *, startup: bool) -> int:
+    current = {r.id: r for r in records.list_all(conn, project=project)}
+    current_names = {r.instance_name for r in current.values()}
+    changes = 0
+
+    def note(shape: ShapeRef, name: str, change: str, **detail: Any) -> None:
+        nonlocal changes
+        log.record(conn, shape.deployment_id, shape.shape_name, project, name, change, detail)
+        changes += 1
+
+    gone: dict[int, list[InstanceRow]] = defaultdict(list)
+    freed: set[str] = set()
+    for record in before:
+        shape = shapes.get(record.shape_id)
+        if shape is None or current.get(record.id) != record:
+            continue  # changed since the snapshot: an operation or the watcher has it
+        shape_of_instance, instance = ours.get(record.instance_name, (None, None))
+        present = instance is not None and shape_of_instance == shape
+        if record.status in SETTLED:
+            if not present:
+                gone[shape.shape_id].append(record)
+        elif startup and record.status == records.PENDING:
+            if present:
+                status = records.READY if is_running(instance) else records.FAILED
+                records.set_status(conn, record.id, status)
+                note(shape, record.instance_name, log.RECOVERED, previous="pending",
+                     status=status)
+            else:
+                records.release(conn, record.id)
+                freed.add(record.instance_name)
+                note(shape, record.instance_name, log.RELEASED, previous="pending",
+                     reason="the launch was interrupted before the instance existed")
+        elif startup and record.status == records.DELETING:
+            if present:
+                records.set_status(conn, record.id, records.READY)
+                note(shape, record.instance_name, log.RECOVERED, previous="deleting",
+                     status=records.READY)
+            else:
+                records.release(conn, record.id)
+                freed.add(record.instance_name)
+                note(shape, record.instance_name, log.RELEASED, previous="deleting",
+                     reason="the delete was interrupted after the instance was deleted")
+
+    # Instances of ours that no record had before the listing, nor has now.
+    known = {r.instance_name for r in before} | current_names
+    leaving = freed | {r.instance_name for group in gone.values() for r in group}
+    unrecorded: dict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for name, (shape, instance) in sorted(ours.items()):
+        if shape is not None and (name not in known or name in leaving):
+            unrecorded[shape.shape_id].append((name, instance))
+
+    renames: list[tuple[InstanceRow, str, dict[str, Any]]] = []
+    for shape_id in list(gone):
+        candidates = unrecorded.get(shape_id, [])
+        if len(gone[shape_id]) == 1 and len(candidates) == 1:
+            record = gone.pop(shape_id)[0]
+            name, instance = unrecorded.pop(shape_id)[0]
+            renames.append((record, name, instance))
+    for group in gone.values():
+        for record in group:
+            records.release(conn, record.id)
+            note(shapes[record.shape_id], record.instance_name, log.DELETED,
+                 previous=record.status, reason="not found in LXD")
+    for record, name, _ in renames:
+        records.rename(conn, record.id, name)
+        note(shapes[record.shape_id], name, log.RENAMED, old_name=record.instance_name,
+             new_name=name)
+    for shape_id, group in unrecorded.items():
+        for name, instance in group:
+            status = records.READY if is_running(instance) else records.FAILED
+            records.reserve(conn, shape_id, project, name, status=status)
+            note(shapes[shape_id], name, log.ATTACHED, status=status)
+    return changes

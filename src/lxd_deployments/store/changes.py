@@ -1,0 +1,74 @@
+"""The change log of a deployment's instances, oldest first.
+
+A row is written, in the same transaction as the record it explains, whenever the
+service's records follow something it did not ask for itself: an instance deleted,
+renamed, stopped or started straight through LXD, an instance re-attached from LXD, a
+reservation released or recovered after a crash. Ids only grow (AUTOINCREMENT), so a
+reader can ask for what came after the last id it saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from .database import utcnow
+from .schema import deployments_instance_changes as changes
+
+# What happened to the instance.
+DELETED = "deleted"  # gone from LXD: its record was dropped
+RENAMED = "renamed"  # renamed in LXD: its record follows (detail: old_name)
+STOPPED = "stopped"  # stopped or shut down through LXD (detail: action)
+STARTED = "started"  # started through LXD
+RESTARTED = "restarted"  # restarted through LXD
+FROZEN = "frozen"  # frozen (paused) through LXD
+UNFROZEN = "unfrozen"  # unfrozen (resumed) through LXD
+ATTACHED = "attached"  # found in LXD with our keys but no record: re-attached (detail: status)
+RELEASED = "released"  # a reservation left by a crash was released (detail: status, reason)
+RECOVERED = "recovered"  # a launch or delete cut by a crash was settled (detail: from, status)
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    id: int
+    deployment_id: int
+    shape_name: str
+    project: str
+    instance_name: str
+    change: str
+    created_at: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def record(conn: Connection, deployment_id: int, shape_name: str, project: str,
+           instance_name: str, change: str, detail: Mapping[str, Any] | None = None) -> int:
+    """Append a change; returns its id."""
+    return conn.execute(insert(changes).values(
+        deployment_id=deployment_id, shape_name=shape_name, project=project,
+        instance_name=instance_name, change=change,
+        detail=json.dumps(dict(detail or {}), sort_keys=True),
+        created_at=utcnow())).inserted_primary_key[0]
+
+
+def _row(r) -> ChangeRow:
+    try:
+        detail = json.loads(r.detail) if r.detail else {}
+    except ValueError:
+        detail = {"raw": r.detail}
+    return ChangeRow(id=r.id, deployment_id=r.deployment_id, shape_name=r.shape_name,
+                     project=r.project, instance_name=r.instance_name, change=r.change,
+                     created_at=r.created_at, detail=detail)
+
+
+def list_changes(conn: Connection, deployment_id: int, *, since: int = 0,
+                 limit: int | None = None) -> list[ChangeRow]:
+    """The deployment's changes with an id above `since`, oldest first."""
+    query = (select(changes).where(changes.c.deployment_id == deployment_id,
+                                   changes.c.id > since).order_by(changes.c.id))
+    if limit is not None:
+        query = query.limit(limit)
+    return [_row(r) for r in conn.execute(query).all()]

@@ -1,0 +1,202 @@
+"""The daemon's YAML configuration: defaults, LXD socket detection, and clear errors."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from lxd_deployments import config
+from lxd_deployments.config import ConfigError, LXDSettings, Settings, load_settings
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write_config(text: str) -> Path:
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        return path
+
+    return write_config
+
+
+@pytest.fixture
+def unix_socket(tmp_path):
+    """Make a real (bound, not listening) unix socket file at `tmp_path/<name>/unix.socket`."""
+    made = []
+
+    def make(name: str) -> Path:
+        path = tmp_path / name / "unix.socket"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        made.append(sock)
+        return path
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
+@pytest.fixture
+def candidates(tmp_path, monkeypatch):
+    """The snap and Debian socket paths moved under tmp_path; `$LXD_DIR` unset."""
+    snap = tmp_path / "snap" / "unix.socket"
+    debian = tmp_path / "debian" / "unix.socket"
+    monkeypatch.setattr(config, "LXD_SOCKET_CANDIDATES", (snap, debian))
+    monkeypatch.delenv("LXD_DIR", raising=False)
+    return snap, debian
+
+
+# --- defaults ---------------------------------------------------------------------------
+
+
+def test_no_file_means_every_default(monkeypatch, tmp_path):
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
+
+    settings = load_settings(None)
+
+    assert settings == Settings()
+    assert settings.state_dir == Path("/var/lib/lxd-deployments")
+    assert settings.socket_path == Path("/var/lib/lxd-deployments/unix.socket")
+    assert settings.database_path == Path("/var/lib/lxd-deployments/database.sqlite3")
+    assert settings.unix_socket_mode == "0660"
+    assert settings.log_level == "info"
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.https_address is None
+    assert settings.lxd == LXDSettings()
+    assert (settings.lxd.socket, settings.lxd.url, settings.lxd.verify) == (None, None, True)
+
+
+def test_the_default_file_is_read_when_present(monkeypatch, write):
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", write("log_level: debug\n"))
+    assert load_settings(None).log_level == "debug"
+
+
+@pytest.mark.parametrize("text", ["", "# nothing\n", "---\n"])
+def test_an_empty_file_means_every_default(write, text):
+    assert load_settings(write(text)) == Settings()
+
+
+def test_values_from_the_file(write, tmp_path):
+    settings = load_settings(write(f"""
+state_dir: {tmp_path}/state
+unix_socket: /run/lxd-deployments.socket
+unix_socket_mode: "0600"
+https_address: "[::]:8443"
+log_level: warning
+lxd:
+  url: https://lxd.example:8443
+  client_cert: /etc/lxd-deployments/client.crt
+  client_key: /etc/lxd-deployments/client.key
+  verify: false
+"""))
+
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.database_path == tmp_path / "state" / "database.sqlite3"
+    assert settings.socket_path == Path("/run/lxd-deployments.socket")
+    assert settings.unix_socket_mode == "0600"
+    assert settings.https_address == "[::]:8443"
+    assert settings.lxd.url == "https://lxd.example:8443"
+    assert settings.lxd.client_cert == Path("/etc/lxd-deployments/client.crt")
+    assert settings.lxd.verify is False
+
+
+# --- LXD socket detection -----------------------------------------------------------------
+
+
+def test_the_production_candidates_are_the_snap_then_debian():
+    snap, debian = config.LXD_SOCKET_CANDIDATES
+    assert snap == Path("/var/snap/lxd/common/lxd/unix.socket")
+    assert debian == Path("/var/lib/lxd/unix.socket")
+
+
+def test_lxd_dir_wins(candidates, unix_socket, monkeypatch):
+    for name in ("snap", "debian"):
+        unix_socket(name)
+    own = unix_socket("own")
+    monkeypatch.setenv("LXD_DIR", str(own.parent))
+
+    assert LXDSettings().resolve_socket() == own
+
+
+def test_snap_before_debian(candidates, unix_socket):
+    snap = unix_socket("snap")
+    unix_socket("debian")
+    assert LXDSettings().resolve_socket() == snap
+
+
+def test_debian_when_no_snap(candidates, unix_socket, monkeypatch, tmp_path):
+    monkeypatch.setenv("LXD_DIR", str(tmp_path / "empty"))  # set, but nothing there
+    debian = unix_socket("debian")
+    assert LXDSettings().resolve_socket() == debian
+
+
+def test_a_plain_file_is_not_a_socket(candidates, unix_socket):
+    snap, _ = candidates
+    snap.parent.mkdir()
+    snap.write_text("")
+    debian = unix_socket("debian")
+    assert LXDSettings().resolve_socket() == debian
+
+
+def test_an_explicit_socket_is_used_as_given(candidates):
+    assert LXDSettings(socket=Path("/x/unix.socket")).resolve_socket() == Path("/x/unix.socket")
+
+
+def test_no_socket_anywhere_lists_where_it_looked(candidates, monkeypatch, tmp_path):
+    snap, debian = candidates
+    monkeypatch.setenv("LXD_DIR", str(tmp_path / "own"))
+
+    with pytest.raises(ConfigError) as raised:
+        LXDSettings().resolve_socket()
+
+    assert str(raised.value) == (
+        f"no LXD socket found (looked at {tmp_path}/own/unix.socket, {snap}, {debian}); "
+        "set lxd.socket or lxd.url")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("surprise: 1\n", 'unknown key "surprise"'),
+    ("lxd:\n  sockt: /x\n", 'unknown key "lxd.sockt"'),
+    ("log_level: loud\n", "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
+    ("unix_socket_mode: rw\n",
+     "unix_socket_mode: unix_socket_mode must be an octal string such as '0660'"),
+    ("lxd:\n  url: http://lxd.example\n", "lxd.url: lxd.url must be an https:// URL"),
+    ("max_body_bytes: 0\n", "max_body_bytes: Input should be greater than 0"),
+    ("state_dir: [a]\n", "state_dir: Input is not a valid path for <class 'pathlib.Path'>"),
+    ("surprise: 1\nlog_level: loud\n",
+     "log_level: Input should be 'debug', 'info', 'warning' or 'error'; "
+     'unknown key "surprise"'),
+])
+def test_bad_values_are_named(write, text, problem):
+    path = write(text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value) == f"{path}: {problem}"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("log_level: [debug\n", "invalid YAML at line 2, column 1: expected ',' or ']', "
+                            "but got '<stream end>'"),
+    ("lxd: a\n  url: b\n", "invalid YAML at line 2, column 6: mapping values are not allowed "
+                           "here"),
+    ("- a\n- b\n", "the configuration must be a YAML mapping"),
+    ("just text\n", "the configuration must be a YAML mapping"),
+])
+def test_invalid_yaml_is_named(write, text, problem):
+    path = write(text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value) == f"{path}: {problem}"
+
+
+def test_a_missing_file_given_explicitly_is_an_error(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value) == f"cannot read {path}: No such file or directory"
