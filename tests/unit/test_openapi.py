@@ -69,3 +69,12 @@ def test_query_options_are_documented(document):
     assert {"project", "recursion", "all-projects"} <= parameters
     delete = document["paths"]["/1.0/deployments/{name}"]["delete"]
     assert "force" in {p["name"] for p in delete["parameters"]}
+
+
+def test_errors_are_documented_as_lxd_envelopes_not_422(document):
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], (path, method)
+            ref = operation["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref == "#/components/schemas/ErrorEnvelope"

@@ -8,6 +8,7 @@ from .. import __version__
 from ..core import Core
 from .body import RequestBodyGuard
 from .errors import install_error_handlers
+from .openapi import install_openapi
 from .routes import (
     certificates,
     changes,
@@ -37,5 +38,6 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> F
     for module in (server, deployments, shapes, instances, changes, keys, certificates,
                    operations):
         app.include_router(module.router)
+    install_openapi(app)
     app.add_middleware(RequestBodyGuard, max_bytes=max_body_bytes)
     return app
