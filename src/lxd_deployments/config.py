@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .webhooks.settings import EventSettings, WebhookSettings
 
 DEFAULT_STATE_DIR = Path("/var/lib/lxd-deployments")
 DEFAULT_CONFIG_PATH = Path("/etc/lxd-deployments/config.yaml")
@@ -21,6 +30,32 @@ LXD_SOCKET_CANDIDATES = (
     Path("/var/snap/lxd/common/lxd/unix.socket"),
     Path("/var/lib/lxd/unix.socket"),
 )
+
+
+# LXD's port, the default of `https_address`.
+DEFAULT_HTTPS_PORT = 8443
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port`, `:port` (every address) or a bare host (port 8443),
+    as LXD's `core.https_address`. An empty host means every address."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f'"{text}" is not an address: expected [IPv6]:port')
+        port_text = rest[1:]
+    elif text.count(":") > 1:  # a bare IPv6 address
+        host, port_text = text, ""
+    else:
+        host, _, port_text = text.partition(":")
+    if not port_text:
+        port = DEFAULT_HTTPS_PORT
+    elif port_text.isdigit() and 0 < int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        raise ValueError(f'"{text}": the port must be a number from 1 to 65535')
+    return host, port
 
 
 class _Frozen(BaseModel):
@@ -58,12 +93,27 @@ class LXDSettings(_Frozen):
         raise ConfigError(f"no LXD socket found (looked at {looked}); set lxd.socket or lxd.url")
 
 
+class TLSSettings(_Frozen):
+    """The HTTPS server's certificate and key; unset: made on first start in state_dir."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _both(self) -> TLSSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: set both or neither")
+        return self
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
     unix_socket: Path | None = None
     unix_socket_mode: str = "0660"
     unix_socket_group: str | None = None
+    # HTTPS for governors and remote admins (client certificates); none: unix socket only.
     https_address: str | None = None
+    tls: TLSSettings = Field(default_factory=TLSSettings)
     lxd: LXDSettings = Field(default_factory=LXDSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -73,6 +123,9 @@ class Settings(_Frozen):
     operation_workers: int = Field(default=16, gt=0, le=256)
     # Seconds between full reconciles of records with LXD (events do the fast path).
     reconcile_interval: float = Field(default=30.0, gt=0)
+    # Webhook deliveries to governors, and the periodic events (see webhooks/settings.py).
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     @field_validator("unix_socket_mode")
     @classmethod
@@ -82,6 +135,26 @@ class Settings(_Frozen):
         except ValueError as err:
             raise ValueError("unix_socket_mode must be an octal string such as '0660'") from err
         return value
+
+    @field_validator("https_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_address(value)
+        return value
+
+    @property
+    def https_bind(self) -> tuple[str, int] | None:
+        """(host, port) to listen on for HTTPS, or None; an empty host is every address."""
+        return parse_address(self.https_address) if self.https_address else None
+
+    @property
+    def server_cert_path(self) -> Path:
+        return self.tls.cert or self.state_dir / "server.crt"
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.tls.key or self.state_dir / "server.key"
 
     @property
     def socket_path(self) -> Path:

@@ -13,16 +13,17 @@ import threading
 import uuid
 from pathlib import Path
 
-import uvicorn
-
 from .api import create_app
+from .auth.caller import Listener
 from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.operations import Operations
 from .core.watcher import Watcher
 from .errors import LXDUnavailable
 from .lxd import connect
+from .servers import Listening, bind_tcp_socket, make_server, prepare_tls, run_servers
 from .store import open_database
+from .webhooks.service import WebhookService, make_bus
 
 logger = logging.getLogger("lxd_deployments")
 
@@ -67,10 +68,12 @@ def service_id(settings: Settings) -> str:
 
 def build_core(settings: Settings) -> Core:
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Core(db=open_database(settings.database_path), lxd=connect(settings.lxd),
+    db = open_database(settings.database_path)
+    return Core(db=db, lxd=connect(settings.lxd),
                 operations=Operations(max_workers=settings.operation_workers),
                 projects=frozenset(settings.projects) if settings.projects else None,
-                service_id=service_id(settings))
+                service_id=service_id(settings),
+                events=make_bus(db, settings.webhooks, settings.events))
 
 
 async def recover(watcher: Watcher) -> None:
@@ -90,20 +93,36 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 async def serve(settings: Settings) -> None:
     core = build_core(settings)
-    app = create_app(core, max_body_bytes=settings.max_body_bytes)
+    tls = prepare_tls(settings, core) if settings.https_bind else None
+    app = create_app(core, max_body_bytes=settings.max_body_bytes,
+                     server_certificate=tls.certificate_pem if tls else None)
     unix_sock = bind_unix_socket(settings)
+    listening = [Listening(make_server(app, Listener.UNIX, settings), unix_sock, "unix")]
+    if tls is not None:
+        # The app's lifespan runs once, with the first server.
+        https = make_server(app, Listener.HTTPS, settings, ssl_context=tls.context,
+                            lifespan="off")
+        try:
+            listening.append(Listening(https, bind_tcp_socket(*settings.https_bind), "https"))
+        except ConfigError:
+            unix_sock.close()
+            Path(settings.socket_path).unlink(missing_ok=True)
+            core.db.close()
+            raise
     watcher = Watcher(core, interval=settings.reconcile_interval)
-    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    webhooks = WebhookService(core, settings.webhooks, settings.events)
     try:
         await recover(watcher)
         watcher.start()
-        logger.info("serving the deployments API on %s", settings.socket_path)
-        await server.serve(sockets=[unix_sock])
+        webhooks.start()
+        logger.info("serving the deployments API on %s%s", settings.socket_path,
+                    f" and https://{settings.https_address}" if tls else "")
+        await run_servers(listening, tls)
     finally:
+        await asyncio.to_thread(webhooks.stop)
         await asyncio.to_thread(watcher.stop)
-        unix_sock.close()
+        for item in listening:
+            item.sock.close()
         Path(settings.socket_path).unlink(missing_ok=True)
         core.db.close()
 
@@ -118,9 +137,9 @@ def run(config_path: str | Path | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if threading.current_thread() is threading.main_thread():
-        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again once it
-        # has put the previous handler back: make that an exit that runs serve()'s clean-up
-        # (stop the watcher, remove the socket, close the store) rather than a kill.
+        # While serving, `run_servers` stops the servers on SIGTERM; before (the startup
+        # reconcile) and after, make SIGTERM an exit that runs serve()'s clean-up (stop
+        # the watcher, remove the socket, close the store) rather than a kill.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         asyncio.run(serve(settings))

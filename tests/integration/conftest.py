@@ -10,17 +10,21 @@ A missing LXD fails these tests with instructions; it never skips them (in CI or
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import signal
+import socket
 import sqlite3
+import ssl
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,29 +84,117 @@ def lxd_project(lxd: PrivateLXD) -> Iterator[str]:
     lxd.delete_project(name)
 
 
+class StalledImageServer:
+    """A TCP listener posing as a remote image server that never answers: LXD's creation
+    of an instance from `source` waits (for minutes) until `release()` resets the
+    connections, and then fails at once. A launch from it stays `pending` exactly as long
+    as a test wants, then fails: races become deterministic."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        port = self._listener.getsockname()[1]
+        self.source = {"type": "image", "mode": "pull", "server": f"https://127.0.0.1:{port}",
+                       "protocol": "simplestreams", "alias": "stalled"}
+        threading.Thread(target=self._accept, name="stalled-image-server", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._connections.append(connection)
+            self.connected.set()
+
+    def release(self) -> None:
+        """Reset every connection and stop listening: LXD fails the creations at once."""
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                # SO_LINGER 0: close with a reset, which LXD reports at once.
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+                connection.close()
+
+
+@pytest.fixture
+def stalled_image() -> Iterator[StalledImageServer]:
+    """An image source whose instances LXD creates only when the test says (never, in
+    fact: `release()` makes the creation fail)."""
+    server = StalledImageServer()
+    yield server
+    server.release()
+
+
 # --- the service -----------------------------------------------------------------------
 
 
-@dataclass
 class Service:
-    """The running service process and ways to talk to it."""
+    """The running service process and ways to talk to it.
 
-    socket_path: Path
-    state_dir: Path
-    config_path: Path
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    http: httpx.Client = field(repr=False)
-    client: DeploymentsClient = field(repr=False)
+    `kill()` ends it as a crash would (SIGKILL: no clean-up at all); `restart()` starts it
+    again on the same config file and state dir (optionally with config changes), as
+    systemd would after a crash or a reconfiguration."""
+
+    def __init__(self, *, socket_path: Path, state_dir: Path, config_path: Path,
+                 log_path: Path, cwd: Path, config: dict) -> None:
+        self.socket_path = socket_path
+        self.state_dir = state_dir
+        self.config_path = config_path
+        self.log_path = log_path
+        self.cwd = cwd
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http: httpx.Client | None = None
+        self.client: DeploymentsClient | None = None
 
     @property
     def database_path(self) -> Path:
         return self.state_dir / DATABASE_FILE
 
+    @property
+    def service_id(self) -> str:
+        """The id the service writes on its instances (`user.lxd-deployments.service`)."""
+        return (self.state_dir / "service-id").read_text().strip()
+
     def http_client(self, **kwargs) -> httpx.Client:
         """A new raw HTTP client on its own connection pool (close it when done)."""
-        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket_path)),
+        return httpx.Client(transport=unix_transport(self.socket_path),
                             base_url=UNIX_BASE_URL, trust_env=False, **kwargs)
+
+    @property
+    def https_url(self) -> str | None:
+        """https://127.0.0.1:PORT when the service listens on HTTPS (it does by default)."""
+        address = self.config.get("https_address")
+        return f"https://{address}" if address else None
+
+    @property
+    def server_cert_path(self) -> Path:
+        """The server certificate the service made on its first start."""
+        return self.state_dir / "server.crt"
+
+    def https_client(self, certificate=None, **kwargs) -> httpx.Client:
+        """A new HTTPS client on its own connection pool, pinning the service's certificate
+        and presenting `certificate` (a `tests.certs.TestCertificate`; None: no client
+        certificate). Close it when done."""
+        context = ssl.create_default_context(cafile=self.server_cert_path)
+        context.check_hostname = False
+        if certificate is not None:
+            with tempfile.TemporaryDirectory(prefix="lxdd-cert-") as directory:
+                cert, key = Path(directory) / "client.crt", Path(directory) / "client.key"
+                cert.write_text(certificate.pem)
+                key.write_text(certificate.key_pem)
+                context.load_cert_chain(cert, key)
+        return httpx.Client(base_url=self.https_url, verify=context, trust_env=False, **kwargs)
 
     def query(self, sql: str, *params: object) -> list[tuple]:
         """Read the service's SQLite store directly (a separate read-only connection)."""
@@ -115,6 +207,51 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    # --- the process ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Write the config file, start the daemon, wait until it answers, open clients."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "lxd_deployments", "daemon",
+                 "--config", str(self.config_path)],
+                env=_service_env(), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.cwd,
+            )
+        _wait_until_answering(self.socket_path, self.process, self.log_path)
+        self.http = self.http_client(timeout=60.0)
+        self.client = DeploymentsClient(self.socket_path, timeout=60.0)
+
+    def _close_clients(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.http is not None:
+            self.http.close()
+        self.http = self.client = None
+
+    def stop(self) -> None:
+        """SIGTERM (then SIGKILL): the clean stop systemd does."""
+        self._close_clients()
+        if self.process is not None:
+            _stop(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill: the process gets no chance to clean up."""
+        self._close_clients()
+        assert self.process is not None and self.process.poll() is None, "not running"
+        self.process.kill()
+        self.process.wait(timeout=SERVICE_STOP_TIMEOUT)
+
+    def restart(self, **config_changes: object) -> None:
+        """Start again on the same state dir (after `kill()`, or stopping it cleanly first),
+        with `config_changes` merged into the config file."""
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        self.config = {**self.config, **config_changes}
+        self.start()
+
 
 def _service_env() -> dict[str, str]:
     """The environment for the service and CLI processes: this checkout's package first."""
@@ -124,6 +261,16 @@ def _service_env() -> dict[str, str]:
     env.pop("HTTP_PROXY", None)
     env.pop("http_proxy", None)
     return env
+
+
+_PLAIN_HTTP = ssl.create_default_context()
+
+
+def unix_transport(socket_path: Path) -> httpx.HTTPTransport:
+    """An HTTP transport on a unix socket. It never uses TLS, but httpx builds a TLS
+    context for every transport unless given one (70 ms of CPU each, which 40 racing
+    threads pay under the GIL): they all share this one."""
+    return httpx.HTTPTransport(uds=str(socket_path), verify=_PLAIN_HTTP)
 
 
 def _wait_until_answering(socket_path: Path, process: subprocess.Popen[bytes],
@@ -165,51 +312,89 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=SERVICE_STOP_TIMEOUT)
 
 
+class ServiceFactory:
+    """Starts services on fresh state dirs and stops them all at the end (see `services`)."""
+
+    def __init__(self, lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._lxd = lxd
+        self._tmp_path_factory = tmp_path_factory
+        self.started: list[tuple[Service, Path]] = []
+
+    def __call__(self, **config: object) -> Service:
+        """A started service; `config` adds to (or overrides) its config file's keys, e.g.
+        `projects=["p1"]` or `reconcile_interval=5`."""
+        tmp_path = self._tmp_path_factory.mktemp("service")
+        # A short directory for the socket: a unix socket path may not exceed 107 bytes.
+        socket_dir = Path(tempfile.mkdtemp(prefix="lxdd-it-"))
+        socket_path = socket_dir / "unix.socket"
+        state_dir = tmp_path / "state"
+        service = Service(
+            socket_path=socket_path, state_dir=state_dir, config_path=tmp_path / "config.yaml",
+            log_path=tmp_path / "service.log", cwd=tmp_path,
+            config={"state_dir": str(state_dir), "unix_socket": str(socket_path),
+                    "unix_socket_mode": "0600", "lxd": {"socket": str(self._lxd.socket_path)},
+                    "log_level": "info", "https_address": f"127.0.0.1:{free_port()}",
+                    **config})
+        self.started.append((service, socket_dir))
+        service.start()
+        return service
+
+    def stop_all(self) -> list[str]:
+        """Stop every service; the logs of those that logged an unexpected error."""
+        failures = []
+        for service, socket_dir in self.started:
+            service.stop()
+            shutil.rmtree(socket_dir, ignore_errors=True)
+            log_text = service.log()
+            if "Traceback" in log_text:
+                failures.append(log_text)
+        self.started = []
+        return failures
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on (right now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _service_factory(lxd, tmp_path_factory) -> Iterator[ServiceFactory]:
+    factory = ServiceFactory(lxd, tmp_path_factory)
+    try:
+        yield factory
+    finally:
+        failures = factory.stop_all()
+    # Every service must have survived its tests and logged no unexpected error (a 500).
+    assert not failures, "the service logged an error:\n" + "\n----\n".join(failures)
+
+
 @pytest.fixture(scope="module")
-def service(lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def services(lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[ServiceFactory]:
+    """Start more services for a module: `services(projects=["p1"])` is a real daemon
+    process on its own fresh state dir and socket, with that config; stopped (and its log
+    checked) after the module."""
+    yield from _service_factory(lxd, tmp_path_factory)
+
+
+@pytest.fixture
+def own_service(lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A service for one test only, free to be killed and restarted (`kill()`,
+    `restart()`), stopped and its log checked after the test."""
+    for factory in _service_factory(lxd, tmp_path_factory):
+        yield factory()
+
+
+@pytest.fixture(scope="module")
+def service(services: ServiceFactory) -> Service:
     """The real daemon process on a fresh state dir, serving on a unix socket, driving the
     private LXD; stopped (SIGTERM, then SIGKILL) after the test module.
 
     One service per module keeps the run short (the process takes over a second to
     start); tests stay apart by working in their own LXD project (`lxd_project`), which
     is where deployments live, and by making their own certificates."""
-    tmp_path = tmp_path_factory.mktemp("service")
-    state_dir = tmp_path / "state"
-    # A short directory for the socket: a unix socket path may not exceed 107 bytes.
-    socket_dir = Path(tempfile.mkdtemp(prefix="lxdd-it-"))
-    socket_path = socket_dir / "unix.socket"
-    config_path = tmp_path / "config.yaml"
-    log_path = tmp_path / "service.log"
-    config_path.write_text(yaml.safe_dump({
-        "state_dir": str(state_dir),
-        "unix_socket": str(socket_path),
-        "unix_socket_mode": "0600",
-        "lxd": {"socket": str(lxd.socket_path)},
-        "log_level": "info",
-    }))
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lxd_deployments", "daemon", "--config", str(config_path)],
-            env=_service_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    try:
-        _wait_until_answering(socket_path, process, log_path)
-        http = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
-                            base_url=UNIX_BASE_URL, timeout=60.0, trust_env=False)
-        client = DeploymentsClient(socket_path, timeout=60.0)
-        try:
-            yield Service(socket_path=socket_path, state_dir=state_dir, config_path=config_path,
-                          log_path=log_path, process=process, http=http, client=client)
-        finally:
-            client.close()
-            http.close()
-    finally:
-        _stop(process)
-        shutil.rmtree(socket_dir, ignore_errors=True)
-    # The service must have survived the test and logged no unexpected error (a 500).
-    log_text = log_path.read_text(errors="replace")
-    assert "Traceback" not in log_text, f"the service logged an error:\n{log_text}"
+    return services()
 
 
 # --- the CLI -------------------------------------------------------------------------------
@@ -227,6 +412,8 @@ def cli(service: Service):
     against the service: `cli("create", "web", stdin="description: x\\n")`."""
     env = _service_env()
     env[SOCKET_ENV] = str(service.socket_path)
+    # The CLI's own config (remotes, client certificate): a fresh one, never the user's.
+    env["LXD_DEPLOYMENTS_CONF"] = tempfile.mkdtemp(prefix="lxdd-conf-")
     env.pop("EDITOR", None)
     env.pop("VISUAL", None)
 

@@ -16,13 +16,20 @@ work against a real LXD.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
+import tarfile
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_IMAGE = REPO / "scripts" / "build-busybox-image"
@@ -49,6 +56,9 @@ profiles:
 START_TIMEOUT = 60
 COMMAND_TIMEOUT = 120
 SHUTDOWN_TIMEOUT = 30
+
+# Clients of unix sockets never use TLS: one context for all, not one per client.
+_PLAIN_HTTP = ssl.create_default_context()
 
 INSTALL_HINT = (
     "The integration tests start their own LXD daemon and need Debian's `lxd` package "
@@ -210,17 +220,64 @@ class PrivateLXD:
 
     def import_busybox(self, alias: str = BUSYBOX_ALIAS) -> str:
         """Build the busybox image and import it under `alias`; return its fingerprint."""
-        with tempfile.TemporaryDirectory(prefix="busybox-image-") as work:
-            tarball = Path(work) / "busybox.tar.gz"
-            self.run([str(BUILD_IMAGE), str(tarball)])
-            self.lxc("image", "import", str(tarball), "--alias", alias)
+        self.busybox_tarball.parent.mkdir(parents=True, exist_ok=True)
+        if not self.busybox_tarball.exists():
+            self.run([str(BUILD_IMAGE), str(self.busybox_tarball)])
+        self.lxc("image", "import", str(self.busybox_tarball), "--alias", alias)
         self.images[alias] = self.image_fingerprint(alias)
         return self.images[alias]
+
+    @property
+    def busybox_tarball(self) -> Path:
+        return self.directory.parent / "busybox.tar.gz"
+
+    def import_busybox_copy(self, alias: str) -> str:
+        """Another busybox image with its own fingerprint (its metadata names `alias`),
+        imported under `alias`, so that a test may delete it; return its fingerprint."""
+        if not self.busybox_tarball.exists():
+            self.run([str(BUILD_IMAGE), str(self.busybox_tarball)])
+        with tempfile.TemporaryDirectory(prefix="busybox-copy-") as work:
+            copy = Path(work) / f"{alias}.tar.gz"
+            with tarfile.open(self.busybox_tarball) as source, \
+                    tarfile.open(copy, "w:gz") as target:
+                for member in source.getmembers():
+                    data = source.extractfile(member) if member.isfile() else None
+                    if member.name == "metadata.yaml" and data is not None:
+                        text = data.read().decode() + f"  copy_of_busybox: {alias}\n"
+                        member.size = len(text.encode())
+                        data = io.BytesIO(text.encode())
+                    target.addfile(member, data)
+            self.lxc("image", "import", str(copy), "--alias", alias)
+        self.images[alias] = self.image_fingerprint(alias)
+        return self.images[alias]
+
+    def delete_image(self, alias: str) -> None:
+        self.lxc("image", "delete", alias)
+        self.images.pop(alias, None)
 
     def image_fingerprint(self, alias: str) -> str:
         """The full fingerprint of the image behind `alias` (in the default project)."""
         answer = json.loads(self.lxc("query", f"/1.0/images/aliases/{alias}").stdout)
         return answer["target"]
+
+    def instances(self, project: str) -> dict[str, dict]:
+        """LXD's own instance objects of the project, by name (`GET /1.0/instances
+        ?recursion=1`): status, config, profiles, devices, created_at, ..."""
+        answer = json.loads(self.lxc("query", f"/1.0/instances?recursion=1&project={project}"
+                                     ).stdout)
+        return {instance["name"]: instance for instance in answer}
+
+    def api(self) -> httpx.Client:
+        """A client of this LXD's REST API on its unix socket (close it when done), for
+        tests that sample LXD faster than `lxc` starts."""
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket_path),
+                                                          verify=_PLAIN_HTTP),
+                            base_url="http://lxd", trust_env=False, timeout=30)
+
+    def states(self, project: str) -> dict[str, str]:
+        """`lxc list` of the project: instance name -> state (RUNNING, STOPPED, ...)."""
+        listed = self.lxc("list", "--project", project, "--format", "csv", "-c", "ns")
+        return dict(line.split(",", 1) for line in listed.stdout.splitlines() if line)
 
     def create_project(self, name: str) -> None:
         """A project that sees the default project's images (features.images=false) and
@@ -235,11 +292,27 @@ class PrivateLXD:
         self.lxc("profile", "create", name, "--project", project)
         self.lxc("profile", "edit", name, "--project", project, stdin=document)
 
+    def delete_instance(self, project: str, instance: str, timeout: float = 60) -> None:
+        """`lxc delete --force`, waiting out an operation of the service still running on
+        the instance (LXD refuses while it runs); an instance already gone is fine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.lxc("delete", "--force", instance, "--project", project, check=False)
+            if result.returncode == 0 or instance not in self.states(project):
+                return
+            if time.monotonic() > deadline:
+                raise HarnessError(f"lxc delete --force {instance} failed: "
+                                   f"{result.stderr.strip()}")
+            time.sleep(0.1)  # another client's operation on it: nothing to block on
+
     def delete_project(self, name: str) -> None:
         """Delete the project with every instance and non-default profile in it."""
         listed = self.lxc("list", "--project", name, "--format", "csv", "-c", "n")
-        for instance in listed.stdout.split():
-            self.lxc("delete", "--force", instance, "--project", name)
+        instances = listed.stdout.split()
+        if instances:
+            with ThreadPoolExecutor(max_workers=min(len(instances), 8)) as pool:
+                list(pool.map(lambda instance: self.delete_instance(name, instance),
+                              instances))
         profiles = self.lxc("profile", "list", "--project", name, "--format", "csv")
         for line in profiles.stdout.splitlines():
             profile = line.split(",")[0]

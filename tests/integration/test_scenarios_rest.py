@@ -6,13 +6,12 @@ The same scenarios run through the CLI in test_scenarios_cli.py.
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import yaml
 
 from tests.certs import make_certificate
 
-from .helpers import error_of, ok
+from .helpers import API, error_of, ok
 from .scenario_data import (
     DEP1_KEYS_YAML,
     DEP4_EDIT_YAML,
@@ -25,35 +24,6 @@ from .scenario_data import (
     TEST_PROFILE_YAML,
     WEBHOOK,
 )
-
-
-class API:
-    """The service's REST API in one LXD project, returning raw responses."""
-
-    def __init__(self, http: httpx.Client, project: str) -> None:
-        self.http = http
-        self.project = project
-
-    def _params(self, extra: dict | None = None) -> dict:
-        return {"project": self.project, **(extra or {})}
-
-    def get(self, path: str, **params) -> httpx.Response:
-        return self.http.get(path, params=self._params(params))
-
-    def post(self, path: str, body: dict, **params) -> httpx.Response:
-        return self.http.post(path, params=self._params(params), json=body)
-
-    def put(self, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
-        return self.http.put(path, params=self._params(), json=body, headers=headers)
-
-    def patch(self, path: str, body: dict) -> httpx.Response:
-        return self.http.patch(path, params=self._params(), json=body)
-
-    def delete(self, path: str, **params) -> httpx.Response:
-        return self.http.delete(path, params=self._params(params))
-
-    def names(self, collection: str) -> list[str]:
-        return sorted(item["name"] for item in ok(self.get(collection, recursion=1)))
 
 
 @pytest.fixture

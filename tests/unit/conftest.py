@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
 
 from lxd_deployments.api import create_app
+from lxd_deployments.auth import Listener
+from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core
 from lxd_deployments.store import open_database
 from tests.certs import make_certificate
@@ -27,9 +30,14 @@ def core(tmp_path, fake_lxd) -> Core:
     core.db.close()
 
 
+def admin_app(core: Core, **options):
+    """The app as the admin unix socket serves it (every caller an admin)."""
+    return ListenerApp(create_app(core, **options), Listener.UNIX)
+
+
 @pytest.fixture
 def api(core) -> TestClient:
-    with TestClient(create_app(core, max_body_bytes=64 * 1024)) as client:
+    with TestClient(admin_app(core, max_body_bytes=64 * 1024)) as client:
         yield client
 
 
@@ -91,12 +99,17 @@ def launch_instance(api, deployment: str, shape: str, name: str,
     return operation.json()["metadata"]
 
 
+# Tables that record requests rather than state: a refused attempt is written there.
+LOG_TABLES = ("audit_log",)
+
+
 def store_snapshot(core: Core) -> dict[str, list[tuple]]:
-    """Every row of every table, to show that a refused request wrote nothing."""
+    """Every row of every table (but the audit log, which records refused attempts too),
+    to show that a refused request changed nothing."""
     with core.db.read() as conn:
         tables = [name for (name,) in conn.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'table' "
-            "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name") if name not in LOG_TABLES]
         return {table: sorted(tuple(row) for row in conn.exec_driver_sql(
             f"SELECT * FROM {table}")) for table in tables}
 
@@ -121,3 +134,65 @@ def refused(api, unchanged):
             assert error_of(send(api)) == (status, message)
 
     return check
+
+
+# --- callers over HTTPS (the auth tests) --------------------------------------------------
+
+class AsPeer:
+    """Requests as the HTTPS listener sees them: `pem` is the client certificate."""
+
+    def __init__(self, app, pem: str | None, listener: Listener = Listener.HTTPS) -> None:
+        self.app = ListenerApp(app, listener)
+        self.pem = pem
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            chain = [self.pem] if self.pem else []
+            scope["extensions"] = {**(scope.get("extensions") or {}),
+                                   "tls": {"client_cert_chain": chain}}
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def clients(core):
+    """`clients(certificate=None, **create_app_options)`: a TestClient as that peer."""
+    with ExitStack() as stack:
+        def make(certificate=None, listener: Listener = Listener.HTTPS, **options):
+            app = AsPeer(create_app(core, **options),
+                         certificate.pem if certificate else None, listener)
+            return stack.enter_context(TestClient(app))
+        yield make
+
+
+def trust_as(api, name: str, type_: str = "deployments"):
+    certificate = make_certificate(name)
+    response = api.post("/1.0/certificates", json={
+        "certificate": certificate.pem, "type": type_, "name": name})
+    assert response.status_code == 201, response.json()
+    return certificate
+
+
+def give_key(api, deployment: str, key: str, certificate, role: str):
+    response = api.post(f"/1.0/deployments/{deployment}/keys", json={
+        "name": key, "certificate_fingerprint": certificate.fingerprint, "role": role})
+    assert response.status_code == 201, response.json()
+
+
+@pytest.fixture
+def world(api, clients):
+    """Deployments web and shop, each with a shape `front` (0..3); an admin certificate;
+    governors: `rw` and `ro` keys on web, an `rw` key on shop."""
+    for deployment in ("web", "shop"):
+        assert api.post("/1.0/deployments", json={"name": deployment}).status_code == 201
+        response = api.post(f"/1.0/deployments/{deployment}/shapes", json={
+            "name": "front", "scaling_minimum": 0, "scaling_maximum": 3,
+            "instance_template": {"source": {"type": "image", "alias": "busybox"}}})
+        assert response.status_code == 201, response.json()
+    admin = trust_as(api, "admin", "client")
+    rw, ro, shop = trust_as(api, "gov-rw"), trust_as(api, "gov-ro"), trust_as(api, "gov-shop")
+    give_key(api, "web", "autoscaler", rw, "rw")
+    give_key(api, "web", "watcher", ro, "ro")
+    give_key(api, "shop", "shopper", shop, "rw")
+    return SimpleNamespace(admin=clients(admin), rw=clients(rw), ro=clients(ro),
+                           shop=clients(shop), anonymous=clients(None),
+                           certificates=SimpleNamespace(admin=admin, rw=rw, ro=ro, shop=shop))

@@ -29,6 +29,9 @@ class FakeLXD:
     events: queue.Queue = field(default_factory=queue.Queue)
     connections: int = 0
     listing_calls: int = 0
+    # What `/1.0/resources` says of the host (tests change it to make pressure).
+    resources: dict[str, Any] = field(default_factory=lambda: {
+        "cpu": {"total": 4}, "memory": {"total": 8 * 2**30, "used": 2 * 2**30}})
 
     def __post_init__(self) -> None:
         self.profiles.setdefault(("default", "default"), Profile(
@@ -95,6 +98,9 @@ class FakeLXD:
             if instance["status"] != "Stopped":
                 self.emit(project, "instance-stopped", name)
             self.emit(project, "instance-deleted", name)
+
+    def get_resources(self) -> dict[str, Any]:
+        return self.resources
 
     # --- what `lxc` does behind the service's back (the adapter has no such method) ------
 

@@ -18,17 +18,18 @@ import pytest
 import uvicorn
 import yaml
 
-from lxd_deployments.api import create_app
 from lxd_deployments.cli.main import main
 from lxd_deployments.client import DeploymentsClient
 from tests.certs import make_certificate
+
+from .conftest import admin_app
 
 
 @pytest.fixture
 def socket_path(core, tmp_path) -> Iterator[Path]:
     """Serve the app on a unix socket in a thread for the duration of a test."""
     path = tmp_path / "unix.socket"
-    config = uvicorn.Config(create_app(core), uds=str(path), log_level="warning", lifespan="off")
+    config = uvicorn.Config(admin_app(core), uds=str(path), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

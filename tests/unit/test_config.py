@@ -200,3 +200,45 @@ def test_a_missing_file_given_explicitly_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as raised:
         load_settings(path)
     assert str(raised.value) == f"cannot read {path}: No such file or directory"
+
+
+@pytest.mark.parametrize(("text", "bind"), [
+    ("127.0.0.1:8443", ("127.0.0.1", 8443)),
+    ("[::]:9443", ("::", 9443)),
+    ("[::1]", ("::1", 8443)),
+    ("::1", ("::1", 8443)),
+    (":8443", ("", 8443)),
+    ("10.0.0.1", ("10.0.0.1", 8443)),
+    ("deployments.example:443", ("deployments.example", 443)),
+])
+def test_https_address_forms(text, bind):
+    settings = Settings(https_address=text)
+    assert settings.https_bind == bind
+    assert config.parse_address(text) == bind
+
+
+def test_https_files_default_to_the_state_dir_or_are_given(tmp_path):
+    settings = Settings(state_dir=tmp_path)
+    assert (settings.https_bind, settings.server_cert_path, settings.server_key_path) == (
+        None, tmp_path / "server.crt", tmp_path / "server.key")
+    given = Settings(state_dir=tmp_path, tls={"cert": "/etc/c.crt", "key": "/etc/c.key"})
+    assert (given.server_cert_path, given.server_key_path) == (
+        Path("/etc/c.crt"), Path("/etc/c.key"))
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("https_address: '127.0.0.1:http'\n",
+     'https_address: "127.0.0.1:http": the port must be a number from 1 to 65535'),
+    ("https_address: '[::1'\n", 'https_address: "[::1" is not an address: expected '
+                                "[IPv6]:port"),
+    ("https_address: '127.0.0.1:70000'\n",
+     'https_address: "127.0.0.1:70000": the port must be a number from 1 to 65535'),
+    ("tls:\n  cert: /etc/c.crt\n", "tls: tls.cert and tls.key go together: set both or "
+                                   "neither"),
+    ("tls:\n  password: x\n", 'unknown key "tls.password"'),
+])
+def test_bad_https_settings_are_named(write, text, problem):
+    path = write(text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value) == f"{path}: {problem}"

@@ -160,8 +160,8 @@ def test_a_lost_database_is_rebuilt_from_lxd(api, core, fake_lxd, shape, tmp_pat
     try:
         from fastapi.testclient import TestClient
 
-        from lxd_deployments.api import create_app
-        with TestClient(create_app(fresh)) as api2:
+        from .conftest import admin_app
+        with TestClient(admin_app(fresh)) as api2:
             make_shape(api2)
             rec.reconcile(fresh, startup=True)
             assert names(api2) == ["c1", "c2"]

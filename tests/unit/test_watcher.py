@@ -439,8 +439,8 @@ def test_daemon_recovers_before_serving_and_stops_the_watcher(tmp_path, fake_lxd
     seed = Core(db=db, lxd=fake_lxd, service_id=service)
     from fastapi.testclient import TestClient
 
-    from lxd_deployments.api import create_app
-    with TestClient(create_app(seed)) as api:
+    from .conftest import admin_app
+    with TestClient(admin_app(seed)) as api:
         make_shape(api)
     put_record(seed, "made", records.PENDING)
     fake_lxd.add_instance("default", "made", our_keys(seed))

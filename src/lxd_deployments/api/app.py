@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from .. import __version__
+from ..auth.dependencies import default_policy
+from ..auth.identify import Authenticators
+from ..auth.middleware import Authenticate
 from ..core import Core
+from .audit import AuditLog
 from .body import RequestBodyGuard
 from .errors import install_error_handlers
 from .openapi import install_openapi
 from .routes import (
+    audit,
     certificates,
     changes,
     deployments,
+    events,
     instances,
     keys,
     operations,
+    scale_requests,
     server,
     shapes,
+    webhooks,
 )
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               authenticators: Authenticators | None = None,
+               server_certificate: str | None = None) -> FastAPI:
+    """The app; serve it through `auth.middleware.ListenerApp` (a request that no listener
+    marked is anonymous). `authenticators` adds bearer tokens to client certificates;
+    `server_certificate` (PEM) is shown by `GET /1.0` when the service serves HTTPS."""
     app = FastAPI(
         title="LXD Deployments API",
         version=__version__,
@@ -32,12 +45,19 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> F
         openapi_url="/1.0/openapi.json",
         docs_url=None,
         redoc_url=None,
+        # A route that declares no authorization policy is for admins only.
+        dependencies=[Depends(default_policy)],
     )
     app.state.core = core
+    app.state.authenticators = authenticators or Authenticators()
+    app.state.server_certificate = server_certificate
     install_error_handlers(app)
     for module in (server, deployments, shapes, instances, changes, keys, certificates,
-                   operations):
+                   operations, webhooks, scale_requests, events, audit):
         app.include_router(module.router)
     install_openapi(app)
+    # The last added runs first: authenticate, then audit, then guard the body.
     app.add_middleware(RequestBodyGuard, max_bytes=max_body_bytes)
+    app.add_middleware(AuditLog, db=core.db)
+    app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators)
     return app

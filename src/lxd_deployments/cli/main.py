@@ -11,18 +11,21 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import TextIO
 
 from lxd_deployments import __version__
-from lxd_deployments.client import ClientError, DeploymentsClient
+from lxd_deployments.client import ClientError, DeploymentsClient, ServiceUnreachable
 
-from . import deployments, keys, shapes, trust
+from . import deployments, keys, remote, shapes, trust, webhooks
 from .context import CommandError, Context, UsageError
 from .editing import InvalidDocument
 from .parsing import add_command, add_global_flags, add_group
+from .remotes import LOCAL, Remotes, split_remote_prefix
 
 _DESCRIPTION = """\
 Manage the LXD Deployments API: deployments, their shapes and keys, and the trust store.
 
-The service is reached on its unix socket: $LXD_DEPLOYMENTS_SOCKET, else
-/var/lib/lxd-deployments/unix.socket.
+The service is reached on its unix socket ($LXD_DEPLOYMENTS_SOCKET, else
+/var/lib/lxd-deployments/unix.socket), or over HTTPS as a remote added with
+`lxd-deployments remote add`: name it with a prefix (`lxd-deployments list prod:`,
+`lxd-deployments show prod:web`) or --remote, or make it the default (`remote switch`).
 """
 
 # Exit status after ctrl+c, as a shell reports a SIGINT death.
@@ -52,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     deployments.register(subparsers)
     keys.register(add_group(subparsers, "key", "Manage deployment keys"))
-    shapes.register(add_group(subparsers, "shape", "Manage deployment shapes and instances"))
+    shape_group = add_group(subparsers, "shape", "Manage deployment shapes and instances")
+    shapes.register(shape_group)
+    webhooks.register_shape_commands(shape_group)
     trust.register(add_group(subparsers, "trust", "Manage trusted certificates"))
+    remote.register(add_group(subparsers, "remote", "Manage remote deployments services"))
+    webhooks.register(add_group(subparsers, "webhook", "Webhook deliveries and secrets"))
 
     daemon = add_command(subparsers, "daemon", cmd_daemon, "Run the deployments service")
     daemon.add_argument("--config", metavar="FILE", help="service configuration file")
@@ -80,8 +87,16 @@ def main(
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
 
+    chosen_remote: str | None = None
+
     def make_client() -> DeploymentsClient:
-        base = client if client is not None else DeploymentsClient()
+        nonlocal chosen_remote
+        if client is not None:
+            base = client
+        else:
+            remotes = Remotes.load(ctx.environ)
+            chosen_remote = chosen_remote or getattr(args, "remote", None) or remotes.default
+            base = remotes.client(chosen_remote, ctx.environ)
         return base.use_project(args.project) if args.project else base
 
     ctx = Context(
@@ -93,6 +108,7 @@ def main(
         quiet=args.quiet,
     )
     try:
+        chosen_remote = split_remote_prefix(args)
         return int(args.handler(ctx, args) or 0)
     except UsageError as err:
         args.parser.print_usage(stderr)
@@ -100,6 +116,9 @@ def main(
         return 2
     except ClientError as err:
         stderr.write(f"Error: {err.message}\n")
+        if isinstance(err, ServiceUnreachable) and chosen_remote not in (None, LOCAL):
+            stderr.write("(a remote refuses the TLS handshake of a client certificate it "
+                         "does not trust: see `lxd-deployments remote list`)\n")
         return 1
     except (CommandError, InvalidDocument) as err:
         stderr.write(f"Error: {err}\n")

@@ -296,6 +296,8 @@ def add_positionals(parser: argparse.ArgumentParser, kind: ObjectKind) -> None:
 def add_parent_positionals(parser: argparse.ArgumentParser, kind: ObjectKind) -> None:
     for parent in kind.parents:
         parser.add_argument(parent, metavar=parent.upper())
+    if not kind.parents:  # `list prod:` names a remote, as `lxc list prod:`
+        parser.add_argument("remote_prefix", metavar="[REMOTE:]", nargs="?")
 
 
 def add_object_commands(

@@ -18,6 +18,10 @@ _GLOBALS.add_argument(
     "--project", default=argparse.SUPPRESS, help="LXD project to work in (default: default)"
 )
 _GLOBALS.add_argument(
+    "--remote", default=argparse.SUPPRESS, metavar="NAME",
+    help="remote service to talk to (default: the default remote, see `remote list`)"
+)
+_GLOBALS.add_argument(
     "-q",
     "--quiet",
     action="store_true",
@@ -29,6 +33,10 @@ _GLOBALS.add_argument(
 def add_global_flags(parser: argparse.ArgumentParser) -> None:
     """The global flags on the top-level parser, with their real defaults."""
     parser.add_argument("--project", default=None, help="LXD project to work in (default: default)")
+    parser.add_argument(
+        "--remote", default=None, metavar="NAME",
+        help="remote service to talk to (default: the default remote, see `remote list`)"
+    )
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="don't print confirmations or progress"
     )

@@ -49,6 +49,7 @@ def cmd_remove(ctx: Context, args: argparse.Namespace) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "list", cmd_list, "List trusted certificates", aliases=["ls"])
+    parser.add_argument("remote_prefix", metavar="[REMOTE:]", nargs="?")
     add_format_flag(parser)
 
     parser = add_command(subparsers, "show", cmd_show, "Show a trusted certificate")

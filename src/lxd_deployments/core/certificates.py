@@ -83,7 +83,9 @@ def add_certificate_in(conn, request: CertificatesPost) -> CertificateRow:
 
 def add_certificate(core: Core, request: CertificatesPost) -> Certificate:
     with core.db.write() as conn:
-        return present_certificate(add_certificate_in(conn, request))
+        added = present_certificate(add_certificate_in(conn, request))
+    core.trust_changed()
+    return added
 
 
 def list_certificate_urls(core: Core) -> list[str]:
@@ -105,3 +107,4 @@ def remove_certificate(core: Core, fingerprint: str) -> None:
     """Remove from the trust store; the certificate's deployment keys go with it."""
     with core.db.write() as conn:
         repo.delete_certificate(conn, require_certificate(conn, fingerprint).id)
+    core.trust_changed()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import Forbidden
 from ..lxd import LXDAdapter
@@ -10,7 +13,12 @@ from ..store import Database
 from .inflight import StateActions
 from .operations import Operations
 
+if TYPE_CHECKING:
+    from ..webhooks.events import EventBus
+
 DEFAULT_PROJECT = "default"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,7 @@ class Core:
     on every instance the service creates, so that two services sharing an LXD never
     adopt each other's instances. `state_actions` holds the state changes the service is
     making itself, so that the watcher does not take their LXD events for outside changes.
+    `events` publishes events to governors (webhooks, events stream); None: no events.
     """
 
     db: Database
@@ -30,6 +39,17 @@ class Core:
     projects: frozenset[str] | None = None
     service_id: str = "lxd-deployments"
     state_actions: StateActions = field(default_factory=StateActions)
+    events: EventBus | None = None
+    # Called (with no argument) after the trust store changed: the HTTPS server reloads
+    # its trusted certificates then. A listener must not raise.
+    trust_listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def trust_changed(self) -> None:
+        for listener in list(self.trust_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("a trust store listener failed")
 
     def require_project_allowed(self, project: str) -> None:
         if self.projects is not None and project not in self.projects:

@@ -19,8 +19,9 @@ from .urls import deployment_url
 DEPLOYMENT_CONFIG_KEYS: frozenset[str] = frozenset()
 
 
-def require_deployment(conn, project: str, name: str) -> DeploymentRow:
-    row = repo.get_deployment(conn, project, name)
+def require_deployment(conn, project: str, name: str, *, details: bool = True
+                       ) -> DeploymentRow:
+    row = repo.get_deployment(conn, project, name, details=details)
     if row is None:
         raise NotFound("Deployment not found")
     return row

@@ -9,7 +9,7 @@ that fails in LXD releases its slot; a delete that fails restores the record.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import BoundReached, Conflict, InvalidInput, NotFound
@@ -17,6 +17,7 @@ from ..models import InstanceTemplate
 from ..names import validate_name
 from ..store import instances as records
 from ..store.rows import DeploymentRow, InstanceRow, ShapeRow
+from . import notify
 from .context import Core
 from .deployments import require_deployment
 from .operations import Operation
@@ -35,7 +36,8 @@ STATE_ACTIONS = frozenset({"start", "stop", "restart", "freeze", "unfreeze"})
 
 @dataclass(frozen=True)
 class Target:
-    """A shape addressed by a request, resolved to its rows."""
+    """A shape addressed by a request, resolved to its bare rows: no config, and the
+    shape's `scaling_current` is not counted (the bound is counted where it is held)."""
 
     deployment: DeploymentRow
     shape: ShapeRow
@@ -46,9 +48,12 @@ class Target:
 
 
 def resolve(core: Core, project: str, deployment: str, shape: str) -> Target:
+    # Every instance route goes through here: none may touch LXD in a project the
+    # service was not given (a deployment made before its project left the list).
+    core.require_project_allowed(project)
     with core.db.read() as conn:
-        d = require_deployment(conn, project, deployment)
-        return Target(d, require_shape(conn, d.id, shape))
+        d = require_deployment(conn, project, deployment, details=False)
+        return Target(d, require_shape(conn, d.id, shape, details=False))
 
 
 def _require_record(conn, target: Target, name: str) -> InstanceRow:
@@ -129,16 +134,20 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
     core.require_project_allowed(target.project)
     if core.lxd.instance_exists(target.project, name):
         raise Conflict(f'Instance "{name}" already exists in project "{target.project}"')
-    maximum = target.shape.scaling_maximum
+    shape = target.shape
     with core.db.write() as conn:
-        shape = require_shape(conn, target.deployment.id, target.shape.name)
-        current = records.count(conn, shape.id)
-        if current >= shape.scaling_maximum:
+        # The count and the reservation in one write transaction: the bound invariant.
+        bound = records.bound(conn, shape.id, shape.name)
+        if bound is None:
+            raise NotFound("Shape not found")
+        maximum = bound.scaling_maximum
+        if bound.current >= maximum:
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_maximum '
-                               f"({shape.scaling_maximum}): cannot launch another instance")
-        maximum = shape.scaling_maximum
+                               f"({maximum}): cannot launch another instance")
         record_id = records.reserve(conn, shape.id, target.project, name)
-    target = Target(target.deployment, shape)
+    target = Target(target.deployment, replace(
+        shape, scaling_maximum=maximum, instance_template=bound.instance_template,
+        scaling_current=bound.current + 1))
     body = instance_body(core, target, name)
     logger.info("launching %s in shape %s/%s (max %d)", name, target.deployment.name,
                 target.shape.name, maximum)
@@ -147,21 +156,24 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
         with core.db.write() as conn:
             records.release(conn, record_id)
 
-    def work(_: Operation) -> dict[str, Any]:
+    def work(op: Operation) -> dict[str, Any]:
         try:
             core.lxd.create_instance(target.project, body)
-        except Exception:
+        except Exception as err:
             release()
+            notify.failed(core, target, name, op, "create", err)
             raise
         try:
             with core.state_actions.running(target.project, name, "start"):
                 core.lxd.change_state(target.project, name, "start")
-        except Exception:
+        except Exception as err:
             with core.db.write() as conn:
                 records.set_status(conn, record_id, records.FAILED)
+            notify.failed(core, target, name, op, "start", err)
             raise
         with core.db.write() as conn:
             records.set_status(conn, record_id, records.READY)
+        notify.instance_event(core, target, name, "instance-launched", op)
         return {}
 
     return core.operations.start(
@@ -173,12 +185,15 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
     """Mark the instance as leaving if the shape stays at or above its minimum, then
     delete it in LXD."""
     with core.db.write() as conn:
-        shape = require_shape(conn, target.deployment.id, target.shape.name)
+        shape = require_shape(conn, target.deployment.id, target.shape.name, details=False)
         record = _require_record(conn, target, name)
         if record.status in (records.PENDING, records.DELETING):
             raise Conflict(f'Instance "{name}" is being '
                            f'{"launched" if record.status == records.PENDING else "deleted"}')
-        remaining = records.count(conn, shape.id, leaving_out=[records.DELETING])
+        # Only instances that exist count towards the minimum: a pending launch may
+        # still fail, and deleting ones are on their way out.
+        remaining = records.count(conn, shape.id,
+                                  leaving_out=[records.DELETING, records.PENDING])
         if remaining - 1 < shape.scaling_minimum:
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
                                f"({shape.scaling_minimum}): cannot delete an instance")
@@ -189,14 +204,16 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
         with core.db.write() as conn:
             records.set_status(conn, record.id, previous)
 
-    def work(_: Operation) -> dict[str, Any]:
+    def work(op: Operation) -> dict[str, Any]:
         try:
             _delete_if_ours(core, target.project, name)
-        except Exception:
+        except Exception as err:
             restore()
+            notify.failed(core, target, name, op, "delete", err)
             raise
         with core.db.write() as conn:
             records.release(conn, record.id)
+        notify.instance_event(core, target, name, "instance-deleted", op)
         return {}
 
     return core.operations.start(
@@ -215,12 +232,13 @@ def change_state(core: Core, target: Target, name: str, action: str, *, force: b
         raise Conflict(f'Instance "{name}" is being '
                        f'{"launched" if record.status == records.PENDING else "deleted"}')
 
-    def work(_: Operation) -> dict[str, Any]:
+    def work(op: Operation) -> dict[str, Any]:
         with core.state_actions.running(target.project, name, action):
             core.lxd.change_state(target.project, name, action, force=force, timeout=timeout)
         if action in ("start", "restart") and record.status == records.FAILED:
             with core.db.write() as conn:
                 records.set_status(conn, record.id, records.READY)
+        notify.state_changed(core, target, name, action, op)
         return {}
 
     return core.operations.start(
@@ -239,6 +257,8 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
 
     Each record is marked `deleting` first, so that the watcher and the reconciler take
     the instance's disappearance for the service's own doing, not an outside change."""
+    for project in sorted({instance.project for instance in instances}):
+        core.require_project_allowed(project)
     for instance in instances:
         with core.db.write() as conn:
             records.set_status(conn, instance.id, records.DELETING)
@@ -250,3 +270,4 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
             raise
         with core.db.write() as conn:
             records.release(conn, instance.id)
+        notify.record_deleted(core, instance)

@@ -74,6 +74,8 @@ def create_key(core: Core, project: str, deployment: str, request: KeysPost) -> 
         certificate = _certificate_for_key(conn, request)
         repo.insert_key(conn, d.id, certificate.id, request.name, request.description,
                         request.role)
+    if request.certificate:
+        core.trust_changed()  # the key's certificate may have joined the trust store
 
 
 def _update(core: Core, project: str, deployment: str, name: str, if_match: str | None,

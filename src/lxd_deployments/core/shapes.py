@@ -30,8 +30,8 @@ def validate_bounds(minimum: int, maximum: int) -> None:
                            f"scaling_minimum ({minimum})")
 
 
-def require_shape(conn, deployment_id: int, name: str) -> ShapeRow:
-    row = repo.get_shape(conn, deployment_id, name)
+def require_shape(conn, deployment_id: int, name: str, *, details: bool = True) -> ShapeRow:
+    row = repo.get_shape(conn, deployment_id, name, details=details)
     if row is None:
         raise NotFound("Shape not found")
     return row

@@ -75,6 +75,10 @@ class LXDAdapter(Protocol):
         """Stop (forcibly) and delete an instance; an instance already gone is not an error."""
         ...
 
+    def get_resources(self) -> dict[str, Any]:
+        """LXD's `/1.0/resources`: the host's CPU and memory (of the member answering)."""
+        ...
+
     def watch_events(self, handler: EventHandler, stop: threading.Event, *,
                      on_connect: Callable[[], None] | None = None,
                      projects: Iterable[str] | None = None) -> None:

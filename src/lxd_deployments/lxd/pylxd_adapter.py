@@ -7,12 +7,15 @@ the event loop.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pylxd
 import requests
+import requests.adapters
+import urllib3
 from pylxd import exceptions as pylxd_errors
 
 from ..config import LXDSettings
@@ -118,7 +121,15 @@ class PylxdAdapter:
         try:
             state = node.state.get(params=params).json()["metadata"]
             if state.get("status_code") != 102:  # 102 = Stopped
-                self._wait(node.state.put(params=params, json={"action": "stop", "force": True}))
+                try:
+                    self._wait(node.state.put(params=params,
+                                              json={"action": "stop", "force": True}))
+                except LXDUnavailable:
+                    # It may have stopped on its own in between ("not running"): then
+                    # delete it all the same.
+                    state = node.state.get(params=params).json()["metadata"]
+                    if state.get("status_code") != 102:
+                        raise
             self._wait(node.delete(params=params))
         except pylxd_errors.NotFound:
             return
@@ -126,6 +137,9 @@ class PylxdAdapter:
             raise LXDUnavailable(f"LXD refused to delete {name}: {_lxd_message(err)}") from err
         except requests.RequestException as err:
             raise LXDUnavailable(f"LXD is unreachable: {err}") from err
+
+    def get_resources(self) -> dict[str, Any]:
+        return self._get(self._client.api.resources) or {}
 
     def watch_events(self, handler: EventHandler, stop: threading.Event, *,
                      on_connect: Callable[[], None] | None = None,
@@ -145,6 +159,69 @@ class PylxdAdapter:
             raise LXDUnavailable(f"LXD operation failed: {result.get('err') or result}")
 
 
+# Connections kept open to LXD's socket: enough for every operation worker and request
+# thread at once (more are opened when needed, and closed after use).
+_UNIX_POOL_SIZE = 64
+_UNIX_SOCKET_TIMEOUT = 60.0
+
+
+class _UnixConnection(urllib3.connection.HTTPConnection):
+    def __init__(self, socket_path: str) -> None:
+        super().__init__("localhost", timeout=_UNIX_SOCKET_TIMEOUT)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(_UNIX_SOCKET_TIMEOUT)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _UnixConnectionPool(urllib3.HTTPConnectionPool):
+    def __init__(self, socket_path: str) -> None:
+        super().__init__("localhost", maxsize=_UNIX_POOL_SIZE)
+        self._socket_path = socket_path
+
+    def _new_conn(self) -> _UnixConnection:
+        return _UnixConnection(self._socket_path)
+
+
+class _UnixAdapter(requests.adapters.HTTPAdapter):
+    """Every request to LXD's unix socket through one keep-alive pool.
+
+    pylxd's own adapter keys its pools by the full URL, so each new instance name or
+    operation id opens a new connection to LXD; a launch makes five such requests."""
+
+    def __init__(self, socket_path: str) -> None:
+        super().__init__()
+        self._pool = _UnixConnectionPool(socket_path)
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        return self._pool
+
+    def get_connection(self, url, proxies=None):  # requests < 2.32
+        return self._pool
+
+    def request_url(self, request, proxies):
+        return request.path_url
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _unix_session(socket_path: str) -> requests.Session:
+    session = requests.Session()
+    # No proxy, netrc or CA bundle applies to a unix socket: skip requests' look-ups of
+    # the environment on every request.
+    session.trust_env = False
+    session.mount("http+unix://", _UnixAdapter(socket_path))
+    return session
+
+
 def connect(settings: LXDSettings) -> PylxdAdapter:
     """Open the pylxd client the settings describe (HTTPS URL, else the local socket)."""
     try:
@@ -157,7 +234,8 @@ def connect(settings: LXDSettings) -> PylxdAdapter:
                 verify = str(settings.server_cert)
             client = pylxd.Client(endpoint=settings.url, cert=cert, verify=verify)
         else:
-            client = pylxd.Client(endpoint=str(settings.resolve_socket()))
+            socket_path = str(settings.resolve_socket())
+            client = pylxd.Client(endpoint=socket_path, session=_unix_session(socket_path))
     except (pylxd_errors.ClientConnectionFailed, requests.RequestException) as err:
         raise LXDUnavailable(f"cannot connect to LXD: {err}") from err
     logger.info("connected to LXD %s", settings.url or settings.resolve_socket())

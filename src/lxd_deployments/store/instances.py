@@ -3,8 +3,9 @@
 A record is written *before* LXD is asked to create the instance (status `pending`), in
 the same transaction that counts the shape's records, so the count and the reservation
 cannot be separated by another writer (`Database.write` takes SQLite's write lock at
-BEGIN). Every status counts towards `scaling_maximum`; only `deleting` ones are left out
-when checking `scaling_minimum`, since they are on their way out.
+BEGIN). Every status counts towards `scaling_maximum`; `pending` and `deleting` ones are
+left out when checking `scaling_minimum`: a launch may still fail, and a delete is on
+its way out.
 """
 
 from __future__ import annotations
@@ -38,6 +39,28 @@ def count(conn: Connection, shape_id: int, *, leaving_out: Iterable[str] = ()) -
     if leaving_out:
         query = query.where(instances.c.status.not_in(leaving_out))
     return conn.execute(query).scalar_one()
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a launch checks and uses, read in its write transaction."""
+
+    scaling_maximum: int
+    instance_template: str
+    current: int  # records of the shape, whatever their status
+
+
+def bound(conn: Connection, shape_id: int, shape_name: str) -> Bound | None:
+    """The shape's maximum, template and record count in one query; None when the shape
+    is gone or no longer has `shape_name`. Call it in the write transaction that reserves
+    the slot, so that no other writer can change the count in between."""
+    counted = (select(func.count()).select_from(instances)
+               .where(instances.c.shape_id == deployments_shapes.c.id).scalar_subquery())
+    row = conn.execute(select(deployments_shapes.c.scaling_maximum,
+                              deployments_shapes.c.instance_template, counted)
+                       .where(deployments_shapes.c.id == shape_id,
+                              deployments_shapes.c.name == shape_name)).first()
+    return None if row is None else Bound(row[0], row[1], row[2])
 
 
 def reserve(conn: Connection, shape_id: int, project: str, name: str,

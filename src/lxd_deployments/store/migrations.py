@@ -103,10 +103,88 @@ def _add_instance_changes(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_webhooks(conn: Connection) -> None:
+    """Webhooks to governors: each deployment's signing secret (the previous one stays
+    valid for a grace period after a rotation), the durable delivery queue that is also
+    the delivery log, and the change log cursor up to which changes became events."""
+    statements = [
+        """CREATE TABLE deployments_webhook_secrets (
+            deployment_id INTEGER PRIMARY KEY REFERENCES deployments (id) ON DELETE CASCADE,
+            secret TEXT NOT NULL,
+            previous_secret TEXT NOT NULL DEFAULT '',
+            previous_valid_until REAL NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            rotated_at TEXT NOT NULL DEFAULT ''
+        )""",
+        """CREATE TABLE deployments_webhook_deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uuid TEXT NOT NULL UNIQUE,
+            deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'delivering', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            next_attempt_at REAL NOT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            last_status_code INTEGER,
+            last_url TEXT NOT NULL DEFAULT '',
+            redelivery_of TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            last_attempt_at TEXT NOT NULL DEFAULT '',
+            finished_at TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX deployments_webhook_deliveries_due "
+        "ON deployments_webhook_deliveries (status, next_attempt_at)",
+        "CREATE INDEX deployments_webhook_deliveries_deployment "
+        "ON deployments_webhook_deliveries (deployment_id, id)",
+        """CREATE TABLE event_cursors (
+            name TEXT PRIMARY KEY,
+            position INTEGER NOT NULL
+        )""",
+        # Changes recorded before this version are history, not news: start after them.
+        "INSERT INTO event_cursors (name, position) "
+        "SELECT 'instance-changes', coalesce(max(id), 0) FROM deployments_instance_changes",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
+def _add_audit_log(conn: Connection) -> None:
+    """The audit log: every change asked of the API (and every refused attempt by an
+    authenticated caller), who asked (how they authenticated, their certificate, the
+    deployment key used) and how it ended (HTTP status, operation). Never a body, a
+    key or a token."""
+    statements = [
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL,
+            auth_method TEXT NOT NULL,
+            caller_kind TEXT NOT NULL,
+            identity TEXT NOT NULL,
+            fingerprint TEXT NOT NULL DEFAULT '',
+            deployment_key TEXT NOT NULL DEFAULT '',
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            project TEXT NOT NULL DEFAULT '',
+            status_code INTEGER NOT NULL,
+            operation TEXT NOT NULL DEFAULT '',
+            error TEXT NOT NULL DEFAULT ''
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
     _add_instance_changes,
+    _add_webhooks,
+    _add_audit_log,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

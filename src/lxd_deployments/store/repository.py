@@ -71,11 +71,15 @@ def list_deployments(conn: Connection, project: str | None) -> list[DeploymentRo
     return [_deployment_row(r, configs.get(r.id, {})) for r in rows]
 
 
-def get_deployment(conn: Connection, project: str, name: str) -> DeploymentRow | None:
+def get_deployment(conn: Connection, project: str, name: str, *,
+                   details: bool = True) -> DeploymentRow | None:
+    """The deployment; with `details=False` its row alone (an empty `config`), one query."""
     row = conn.execute(select(deployments).where(
         deployments.c.project == project, deployments.c.name == name)).first()
     if row is None:
         return None
+    if not details:
+        return _deployment_row(row, {})
     configs = _configs_of(conn, deployments_config, "deployment_id", [row.id])
     return _deployment_row(row, configs.get(row.id, {}))
 
@@ -151,12 +155,17 @@ def _shape_row(row, config: dict[str, str], count: int) -> ShapeRow:
                     config=config, scaling_current=count)
 
 
-def get_shape(conn: Connection, deployment_id: int, name: str) -> ShapeRow | None:
+def get_shape(conn: Connection, deployment_id: int, name: str, *,
+              details: bool = True) -> ShapeRow | None:
+    """The shape with its config and instance count; with `details=False` its row alone
+    (an empty `config`, `scaling_current` 0: not counted), one query."""
     row = conn.execute(select(deployments_shapes).where(
         deployments_shapes.c.deployment_id == deployment_id,
         deployments_shapes.c.name == name)).first()
     if row is None:
         return None
+    if not details:
+        return _shape_row(row, {}, 0)
     configs = _configs_of(conn, deployments_shapes_config, "shape_id", [row.id])
     counts = _instance_counts(conn, [row.id])
     return _shape_row(row, configs.get(row.id, {}), counts.get(row.id, 0))

@@ -1,6 +1,6 @@
 """The tables as SQLAlchemy Core sees them, for building queries (migrations create them)."""
 
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
+from sqlalchemy import Column, Float, ForeignKey, Integer, MetaData, Table, Text
 
 metadata = MetaData()
 
@@ -97,4 +97,65 @@ deployments_instance_changes = Table(
     Column("change", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Column("created_at", Text, nullable=False),
+)
+
+deployments_webhook_secrets = Table(
+    "deployments_webhook_secrets",
+    metadata,
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text, nullable=False),
+    Column("previous_valid_until", Float, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("rotated_at", Text, nullable=False),
+)
+
+deployments_webhook_deliveries = Table(
+    "deployments_webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", Text, nullable=False, unique=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("last_status_code", Integer),
+    Column("last_url", Text, nullable=False),
+    Column("redelivery_of", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("last_attempt_at", Text, nullable=False),
+    Column("finished_at", Text, nullable=False),
+)
+
+event_cursors = Table(
+    "event_cursors",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("position", Integer, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", Text, nullable=False),
+    Column("auth_method", Text, nullable=False),
+    Column("caller_kind", Text, nullable=False),
+    Column("identity", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("deployment_key", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("project", Text, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("error", Text, nullable=False),
 )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...auth.dependencies import AdminOnly
 from ...core import certificates as core
 from ...core.urls import certificate_url
 from ...models import CertificatesPost
 from ..dependencies import CoreDep, RecursionQuery
 from ..envelope import created_response, sync_response
 
-router = APIRouter(prefix="/1.0/certificates", tags=["certificates"])
+router = APIRouter(prefix="/1.0/certificates", tags=["certificates"],
+                   dependencies=[AdminOnly])
 
 
 @router.get("", summary="List trusted certificates")

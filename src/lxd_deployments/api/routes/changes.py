@@ -8,11 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from ...auth.dependencies import ReaderOnly
 from ...core import changes as core
 from ..dependencies import DEFAULT_PROJECT, CoreDep, ProjectQuery
 from ..envelope import sync_response
 
-router = APIRouter(prefix="/1.0/deployments/{deployment}/changes", tags=["changes"])
+router = APIRouter(prefix="/1.0/deployments/{deployment}/changes", tags=["changes"],
+                   dependencies=[ReaderOnly])
 
 SinceQuery = Annotated[int, Query(ge=0, description="only changes with an id above this one")]
 LimitQuery = Annotated[int | None, Query(ge=1, le=10_000, description="at most this many")]

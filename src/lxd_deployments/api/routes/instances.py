@@ -3,12 +3,17 @@
 Launch, delete and state changes answer 202 with an operation; a launch past the
 shape's maximum or a delete below its minimum is refused with 409 before any
 operation exists.
+
+Reading needs an admin or a key of the deployment; launching, deleting and changing
+state an admin or an `rw` key. A governor's operations are recorded with its key as
+owner, so that it sees only its own in `/1.0/operations`.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...auth.dependencies import ReaderOnly, WriterAccess
 from ...core import instances as core
 from ...errors import InvalidInput
 from ...models import InstancesPost, InstanceStatePut
@@ -19,7 +24,8 @@ router = APIRouter(prefix="/1.0/deployments/{deployment}/shapes/{shape}/instance
                    tags=["instances"])
 
 
-@router.get("", summary="List a shape's instances (recursion=1: LXD's objects with state)")
+@router.get("", dependencies=[ReaderOnly],
+            summary="List a shape's instances (recursion=1: LXD's objects with state)")
 def list_instances(deployment: str, shape: str, c: CoreDep,
                    project: ProjectQuery = DEFAULT_PROJECT, recursion: RecursionQuery = 0):
     target = core.resolve(c, project, deployment, shape)
@@ -29,7 +35,7 @@ def list_instances(deployment: str, shape: str, c: CoreDep,
 
 
 def _launch(c, project: str, deployment: str, shape: str, name: str | None,
-            body: InstancesPost):
+            body: InstancesPost, owner: str | None):
     if body.shape_name not in (None, shape):
         raise InvalidInput(f'shape_name "{body.shape_name}" does not match the shape '
                            f'of the URL ("{shape}")')
@@ -41,23 +47,24 @@ def _launch(c, project: str, deployment: str, shape: str, name: str | None,
     if not name:
         raise InvalidInput('Missing field "instance_name"')
     target = core.resolve(c, project, deployment, shape)
-    return async_response(core.launch(c, target, name).to_api())
+    return async_response(core.launch(c, target, name, owner=owner).to_api())
 
 
 @router.post("", status_code=202, summary="Launch an instance of the shape")
 def launch_instance(deployment: str, shape: str, body: InstancesPost, c: CoreDep,
-                    project: ProjectQuery = DEFAULT_PROJECT):
-    return _launch(c, project, deployment, shape, None, body)
+                    access: WriterAccess, project: ProjectQuery = DEFAULT_PROJECT):
+    return _launch(c, project, deployment, shape, None, body, access.owner)
 
 
 @router.post("/{name}", status_code=202, summary="Launch an instance named in the URL")
 def launch_named_instance(deployment: str, shape: str, name: str, c: CoreDep,
-                          body: InstancesPost | None = None,
+                          access: WriterAccess, body: InstancesPost | None = None,
                           project: ProjectQuery = DEFAULT_PROJECT):
-    return _launch(c, project, deployment, shape, name, body or InstancesPost())
+    return _launch(c, project, deployment, shape, name, body or InstancesPost(), access.owner)
 
 
-@router.get("/{name}", summary="Get an instance of the shape (LXD's object with state)")
+@router.get("/{name}", dependencies=[ReaderOnly],
+            summary="Get an instance of the shape (LXD's object with state)")
 def get_instance(deployment: str, shape: str, name: str, c: CoreDep,
                  project: ProjectQuery = DEFAULT_PROJECT):
     target = core.resolve(c, project, deployment, shape)
@@ -65,16 +72,17 @@ def get_instance(deployment: str, shape: str, name: str, c: CoreDep,
 
 
 @router.delete("/{name}", status_code=202, summary="Delete an instance of the shape")
-def delete_instance(deployment: str, shape: str, name: str, c: CoreDep,
+def delete_instance(deployment: str, shape: str, name: str, c: CoreDep, access: WriterAccess,
                     project: ProjectQuery = DEFAULT_PROJECT):
     target = core.resolve(c, project, deployment, shape)
-    return async_response(core.delete(c, target, name).to_api())
+    return async_response(core.delete(c, target, name, owner=access.owner).to_api())
 
 
 @router.put("/{name}/state", status_code=202, summary="Start, stop, restart, (un)freeze")
 def change_instance_state(deployment: str, shape: str, name: str, body: InstanceStatePut,
-                          c: CoreDep, project: ProjectQuery = DEFAULT_PROJECT):
+                          c: CoreDep, access: WriterAccess,
+                          project: ProjectQuery = DEFAULT_PROJECT):
     target = core.resolve(c, project, deployment, shape)
     operation = core.change_state(c, target, name, body.action, force=body.force,
-                                  timeout=body.timeout)
+                                  timeout=body.timeout, owner=access.owner)
     return async_response(operation.to_api())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...auth.dependencies import AdminOnly
 from ...core import keys as core
 from ...core.urls import key_url
 from ...models import KeyPatch, KeyPut, KeysPost, RenameRequest
 from ..dependencies import DEFAULT_PROJECT, CoreDep, IfMatchHeader, ProjectQuery, RecursionQuery
 from ..envelope import created_response, sync_response
 
-router = APIRouter(prefix="/1.0/deployments/{deployment}/keys", tags=["keys"])
+router = APIRouter(prefix="/1.0/deployments/{deployment}/keys", tags=["keys"],
+                   dependencies=[AdminOnly])
 
 
 @router.get("", summary="List a deployment's keys")

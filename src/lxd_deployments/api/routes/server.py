@@ -1,27 +1,45 @@
-"""`GET /1.0`: what this server is and which authentication methods it offers."""
+"""`GET /1.0`: what this server is and which authentication methods it offers.
+
+Public, as LXD's: anyone may ask (no certificate needed), and the answer says whether
+the caller is trusted (`auth`), how it authenticated and which methods are offered
+(`auth_methods`). The server certificate is shown too: a client pins it on `remote add`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ... import __version__
+from ...auth.dependencies import CallerDep
+from ...pki import fingerprint_of_pem
 from ..envelope import sync_response
 
 router = APIRouter(tags=["server"])
 
 
-@router.get("/1.0", summary="Server information")
-def server_info():
-    return sync_response({
+@router.get("/1.0", summary="Server information (public)")
+def server_info(request: Request, caller: CallerDep):
+    environment = {"server": "lxd-deployments", "server_version": __version__}
+    certificate = request.app.state.server_certificate
+    if certificate:
+        environment["certificate"] = certificate
+        environment["certificate_fingerprint"] = fingerprint_of_pem(certificate)
+    info = {
         "api_version": "1.0",
         "api_extensions": ["deployments"],
         "api_status": "stable",
-        "auth": "trusted",
-        "auth_methods": ["unix"],
-        "environment": {"server": "lxd-deployments", "server_version": __version__},
-    })
+        "auth": "trusted" if caller.is_authenticated else "untrusted",
+        "auth_methods": request.app.state.authenticators.methods,
+        "public": False,
+        "environment": environment,
+    }
+    if caller.is_authenticated:
+        info["auth_user_name"] = caller.identity
+        info["auth_user_method"] = caller.method
+        info["auth_user_kind"] = caller.kind
+    return sync_response(info)
 
 
 @router.get("/", include_in_schema=False)
-def root():
+def root(caller: CallerDep):
     return sync_response(["/1.0"])

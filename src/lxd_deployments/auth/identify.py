@@ -1,0 +1,142 @@
+"""From what a request carries (`Credentials`) to who calls (`Caller`), from the store.
+
+The order, for one request:
+
+1. The admin unix socket: an admin, whatever else the request carries.
+2. An `Authorization` header: a bearer token is handed to the installed
+   `BearerAuthenticator` (the JWT authenticator plugs in here); it answers with a
+   caller or raises `Unauthorized`. A token that does not verify makes the request
+   anonymous even if a good client certificate came with it: explicit credentials that
+   fail are never silently replaced by others. Without an authenticator, or with
+   another scheme, the request is anonymous with a reason.
+3. A client certificate (HTTPS listener only): its SHA-256 fingerprint names a trusted
+   certificate. Type `client` is an admin; type `deployments` is a governor holding
+   that certificate's keys. An unknown fingerprint is anonymous: it can only happen on
+   a connection opened before the certificate was removed, since the TLS server only
+   completes handshakes with trusted certificates.
+4. Nothing: anonymous.
+
+Everything is read from the current store, once per request: no cache, so a revoked key
+or certificate stops working on the next request, keep-alive connections included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from ..errors import Unauthorized
+from ..pki import fingerprint_of_der
+from ..store import Database
+from ..store import auth as queries
+from .caller import (
+    ADMIN,
+    GOVERNOR,
+    METHOD_JWT,
+    METHOD_TLS,
+    Caller,
+    Grant,
+    Listener,
+)
+
+DEFAULT_PROJECT = "default"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request carries that may identify its caller (never logged as a whole:
+    `authorization` may hold a token)."""
+
+    listener: Listener | None
+    # The client certificate of the TLS connection, DER-encoded (None: none was sent).
+    peer_certificate: bytes | None = None
+    # The raw `Authorization` header, if any.
+    authorization: str | None = None
+    # The `?project=` of the request (a JWT's audience names a deployment in it).
+    project: str = DEFAULT_PROJECT
+    # The unix socket peer's user id, when the kernel told us.
+    unix_uid: int | None = None
+
+    @property
+    def scheme(self) -> str:
+        return (self.authorization or "").partition(" ")[0].lower()
+
+    @property
+    def bearer_token(self) -> str | None:
+        scheme, _, token = (self.authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
+
+
+# The hook for bearer tokens (JWT): given a read transaction on the store, the token and
+# the request's credentials, return the caller (usually a governor holding one grant, the
+# key of the token's audience) or raise `Unauthorized` with a reason fit for the client.
+# It must never log the token.
+BearerAuthenticator = Callable[[Connection, str, Credentials], Caller]
+
+
+@dataclass(frozen=True)
+class Authenticators:
+    """The authentication methods a service offers beyond the unix socket and mTLS."""
+
+    bearer: BearerAuthenticator | None = None
+
+    @property
+    def methods(self) -> list[str]:
+        """What `GET /1.0` announces in `auth_methods`."""
+        return ["tls", *(["jwt"] if self.bearer is not None else [])]
+
+
+def certificate_caller(conn: Connection, fingerprint: str, *, method: str = METHOD_TLS,
+                       deployment: tuple[str, str] | None = None) -> Caller:
+    """The caller a trusted certificate makes, from the store as it is now.
+
+    `deployment` = (project, name) keeps only the key of that deployment (a JWT is for
+    one audience); a certificate of type `client` is an admin either way."""
+    row = queries.certificate_by_fingerprint(conn, fingerprint)
+    if row is None:
+        return Caller.anonymous("Not authorized: the client certificate is not trusted",
+                                method=method, fingerprint=fingerprint)
+    if row.type == "client":
+        return Caller(kind=ADMIN, method=method, name=row.name, fingerprint=row.fingerprint)
+    grants = tuple(
+        Grant(key_id=k.key_id, key_name=k.key_name, role=k.role,
+              deployment_id=k.deployment_id, project=k.project, deployment=k.deployment_name)
+        for k in queries.key_grants(conn, row.id)
+        if deployment is None or (k.project, k.deployment_name) == deployment)
+    return Caller(kind=GOVERNOR, method=method, name=row.name, fingerprint=row.fingerprint,
+                  grants=grants)
+
+
+def identify(db: Database, credentials: Credentials,
+             authenticators: Authenticators = Authenticators()) -> Caller:
+    """The caller of one request (see the module's docstring for the order)."""
+    if credentials.listener is Listener.UNIX:
+        return Caller.unix_admin(credentials.unix_uid)
+    if credentials.listener not in (Listener.HTTPS, Listener.INSTANCE):
+        return Caller.anonymous("Not authorized: unknown listener")
+    if credentials.authorization is not None:
+        token = credentials.bearer_token
+        if token is None and credentials.scheme == "bearer":
+            return Caller.anonymous("Not authorized: empty bearer token", method=METHOD_JWT)
+        if token is None:
+            return Caller.anonymous(
+                f'Not authorized: unsupported Authorization scheme "{credentials.scheme}"')
+        if authenticators.bearer is None:
+            return Caller.anonymous("Not authorized: this server does not accept bearer tokens",
+                                    method=METHOD_JWT)
+        try:
+            with db.read() as conn:
+                return authenticators.bearer(conn, token, credentials)
+        except Unauthorized as err:
+            return Caller.anonymous(err.message, method=METHOD_JWT)
+    if credentials.listener is Listener.INSTANCE:
+        return Caller.anonymous("Not authorized: a bearer token is required on this socket")
+    if credentials.peer_certificate is None:
+        return Caller.anonymous("Not authorized: no client certificate (use a trusted "
+                                "client certificate, or a bearer token where offered)")
+    with db.read() as conn:
+        return certificate_caller(conn, fingerprint_of_der(credentials.peer_certificate))

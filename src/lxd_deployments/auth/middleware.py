@@ -1,0 +1,141 @@
+"""Authentication as ASGI middleware: every request gets its `Caller` before routing.
+
+Each server the daemon runs hands the same app its requests through `ListenerApp`,
+which marks them with the listener they came in on (the admin unix socket, HTTPS, ...).
+A request with no mark is anonymous: an app served without a listener fails closed.
+
+`Authenticate` then resolves the caller (see `identify.py`) and keeps it in the scope
+(`request_auth(scope)`), where the route dependencies (`dependencies.py`) and the audit
+log find it. An anonymous caller is refused with 401 right here, on every route but
+the public ones (`GET /` and `GET /1.0`), unknown routes included, before any handler
+or body parsing runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..store import Database
+from .caller import Caller, Grant, Listener
+from .identify import DEFAULT_PROJECT, Authenticators, Credentials, identify
+
+logger = logging.getLogger("lxd_deployments.auth")
+
+LISTENER_KEY = "lxd_deployments.listener"
+AUTH_KEY = "lxd_deployments.auth"
+# The connection-level facts a server puts in `scope["extensions"]` (see tls.py).
+TLS_EXTENSION = "tls"
+UNIX_PEER_EXTENSION = "lxd_deployments.unix_peer"
+
+PUBLIC_ROUTES = frozenset({("GET", "/"), ("GET", "/1.0"), ("HEAD", "/"), ("HEAD", "/1.0")})
+
+
+@dataclass
+class RequestAuth:
+    """The caller of one request, and the key an authorization check used (for the
+    audit log). Mutable on purpose: middleware further in copies the scope dict, and
+    this object is what they all share."""
+
+    caller: Caller
+    grant: Grant | None = None
+
+
+def request_auth(scope: Scope) -> RequestAuth | None:
+    return scope.get(AUTH_KEY)
+
+
+class ListenerApp:
+    """The app as one listener serves it: marks each request with `listener`."""
+
+    def __init__(self, app: ASGIApp, listener: Listener) -> None:
+        self.app = app
+        self.listener = Listener(listener)
+
+    @property
+    def state(self) -> Any:
+        """The wrapped app's state (`app.state.core`), for whoever holds this wrapper."""
+        return self.app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope[LISTENER_KEY] = self.listener
+        await self.app(scope, receive, send)
+
+
+def _peer_certificate(scope: Scope) -> bytes | None:
+    """The client certificate of the connection (DER), from the ASGI TLS extension."""
+    tls = (scope.get("extensions") or {}).get(TLS_EXTENSION) or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain:
+        return None
+    return ssl.PEM_cert_to_DER_cert(chain[0])
+
+
+def credentials_of(scope: Scope) -> Credentials:
+    authorization = None
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    projects = query.get("project") or [DEFAULT_PROJECT]
+    peer = (scope.get("extensions") or {}).get(UNIX_PEER_EXTENSION) or {}
+    return Credentials(listener=scope.get(LISTENER_KEY),
+                       peer_certificate=_peer_certificate(scope),
+                       authorization=authorization, project=projects[-1] or DEFAULT_PROJECT,
+                       unix_uid=peer.get("uid"))
+
+
+def _unauthorized_body(message: str) -> bytes:
+    return json.dumps({"type": "error", "status": "", "status_code": 0, "operation": "",
+                       "error_code": 401, "error": message, "metadata": None}).encode()
+
+
+class Authenticate:
+    """Resolve each request's caller; refuse anonymous callers off the public routes."""
+
+    def __init__(self, app: ASGIApp, db: Database,
+                 authenticators: Authenticators | None = None) -> None:
+        self.app = app
+        self.db = db
+        self.authenticators = authenticators or Authenticators()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        credentials = credentials_of(scope)
+        if credentials.listener is Listener.UNIX:
+            caller = Caller.unix_admin(credentials.unix_uid)  # no store lookup needed
+        else:
+            caller = await anyio.to_thread.run_sync(
+                identify, self.db, credentials, self.authenticators)
+        scope[AUTH_KEY] = RequestAuth(caller)
+        if caller.is_authenticated or (scope.get("method"), scope["path"]) in PUBLIC_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        logger.warning("refused (401) %s %s from %s: %s", scope.get("method", "WS"),
+                       scope["path"], _who(caller, scope), caller.reason)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4401})
+            return
+        body = _unauthorized_body(caller.reason or "Not authorized")
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _who(caller: Caller, scope: Scope) -> str:
+    client = scope.get("client")
+    where = f"{client[0]}:{client[1]}" if client else "?"
+    what = f"certificate {caller.fingerprint[:12]}" if caller.fingerprint else "no credentials"
+    return f"{where} ({what})"
+

@@ -1,0 +1,180 @@
+"""Outside changes become events: the change log (written by the LXD events watcher and
+the reconciler) is followed from a cursor kept in the store.
+
+Each pass reads the changes after the cursor and, in one write transaction, queues their
+events (and a `below-minimum` scale request for every shape such a change left below
+its `scaling_minimum`) and moves the cursor: a change becomes an event exactly once,
+across restarts too. Changes recorded while the service was down (found by the startup
+reconcile) are sent when it is back.
+
+Which event a change makes (metadata `change` keeps the change log's own word, `origin`
+says `outside` for what was done straight through LXD, `recovery` for what the service
+settled after a crash, `change_id` links the change log):
+
+    deleted              -> instance-deleted       stopped -> instance-stopped
+    started, restarted   -> instance-started       renamed, frozen, unfrozen,
+    released (pending)   -> instance-failed        attached, other recoveries
+    released (deleting)  -> instance-deleted          -> instance-changed
+    recovered (pending -> ready) -> instance-launched; (pending -> failed) -> instance-failed
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from ..core.context import Core
+from ..core.notify import instance_metadata
+from ..core.scale_requests import (
+    CAUSE_BELOW_MINIMUM,
+    Debounce,
+    below_minimum,
+    below_minimum_reason,
+    current_count,
+    scale_request_metadata,
+)
+from ..store import changes as log
+from ..store import repository as repo
+from ..store.schema import deployments, deployments_instance_changes, event_cursors
+from . import events as ev
+from .events import EventBus
+
+logger = logging.getLogger(__name__)
+
+CURSOR = "instance-changes"
+BATCH = 200
+
+_RECOVERY = {log.ATTACHED, log.RELEASED, log.RECOVERED}
+# Events after which a shape may have fewer instances than its minimum.
+_GONE = {ev.INSTANCE_DELETED, ev.INSTANCE_FAILED, ev.INSTANCE_CHANGED}
+_SIMPLE = {log.DELETED: ev.INSTANCE_DELETED, log.STOPPED: ev.INSTANCE_STOPPED,
+           log.STARTED: ev.INSTANCE_STARTED, log.RESTARTED: ev.INSTANCE_STARTED}
+
+
+def event_type_of(change: str, detail: dict[str, Any]) -> str:
+    if change in _SIMPLE:
+        return _SIMPLE[change]
+    previous = detail.get("previous")
+    if change == log.RELEASED:
+        return ev.INSTANCE_FAILED if previous == "pending" else ev.INSTANCE_DELETED
+    if change == log.RECOVERED and previous == "pending":
+        return ev.INSTANCE_LAUNCHED if detail.get("status") == "ready" else ev.INSTANCE_FAILED
+    return ev.INSTANCE_CHANGED
+
+
+def read_cursor(conn: Connection) -> int:
+    position = conn.execute(select(event_cursors.c.position)
+                            .where(event_cursors.c.name == CURSOR)).scalar_one_or_none()
+    return 0 if position is None else position
+
+
+def _write_cursor(conn: Connection, position: int) -> None:
+    if conn.execute(update(event_cursors).where(event_cursors.c.name == CURSOR)
+                    .values(position=position)).rowcount == 0:
+        conn.execute(insert(event_cursors).values(name=CURSOR, position=position))
+
+
+class ChangeFollower:
+    def __init__(self, core: Core, bus: EventBus, debounce: Debounce, *,
+                 poll_interval: float = 0.25) -> None:
+        self.core = core
+        self.bus = bus
+        self.debounce = debounce
+        self.poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """Turn the changes after the cursor into events; returns how many changes."""
+        with self._lock:
+            with self.core.db.read() as conn:
+                cursor = read_cursor(conn)
+                if conn.execute(select(deployments_instance_changes.c.id).where(
+                        deployments_instance_changes.c.id > cursor).limit(1)).first() is None:
+                    return 0
+            published: list[ev.Event | None] = []
+            queued = False
+            with self.core.db.write() as conn:
+                cursor = read_cursor(conn)
+                rows = conn.execute(
+                    select(deployments_instance_changes, deployments.c.name.label("deployment"))
+                    .join(deployments,
+                          deployments.c.id == deployments_instance_changes.c.deployment_id)
+                    .where(deployments_instance_changes.c.id > cursor)
+                    .order_by(deployments_instance_changes.c.id).limit(BATCH)).all()
+                # Shapes touched, and whether one of their instances went.
+                touched: dict[tuple[int, str], bool] = {}
+                for row in rows:
+                    event, was_queued = self._stage_change(conn, row)
+                    published.append(event)
+                    queued |= was_queued
+                    key = (row.deployment_id, row.shape_name)
+                    touched[key] = touched.get(key, False) or (
+                        event is not None and event.type in _GONE)
+                for (deployment_id, shape_name), gone in touched.items():
+                    event, was_queued = self._stage_below_minimum(conn, deployment_id,
+                                                                  shape_name, news=gone)
+                    published.append(event)
+                    queued |= was_queued
+                if rows:
+                    _write_cursor(conn, rows[-1].id)
+            self.bus.announce(published, queued=queued)
+            return len(rows)
+
+    def _stage_change(self, conn: Connection, row) -> tuple[ev.Event | None, bool]:
+        try:
+            detail = json.loads(row.detail) if row.detail else {}
+        except ValueError:
+            detail = {"raw": row.detail}
+        shape = repo.get_shape(conn, row.deployment_id, row.shape_name)
+        current = None if shape is None else current_count(conn, shape.id)
+        metadata = instance_metadata(
+            row.project, row.deployment, row.shape_name, row.instance_name,
+            origin="recovery" if row.change in _RECOVERY else "outside",
+            scaling_current=current, change=row.change, change_id=row.id, detail=detail)
+        return self.bus.stage(conn, row.deployment_id, event_type_of(row.change, detail),
+                              metadata)
+
+    def _stage_below_minimum(self, conn: Connection, deployment_id: int, shape_name: str, *,
+                             news: bool) -> tuple[ev.Event | None, bool]:
+        shape = repo.get_shape(conn, deployment_id, shape_name)
+        if shape is None:
+            return None, False
+        current = current_count(conn, shape.id)
+        if not below_minimum(self.debounce, shape, current, news=news):
+            return None, False
+        ref = ev.deployment_ref(conn, deployment_id)
+        if ref is None:
+            return None, False
+        return self.bus.stage(conn, deployment_id, ev.SCALE_REQUEST, scale_request_metadata(
+            ref.project, ref.name, shape, count=shape.scaling_minimum, current=current,
+            cause=CAUSE_BELOW_MINIMUM, reason=below_minimum_reason(shape, current)))
+
+    # --- thread --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="change-events", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.run_once() >= BATCH:
+                    continue  # more waiting
+            except Exception:
+                logger.exception("turning instance changes into events failed; retrying")
+            self._stop.wait(self.poll_interval)

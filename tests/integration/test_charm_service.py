@@ -1,0 +1,303 @@
+"""The charm against the real service process and a real LXD.
+
+The charm runs under `ops.testing` (there is no Juju here), with its real workload
+modules: it installs the service's code, renders the config file and the systemd unit,
+and "systemd" starts exactly what the rendered unit says (its `Environment=` and
+`ExecStart=`) as a subprocess. The service then drives the private LXD of the test
+session, and a governor talks to the service over HTTPS with a client certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from ops import testing
+
+import charm
+from lxd_deployments.client import APIError, ClientError, DeploymentsClient
+from lxd_deployments_charm import install
+from lxd_deployments_charm.certs import make_client_pair
+from lxd_deployments_charm.paths import SERVICE_NAME, Paths
+from lxd_deployments_charm.service import connect
+
+from .helpers import ours
+from .lxd_harness import REPO, PrivateLXD
+
+STOP_TIMEOUT = 15.0
+
+
+@dataclass
+class ProcessSystemd:
+    """systemd for one unit file: `restart` runs the unit's `ExecStart=` with its
+    `Environment=` lines, as systemd would; `stop` sends SIGTERM, as systemd does."""
+
+    unit_file: Path
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        env = dict(os.environ)
+        command: list[str] = []
+        for line in self.unit_file.read_text().splitlines():
+            if line.startswith("Environment="):
+                name, _, value = line.removeprefix("Environment=").partition("=")
+                env[name] = value
+            elif line.startswith("ExecStart="):
+                command = shlex.split(line.removeprefix("ExecStart="))
+        return command, env
+
+    def daemon_reload(self) -> None:
+        self.calls.append("daemon-reload")
+
+    def enable(self, service: str) -> None:
+        self.calls.append(f"enable {service}")
+
+    def restart(self, service: str) -> None:
+        self.calls.append(f"restart {service}")
+        self.stop(service, record=False)
+        command, env = self._command()
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, service: str, record: bool = True) -> None:
+        if record:
+            self.calls.append(f"stop {service}")
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT)
+
+    def disable(self, service: str) -> None:
+        self.calls.append(f"disable {service}")
+
+    def is_active(self, service: str) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Machine:
+    paths: Paths
+    systemd: ProcessSystemd
+    port: int
+
+    def log(self) -> str:
+        return self.systemd.log_file.read_text(errors="replace") \
+            if self.systemd.log_file.exists() else ""
+
+
+@pytest.fixture
+def machine(lxd: PrivateLXD, monkeypatch) -> Iterator[Machine]:
+    # A short root: the service's unix socket lives under it (at most 107 bytes).
+    root = Path(tempfile.mkdtemp(prefix="lxdc-"))
+    paths = Paths(root)
+    systemd = ProcessSystemd(paths.unit_file, root / "service.log")
+    # Only the service's package is copied (the test's virtualenv has its dependencies);
+    # the unit runs the virtualenv's interpreter on the installed copy.
+    sources = install.Sources(REPO / "src" / "lxd_deployments", (),
+                              str(Path(sys.prefix) / "bin" / "python"))
+    monkeypatch.setattr(charm, "PATHS", paths)
+    monkeypatch.setattr(charm, "systemd", systemd)
+    monkeypatch.setattr(charm.install, "find_sources", lambda: sources)
+    monkeypatch.setattr(charm.lxd_access, "local_socket", lambda: lxd.socket_path)
+    state = Machine(paths, systemd, _free_port())
+    try:
+        yield state
+    finally:
+        systemd.stop(SERVICE_NAME)
+        log = state.log()
+        shutil.rmtree(root, ignore_errors=True)
+    assert "Traceback" not in log, log
+
+
+def _deployments(project: str) -> str:
+    return yaml.safe_dump({"web": {"project": project, "description": "Web farm", "shapes": {
+        "frontend": {"image": "busybox", "min": 0, "max": 2}}}})
+
+
+def _installed(ctx: testing.Context, machine: Machine, project: str) -> testing.State:
+    state = ctx.run(ctx.on.install(), testing.State(leader=True, config={
+        "deployments": _deployments(project), "projects": project,
+        "listen-address": "127.0.0.1", "port": machine.port}))
+    assert state.unit_status == testing.ActiveStatus(
+        f"serving https://127.0.0.1:{machine.port}"), machine.log()
+    return state
+
+
+def _lxd_list(lxd: PrivateLXD, project: str) -> list[dict]:
+    return json.loads(lxd.lxc("list", "--project", project, "--format", "json").stdout)
+
+
+def _lxd_instances(lxd: PrivateLXD, project: str, service_id: str) -> list[str]:
+    """Names of the instances the service made for web/frontend, as LXD lists them."""
+    return sorted(i["name"] for i in _lxd_list(lxd, project)
+                  if ours(i, service_id, "web", "frontend"))
+
+
+def _governor_client(url: str, project: str, cert: str, key: str, server_cert: str,
+                     directory: Path) -> DeploymentsClient:
+    """A governor's client: its certificate and key in files, the server's pinned."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "governor.crt").write_text(cert)
+    (directory / "governor.key").write_text(key)
+    os.chmod(directory / "governor.key", 0o600)
+    (directory / "server.crt").write_text(server_cert)
+    return DeploymentsClient(url=url, cert=(str(directory / "governor.crt"),
+                                            str(directory / "governor.key")),
+                             verify=str(directory / "server.crt"), project=project)
+
+
+def _launch(client: DeploymentsClient, name: str) -> None:
+    answer = client.post("/1.0/deployments/web/shapes/frontend/instances",
+                         json={"instance_name": name})
+    operation = client.wait_operation(answer.operation, timeout=120)
+    assert operation.done
+
+
+def test_install_create_key_governor_launch_and_scale(lxd, lxd_project, machine, tmp_path):
+    ctx = testing.Context(charm.LXDDeploymentsCharm)
+    state = _installed(ctx, machine, lxd_project)
+    service_id = (machine.paths.state_dir / "service-id").read_text().strip()
+
+    # The deployments option became a real deployment in the real service.
+    with connect(machine.paths.socket) as service:
+        web = service.get_deployment(lxd_project, "web")
+    assert web["description"] == "Web farm"
+    assert web["deployment_shapes"]["frontend"]["scaling_maximum"] == 2
+
+    # create-key: a key pair made by the charm, the private key as a Juju secret.
+    state = ctx.run(ctx.on.action("create-key", params={
+        "deployment": "web", "name": "autoscaler", "role": "rw", "project": lxd_project}),
+        state)
+    results = dict(ctx.action_results)
+    (secret,) = state.secrets
+    assert results["private-key-secret"] == secret.id
+    assert "PRIVATE KEY" not in str(results)
+
+    # A governor with that key launches an instance over HTTPS (mTLS), within bounds.
+    governor = _governor_client(
+        f"https://127.0.0.1:{machine.port}", lxd_project, results["certificate"],
+        secret.tracked_content["private-key"], machine.paths.server_cert.read_text(),
+        tmp_path)
+    with governor:
+        _launch(governor, "c1")
+        assert _lxd_instances(lxd, lxd_project, service_id) == ["c1"]
+        _launch(governor, "c2")
+        with pytest.raises(APIError) as refused:
+            governor.post("/1.0/deployments/web/shapes/frontend/instances",
+                          json={"instance_name": "c3"})
+        assert refused.value.status_code == 409
+
+    # scale down to 1, then back to 2, then to 0: each instance reported, LXD agrees.
+    ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
+                                           "count": 1, "project": lxd_project}), state)
+    down = dict(ctx.action_results)
+    assert (down["before"], down["after"]) == ("2", "1")
+    (deleted,) = down["instances"].values()
+    assert (deleted["action"], deleted["status"]) == ("delete", "done")
+    assert len(_lxd_instances(lxd, lxd_project, service_id)) == 1
+
+    ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
+                                           "count": 2, "project": lxd_project}), state)
+    up = dict(ctx.action_results)
+    assert (up["before"], up["after"]) == ("1", "2")
+    (launched,) = up["instances"]
+    assert up["instances"][launched]["status"] == "done"
+    assert launched in _lxd_instances(lxd, lxd_project, service_id)
+    running = {i["name"]: i["status"] for i in _lxd_list(lxd, lxd_project)}
+    assert running[launched] == "Running"
+
+    ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
+                                           "count": 0, "project": lxd_project}), state)
+    assert ctx.action_results["after"] == "0"
+    assert _lxd_instances(lxd, lxd_project, service_id) == []
+
+    # Past the bounds: refused before anything is touched.
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
+                                               "count": 3, "project": lxd_project}), state)
+    assert "outside the bounds" in failure.value.message
+
+
+def test_a_related_governor_gets_a_key_that_works_over_https(
+        lxd, lxd_project, machine, tmp_path):
+    ctx = testing.Context(charm.LXDDeploymentsCharm)
+    state = _installed(ctx, machine, lxd_project)
+    pair = make_client_pair("governor-charm")
+    relation = testing.Relation("governor", remote_app_name="autoscaler", remote_app_data={
+        "certificate": pair.certificate, "deployment": "web", "project": lxd_project,
+        "role": "rw"})
+
+    state = ctx.run(ctx.on.relation_changed(relation),
+                    testing.State(leader=True, config=state.config, relations={relation},
+                                  secrets=state.secrets))
+
+    published = state.get_relation(relation.id)
+    assert published.local_app_data["key_name"] == f"juju-relation-{relation.id}"
+    endpoint = published.local_unit_data["endpoint"]
+    assert endpoint == f"https://127.0.0.1:{machine.port}"
+    def governor() -> DeploymentsClient:
+        return _governor_client(endpoint, lxd_project, pair.certificate, pair.private_key,
+                                published.local_unit_data["server_certificate"], tmp_path)
+
+    with governor() as client:
+        _launch(client, "g1")
+        listed = client.get("/1.0/deployments/web/shapes/frontend/instances").metadata
+        assert [url.split("?")[0].rsplit("/", 1)[-1] for url in listed] == ["g1"]
+
+    # The relation goes: the key and its certificate are revoked at once.
+    state = ctx.run(ctx.on.relation_broken(state.get_relation(relation.id)), state)
+
+    with governor() as client, pytest.raises(ClientError):
+        client.get("/1.0/deployments/web")
+    assert state.unit_status.name == "active"
+
+
+def test_config_change_restarts_the_service_and_remove_stops_it(lxd, lxd_project, machine):
+    ctx = testing.Context(charm.LXDDeploymentsCharm)
+    state = _installed(ctx, machine, lxd_project)
+    first = machine.systemd.process
+    assert first is not None and first.poll() is None
+
+    state = ctx.run(ctx.on.config_changed(), testing.State(
+        leader=True, config={**state.config, "log-level": "debug"}))
+
+    assert first.poll() is not None  # the old process is gone
+    assert machine.systemd.is_active(SERVICE_NAME)
+    assert state.unit_status.name == "active"
+    deadline = time.monotonic() + 10
+    while "DEBUG" not in machine.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "DEBUG" in machine.log()
+
+    ctx.run(ctx.on.remove(), state)
+
+    assert not machine.systemd.is_active(SERVICE_NAME)
+    assert not machine.paths.config_file.exists()
+    assert not machine.paths.install_dir.exists()
+    assert (machine.paths.state_dir / "service-id").exists()  # the store is kept

@@ -1,0 +1,37 @@
+"""scripts/build-charm lays the charm out as `charmcraft pack` does (without downloads)."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_the_charm_layout(tmp_path):
+    output = tmp_path / "lxd-deployments.charm"
+
+    subprocess.run([sys.executable, str(REPO / "scripts" / "build-charm"), "--skip-deps",
+                    "--base", "22.04", "--arch", "arm64", "--output", str(output)],
+                   check=True, capture_output=True, text=True)
+
+    with zipfile.ZipFile(output) as charm:
+        names = set(charm.namelist())
+        modes = {info.filename: info.external_attr >> 16 for info in charm.infolist()}
+        manifest = yaml.safe_load(charm.read("manifest.yaml"))
+        dispatch = charm.read("dispatch").decode()
+    assert {"metadata.yaml", "config.yaml", "actions.yaml", "dispatch", "src/charm.py",
+            "src/templates/config.yaml.j2", "src/templates/lxd-deployments.service.j2",
+            "src/lxd_deployments/daemon.py", "src/lxd_deployments_charm/install.py",
+            "lib/charms/lxd_deployments/v0/governor.py"} <= names
+    assert not any(n.startswith(("tests/", ".venv/", "bench/")) or "__pycache__" in n
+                   or ".egg-info" in n for n in names)
+    assert modes["dispatch"] & stat.S_IXUSR and modes["src/charm.py"] & stat.S_IXUSR
+    assert "PYTHONPATH=lib:venv" in dispatch and "./src/charm.py" in dispatch
+    assert manifest["bases"] == [{"name": "ubuntu", "channel": "22.04",
+                                  "architectures": ["arm64"]}]

@@ -1,0 +1,92 @@
+"""The audit log: every change asked of the API, who asked, and how it ended."""
+
+from __future__ import annotations
+
+import logging
+
+from tests.certs import make_certificate
+
+from .conftest import error_of
+from .test_auth import INSTANCES, launch, wait
+
+
+def entries(api, **params) -> list[dict]:
+    response = api.get("/1.0/audit", params=params)
+    assert response.status_code == 200, response.json()
+    return response.json()["metadata"]
+
+
+def test_an_admin_change_is_recorded_with_who_what_and_the_result(api):
+    assert api.post("/1.0/deployments", json={"name": "web"}).status_code == 201
+    assert api.get("/1.0/deployments/web").status_code == 200  # reads are not recorded
+    [entry] = entries(api)
+    assert entry | {"id": 0, "created_at": ""} == {
+        "id": 0, "created_at": "", "auth_method": "unix", "caller_kind": "admin",
+        "identity": "unix", "fingerprint": "", "deployment_key": "", "method": "POST",
+        "path": "/1.0/deployments", "project": "default", "status_code": 201,
+        "operation": "", "error": ""}
+    assert entry["created_at"]
+
+
+def test_a_governor_launch_names_its_key_and_operation(world, api):
+    operation = wait(world.rw, launch(world.rw, "web", "c1"))
+    entry = entries(api)[-1]
+    assert (entry["auth_method"], entry["caller_kind"], entry["deployment_key"]) == (
+        "tls", "governor", "web/autoscaler")
+    assert entry["identity"] == f"gov-rw ({world.certificates.rw.fingerprint[:12]})"
+    assert entry["fingerprint"] == world.certificates.rw.fingerprint
+    assert (entry["method"], entry["path"], entry["status_code"], entry["operation"]) == (
+        "POST", INSTANCES.format(d="web"), 202, operation["id"])
+
+
+def test_refused_attempts_of_known_callers_are_recorded_with_their_error(world, api):
+    last = entries(api)[-1]["id"]
+    launch(world.ro, "web", "c1")
+    world.rw.post("/1.0/certificates", json={"certificate": make_certificate().pem,
+                                             "type": "client"})
+    api.post("/1.0/deployments", json={"name": "Not A Name!"})
+    recorded = entries(api, since=last)
+    assert [(e["identity"].split(" ")[0], e["status_code"]) for e in recorded] == [
+        ("gov-ro", 403), ("gov-rw", 403), ("unix", 400)]
+    assert recorded[0]["deployment_key"] == ""  # refused before any key allowed it
+    assert recorded[0]["error"].startswith('Deployment key "watcher" is read-only')
+    assert recorded[1]["error"].startswith("Not authorized: this needs an admin")
+
+
+def test_anonymous_requests_are_logged_but_never_stored(world, api, caplog):
+    last = entries(api)[-1]["id"]
+    with caplog.at_level(logging.WARNING, logger="lxd_deployments.auth"):
+        for _ in range(3):
+            assert world.anonymous.post("/1.0/deployments", json={"name": "x"}) \
+                .status_code == 401
+    assert entries(api, since=last) == []
+    assert "refused (401) POST /1.0/deployments" in caplog.text
+
+
+def test_since_and_limit_page_through_the_log(api):
+    for name in ("a1", "a2", "a3"):
+        api.post("/1.0/deployments", json={"name": name})
+    everything = entries(api)
+    assert [e["path"] for e in entries(api, since=everything[0]["id"], limit=1)] == [
+        everything[1]["path"]]
+    assert error_of(api.get("/1.0/audit", params={"limit": 0}))[0] == 400
+
+
+def test_no_certificate_key_or_token_is_ever_recorded(world, api, caplog):
+    governor = make_certificate("new-governor")
+    with caplog.at_level(logging.INFO):
+        api.post("/1.0/deployments/web/keys", json={
+            "name": "k2", "certificate": governor.pem, "role": "rw"})
+        world.anonymous.get("/1.0/deployments", headers={"Authorization": "Bearer SECRET-TOKEN"})
+        world.anonymous.post("/1.0/deployments", headers={"Authorization": "Bearer SECRET-TOKEN"})
+    stored = str(entries(api))
+    for secret in ("PRIVATE KEY", "SECRET-TOKEN", governor.pem.splitlines()[1]):
+        assert secret not in stored
+        assert secret not in caplog.text
+
+
+def test_each_change_is_also_a_line_of_the_service_log(world, caplog):
+    with caplog.at_level(logging.INFO, logger="lxd_deployments.audit"):
+        wait(world.rw, launch(world.rw, "web", "c1"))
+    assert f"POST {INSTANCES.format(d='web')} by gov-rw" in caplog.text
+    assert "key web/autoscaler (tls): 202 operation" in caplog.text
