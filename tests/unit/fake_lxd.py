@@ -25,6 +25,7 @@ class FakeLXD:
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     fail_create: set[str] = field(default_factory=set)
     fail_start: set[str] = field(default_factory=set)
+    waited_for_operations: list[str] = field(default_factory=list)
     # Lifecycle events, as LXD's events websocket would send them (see `watch_events`).
     events: queue.Queue = field(default_factory=queue.Queue)
     connections: int = 0
@@ -98,6 +99,10 @@ class FakeLXD:
             if instance["status"] != "Stopped":
                 self.emit(project, "instance-stopped", name)
             self.emit(project, "instance-deleted", name)
+
+    def wait_for_instance_operations(self, project: str, timeout: float) -> int:
+        self.waited_for_operations.append(project)
+        return 0
 
     def get_resources(self) -> dict[str, Any]:
         return self.resources

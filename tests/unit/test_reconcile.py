@@ -286,8 +286,11 @@ def test_startup_settles_what_a_crash_left(api, core, fake_lxd, shape):
 
     assert rec.reconcile(core, startup=False).changes == 0  # runtime: in flight, left alone
     assert len(statuses(core)) == 5
+    assert fake_lxd.waited_for_operations == []  # only recovery waits on LXD's operations
 
     rec.reconcile(core, startup=True)
+    # LXD's own operations were waited on before a pending record was judged
+    assert fake_lxd.waited_for_operations == ["default"]
     assert statuses(core) == {"p-running": "ready", "p-stopped": "failed",
                               "d-present": "ready"}
     assert scaling_current(api) == 3

@@ -81,6 +81,10 @@ def is_running(instance: dict[str, Any]) -> bool:
     return status == "Running"
 
 
+# Seconds recovery waits for each LXD instance operation still running at start.
+STARTUP_OPERATION_WAIT = 120.0
+
+
 def projects_to_reconcile(core: Core) -> list[str]:
     """Projects that have deployments, among those the service may work in."""
     with core.db.read() as conn:
@@ -105,6 +109,8 @@ def reconcile_project(core: Core, project: str, *, startup: bool) -> Summary:
     if not shapes:
         return Summary()
     try:
+        if startup:  # a create cut off by our crash may still be running in LXD
+            core.lxd.wait_for_instance_operations(project, STARTUP_OPERATION_WAIT)
         listing = core.lxd.list_instances(project)
     except LXDUnavailable as err:
         logger.warning("cannot reconcile project %s: %s", project, err)

@@ -75,6 +75,13 @@ class LXDAdapter(Protocol):
         """Stop (forcibly) and delete an instance; an instance already gone is not an error."""
         ...
 
+    def wait_for_instance_operations(self, project: str, timeout: float) -> int:
+        """Wait (up to `timeout` s each) for LXD's running operations on instances of the
+        project to end; returns how many there were. Recovery calls it so that a create
+        cut off by our crash has finished, one way or the other, before records are settled.
+        """
+        ...
+
     def get_resources(self) -> dict[str, Any]:
         """LXD's `/1.0/resources`: the host's CPU and memory (of the member answering)."""
         ...

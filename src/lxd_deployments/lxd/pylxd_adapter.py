@@ -141,6 +141,23 @@ class PylxdAdapter:
     def get_resources(self) -> dict[str, Any]:
         return self._get(self._client.api.resources) or {}
 
+    def wait_for_instance_operations(self, project: str, timeout: float) -> int:
+        listing = self._get(self._client.api.operations, project) or {}
+        running = [op for group in ("running", "pending") for op in listing.get(group) or []]
+        waited = 0
+        for operation in running:
+            if isinstance(operation, str):
+                operation = self._get(self._client.api.operations[operation.rsplit("/", 1)[-1]])
+            if not operation or "instances" not in (operation.get("resources") or {}):
+                continue
+            try:
+                self._client.api.operations[operation["id"]].wait.get(
+                    params={"timeout": timeout})
+            except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+                logger.info("operation %s ended while waited on: %s", operation["id"], err)
+            waited += 1
+        return waited
+
     def watch_events(self, handler: EventHandler, stop: threading.Event, *,
                      on_connect: Callable[[], None] | None = None,
                      projects: Iterable[str] | None = None) -> None:
