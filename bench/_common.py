@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from tests.integration.lxd_harness import (  # noqa: E402
     BUSYBOX_ALIAS,
     HarnessError,
     PrivateLXD,
+    stop_process,
 )
 
 from lxd_deployments.client import UNIX_BASE_URL, DeploymentsClient  # noqa: E402
@@ -192,15 +192,6 @@ def _wait_until_answering(socket_path: Path, process: subprocess.Popen[bytes],
             time.sleep(0.05)  # another process binds the socket: nothing to block on
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=SERVICE_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SERVICE_STOP_TIMEOUT)
 
 
 @contextlib.contextmanager
@@ -233,7 +224,7 @@ def service(lxd: PrivateLXD, *, log_level: str = "warning", keep_log: bool = Fal
         finally:
             client.close()
     finally:
-        _stop_process(process)
+        stop_process(process, SERVICE_STOP_TIMEOUT)
         if "Traceback" in log_path.read_text(errors="replace"):
             log(f"warning: the service logged a traceback (log kept in {log_path})")
             keep_log = True

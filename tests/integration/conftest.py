@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import ssl
@@ -34,7 +33,7 @@ import yaml
 
 from lxd_deployments.client import SOCKET_ENV, UNIX_BASE_URL, DeploymentsClient
 
-from .lxd_harness import REPO, HarnessError, PrivateLXD
+from .lxd_harness import REPO, HarnessError, PrivateLXD, stop_process
 
 HERE = Path(__file__).resolve().parent
 SERVICE_START_TIMEOUT = 30.0
@@ -235,7 +234,7 @@ class Service:
         """SIGTERM (then SIGKILL): the clean stop systemd does."""
         self._close_clients()
         if self.process is not None:
-            _stop(self.process)
+            stop_process(self.process, SERVICE_STOP_TIMEOUT)
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill: the process gets no chance to clean up."""
@@ -301,15 +300,6 @@ def _wait_until_answering(socket_path: Path, process: subprocess.Popen[bytes],
             time.sleep(0.05)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=SERVICE_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SERVICE_STOP_TIMEOUT)
 
 
 class ServiceFactory:

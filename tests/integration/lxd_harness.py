@@ -319,3 +319,15 @@ class PrivateLXD:
             if profile and profile != "default":
                 self.lxc("profile", "delete", profile, "--project", name)
         self.lxc("project", "delete", name)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM a service process and wait; kill it if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
