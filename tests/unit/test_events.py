@@ -20,10 +20,11 @@ from lxd_deployments.core import reconcile as rec
 from lxd_deployments.core.scale_requests import Debounce
 from lxd_deployments.core.watcher import handle_event
 from lxd_deployments.lxd import LifecycleEvent
+from lxd_deployments.store import changes as changes_log
 from lxd_deployments.store import open_database
 from lxd_deployments.webhooks import queue
 from lxd_deployments.webhooks.events import Event, EventBus, Subscription
-from lxd_deployments.webhooks.follower import ChangeFollower, event_type_of
+from lxd_deployments.webhooks.follower import PRUNE_EVERY, ChangeFollower, event_type_of
 from lxd_deployments.webhooks.monitor import Monitor
 from lxd_deployments.webhooks.settings import EventSettings
 
@@ -442,3 +443,33 @@ def test_a_forced_shape_delete_tells_of_each_instance(eapi, ecore):
     (deleted,) = sent(ecore, type_="instance-deleted")
     assert (deleted["metadata"]["instance"], deleted["metadata"]["forced"],
             deleted["metadata"]["scaling_current"]) == ("c1", True, 0)
+
+
+def test_the_change_log_is_pruned_only_behind_the_cursor_and_past_its_retention(
+        eapi, ecore, fake_lxd):
+    make_shape(eapi)
+    for name in ("c1", "c2", "c3"):
+        run(eapi, "POST", f"{BASE}/instances", {"instance_name": name})
+    for name in ("c1", "c2"):
+        del fake_lxd.instances[("default", name)]
+    rec.reconcile(ecore, startup=False)
+    now = [0.0]
+    kept_long = ChangeFollower(ecore, ecore.events, Debounce(), clock=lambda: now[0])
+    assert kept_long.run_once() == 2
+    # A change the follower has not reached yet stays, however old.
+    del fake_lxd.instances[("default", "c3")]
+    rec.reconcile(ecore, startup=False)
+
+    # Within the retention nothing goes.
+    assert kept_long.prune() == 0
+    eager = ChangeFollower(ecore, ecore.events, Debounce(), retention=1e-9,
+                           clock=lambda: now[0])
+    assert eager.prune() == 2
+    with ecore.db.read() as conn:
+        left = [c.instance_name for c in changes_log.list_changes(conn, 1)]
+    assert left == ["c3"]
+    # At most one prune per PRUNE_EVERY seconds.
+    assert eager.run_once() == 1
+    assert eager.prune() == 0
+    now[0] += PRUNE_EVERY
+    assert eager.prune() == 1

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from .database import utcnow
 from .schema import deployments_instance_changes as changes
@@ -72,3 +72,14 @@ def list_changes(conn: Connection, deployment_id: int, *, since: int = 0,
     if limit is not None:
         query = query.limit(limit)
     return [_row(r) for r in conn.execute(query).all()]
+
+
+def prune(conn: Connection, *, up_to_id: int, recorded_before: str) -> int:
+    """Drop changes older than `recorded_before` (RFC 3339) whose id is at most `up_to_id`
+    (what the event follower has already turned into events); returns how many.
+
+    The log is read by governors (`/changes?since=`) and by the follower: keeping it
+    forever would grow the store with every outside change, and a reader that fell
+    days behind re-reads the instance list instead."""
+    return conn.execute(delete(changes).where(
+        changes.c.id <= up_to_id, changes.c.created_at < recorded_before)).rowcount

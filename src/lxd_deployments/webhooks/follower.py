@@ -23,10 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from ..background import BackgroundLoop
 from ..core.context import Core
 from ..core.notify import instance_metadata
 from ..core.scale_requests import (
@@ -47,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 CURSOR = "instance-changes"
 BATCH = 200
+# Seconds between prunes of the change log.
+PRUNE_EVERY = 3600.0
 
 _RECOVERY = {log.ATTACHED, log.RELEASED, log.RECOVERED}
 # Events after which a shape may have fewer instances than its minimum.
@@ -80,14 +86,17 @@ def _write_cursor(conn: Connection, position: int) -> None:
 
 class ChangeFollower:
     def __init__(self, core: Core, bus: EventBus, debounce: Debounce, *,
-                 poll_interval: float = 0.25) -> None:
+                 poll_interval: float = 0.25, retention: float = 7 * 24 * 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.core = core
         self.bus = bus
         self.debounce = debounce
         self.poll_interval = poll_interval
+        self.retention = retention
+        self._clock = clock
+        self._last_prune: float | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop_thread = BackgroundLoop("change-events")
 
     def run_once(self) -> int:
         """Turn the changes after the cursor into events; returns how many changes."""
@@ -126,6 +135,21 @@ class ChangeFollower:
             self.bus.announce(published, queued=queued)
             return len(rows)
 
+    def prune(self) -> int:
+        """Drop changes past the cursor that are older than the retention; at most once
+        every `PRUNE_EVERY` seconds. Returns how many were dropped."""
+        now = self._clock()
+        if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
+            return 0
+        self._last_prune = now
+        before = (datetime.now(timezone.utc) - timedelta(seconds=self.retention)).isoformat()
+        with self._lock, self.core.db.write() as conn:
+            pruned = log.prune(conn, up_to_id=read_cursor(conn), recorded_before=before)
+        if pruned:
+            logger.info("change log: %d changes older than %.0f s pruned", pruned,
+                        self.retention)
+        return pruned
+
     def _stage_change(self, conn: Connection, row) -> tuple[ev.Event | None, bool]:
         try:
             detail = json.loads(row.detail) if row.detail else {}
@@ -158,23 +182,17 @@ class ChangeFollower:
     # --- thread --------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="change-events", daemon=True)
-        self._thread.start()
+        self._loop_thread.start(self._loop)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._thread = None
+        self._loop_thread.stop(timeout)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _loop(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
                 if self.run_once() >= BATCH:
                     continue  # more waiting
+                self.prune()
             except Exception:
                 logger.exception("turning instance changes into events failed; retrying")
-            self._stop.wait(self.poll_interval)
+            stopping.wait(self.poll_interval)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..background import BackgroundLoop
 from ..core import capacity as cap
 from ..core.context import Core
 from ..core.metrics import CpuSamples, shape_metrics
@@ -68,8 +69,7 @@ class Monitor:
         self.samples = CpuSamples()
         self._clock = clock
         self._offers: dict[int, dict[str, int]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop_thread = BackgroundLoop("event-monitor")
 
     # --- what is looked at ---------------------------------------------------------------
 
@@ -208,19 +208,11 @@ class Monitor:
     # --- thread --------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        if not (self.settings.metrics_interval or self.settings.capacity_interval):
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="event-monitor", daemon=True)
-        self._thread.start()
+        if self.settings.metrics_interval or self.settings.capacity_interval:
+            self._loop_thread.start(self._loop)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._thread = None
+        self._loop_thread.stop(timeout)
 
     def _run(self, name: str, work: Callable[[], int]) -> None:
         try:
@@ -230,13 +222,13 @@ class Monitor:
         except Exception:
             logger.exception("%s failed", name)
 
-    def _loop(self) -> None:
+    def _loop(self, stopping: threading.Event) -> None:
         tasks = [(name, interval, work) for name, interval, work in (
             ("metrics", self.settings.metrics_interval, self.metrics_pass),
             ("capacity check", self.settings.capacity_interval, self.capacity_pass))
             if interval > 0]
         due = {name: self._clock() for name, _, _ in tasks}
-        while not self._stop.is_set():
+        while not stopping.is_set():
             now = self._clock()
             for name, interval, work in tasks:
                 if due[name] <= now:
@@ -244,4 +236,4 @@ class Monitor:
                     due[name] = max(due[name] + interval, self._clock())
             wait = min(due.values()) - self._clock()
             if wait > 0:
-                self._stop.wait(wait)
+                stopping.wait(wait)

@@ -31,7 +31,8 @@ class WebhookService:
         self.bus.on_queued(self.deliverer.kick)
         below_minimum = Debounce()
         self.follower = ChangeFollower(core, self.bus, below_minimum,
-                                       poll_interval=events.changes_poll_interval)
+                                       poll_interval=events.changes_poll_interval,
+                                       retention=events.changes_retention)
         self.monitor = Monitor(core, self.bus, events, below_minimum)
 
     def start(self) -> None:

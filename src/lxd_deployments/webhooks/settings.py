@@ -49,6 +49,8 @@ class EventSettings(_Frozen):
     cpu_allocation_ratio: float = Field(default=1.0, gt=0)
     # Seconds between polls of the change log (outside changes become events).
     changes_poll_interval: float = Field(default=0.25, gt=0, le=60)
+    # Seconds a change stays in the change log once it has become an event.
+    changes_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
     # Events buffered per events-stream client; a client that falls further behind is
     # disconnected (as LXD drops slow event listeners).
     stream_buffer: int = Field(default=1024, ge=16)
