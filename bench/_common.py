@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,20 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def loadavg() -> str:
+    """The load averages (1, 5, 15 min), to put next to figures from a shared machine."""
+    with contextlib.suppress(OSError):
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    return "?"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on (right now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 # --- LXD -------------------------------------------------------------------------------
 
 
@@ -131,10 +146,12 @@ def lxd_daemon(lxd_dir: Path | None) -> Iterator[PrivateLXD]:
 
 
 @contextlib.contextmanager
-def lxd_project(lxd: PrivateLXD, pool: str = "default") -> Iterator[str]:
-    """A fresh project that sees the default project's images and has its own default
-    profile (a root disk on `pool`); deleted afterwards with everything in it."""
-    name = f"bench-{os.getpid()}"
+def lxd_project(lxd: PrivateLXD, pool: str = "default", name: str | None = None
+                ) -> Iterator[str]:
+    """A fresh project (default name `bench-<pid>`) that sees the default project's images
+    and has its own default profile (a root disk on `pool`); deleted afterwards with
+    everything in it."""
+    name = name or f"bench-{os.getpid()}"
     lxd.lxc("project", "create", name,
             "-c", "features.images=false", "-c", "features.profiles=true")
     try:
@@ -196,8 +213,11 @@ def _wait_until_answering(socket_path: Path, process: subprocess.Popen[bytes],
 
 @contextlib.contextmanager
 def service(lxd: PrivateLXD, *, log_level: str = "warning", keep_log: bool = False,
-            extra_config: dict | None = None) -> Iterator[Service]:
-    """The real daemon on a fresh state dir and unix socket, driving `lxd`."""
+            extra_config: dict | None = None,
+            launcher: list[str] | None = None) -> Iterator[Service]:
+    """The real daemon on a fresh state dir and unix socket, driving `lxd`. `launcher`
+    replaces `-m lxd_deployments` (a script that wraps the daemon, e.g. to time it);
+    it gets the same `daemon --config FILE` arguments."""
     work = Path(tempfile.mkdtemp(prefix="lxdd-bench-"))
     state_dir = work / "state"
     socket_path = work / "unix.socket"
@@ -213,7 +233,8 @@ def service(lxd: PrivateLXD, *, log_level: str = "warning", keep_log: bool = Fal
     }))
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lxd_deployments", "daemon", "--config", str(config_path)],
+            [sys.executable, *(launcher or ["-m", "lxd_deployments"]), "daemon",
+             "--config", str(config_path)],
             env=_service_env(), stdin=subprocess.DEVNULL, stdout=log_file,
             stderr=subprocess.STDOUT, cwd=work)
     try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 
@@ -18,9 +18,27 @@ class TestCertificate:
     fingerprint: str
 
 
-def make_certificate(common_name: str | None = "governor") -> TestCertificate:
-    """A self-signed certificate; `common_name=None` gives a subject without a CN."""
-    key = ec.generate_private_key(ec.SECP384R1())
+# Key types `make_certificate` can make (the default is LXD's own, EC P-384).
+KEY_TYPES = ("ec256", "ec384", "ec521", "secp256k1", "rsa2048", "rsa1024", "ed25519", "ed448")
+
+
+def _private_key(key_type: str):
+    if key_type.startswith("rsa"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type == "ed448":
+        return ed448.Ed448PrivateKey.generate()
+    curve = {"ec256": ec.SECP256R1, "ec384": ec.SECP384R1, "ec521": ec.SECP521R1,
+             "secp256k1": ec.SECP256K1}[key_type]
+    return ec.generate_private_key(curve())
+
+
+def make_certificate(common_name: str | None = "governor",
+                     key_type: str = "ec384") -> TestCertificate:
+    """A self-signed certificate; `common_name=None` gives a subject without a CN;
+    `key_type` one of `KEY_TYPES`."""
+    key = _private_key(key_type)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name
                      else [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tests")])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -30,7 +48,7 @@ def make_certificate(common_name: str | None = "governor") -> TestCertificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA384())
+        .sign(key, None if key_type in ("ed25519", "ed448") else hashes.SHA384())
     )
     return TestCertificate(
         pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),

@@ -28,6 +28,9 @@ import httpx
 SOCKET_ENV = "LXD_DEPLOYMENTS_SOCKET"
 # Where the service listens when nothing says otherwise (the snap/charm layout).
 DEFAULT_SOCKET = "/var/lib/lxd-deployments/unix.socket"
+# Where a governor socket appears inside an instance, by default (an LXD proxy device to
+# the service's in-instance socket; JWTs only).
+DEFAULT_INSTANCE_SOCKET = "/dev/lxd-deployments.sock"
 # Requests over a unix socket still need a URL; LXD's own clients use this host name.
 UNIX_BASE_URL = "http://lxd"
 # Seconds a plain request may take: long enough for a forced delete, short enough that a
@@ -127,7 +130,8 @@ class DeploymentsClient:
     client certificate as `(cert_path, key_path)`, `verify` is True (system CAs), False, a
     CA/server-certificate path to pin, or a ready `ssl.SSLContext`. `project` is sent as
     `?project=` on every request, as LXD's `UseProject`. `transport` replaces the network
-    (tests pass an `httpx.MockTransport`).
+    (tests pass an `httpx.MockTransport`). `auth` adds credentials to every request (a
+    governor's JWTs: see `governor_client.JWTAuth`).
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class DeploymentsClient:
         project: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         if url is None:
             path = os.fspath(socket_path or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
@@ -156,7 +161,7 @@ class DeploymentsClient:
         # trust_env=False: an HTTP(S)_PROXY in the environment must never divert requests
         # meant for the local socket or a pinned server.
         self._http = httpx.Client(
-            base_url=base_url, transport=transport, timeout=timeout, trust_env=False
+            base_url=base_url, transport=transport, timeout=timeout, trust_env=False, auth=auth
         )
 
     @property
@@ -268,10 +273,12 @@ class DeploymentsClient:
         first the operation comes back still running (`done` is False), as LXD does.
         """
         http_timeout = None if timeout < 0 else timeout + _WAIT_MARGIN
+        # Outside the default project the URL carries `?project=`, as LXD's do.
+        path, _, query = op_url.partition("?")
         answer = self.request(
             "GET",
-            f"{op_url.rstrip('/')}/wait",
-            params={"timeout": timeout},
+            f"{path.rstrip('/')}/wait",
+            params={**dict(httpx.QueryParams(query)), "timeout": timeout},
             timeout=http_timeout,
         )
         operation = Operation.from_api(answer.metadata or {})

@@ -106,11 +106,26 @@ class TLSSettings(_Frozen):
         return self
 
 
+class JWTSettings(_Frozen):
+    """JWT bearer tokens for governors (HTTPS and the in-instance socket)."""
+
+    # Off: bearer tokens are refused (401) and the in-instance socket is not served.
+    enabled: bool = True
+    # Seconds a token may live at most (`exp - iat`): tokens are short-lived on purpose.
+    max_lifetime: int = Field(default=300, gt=0, le=3600)
+    # Seconds of clock skew allowed on `exp`, `iat` and `nbf`.
+    leeway: int = Field(default=30, ge=0, le=300)
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
     unix_socket: Path | None = None
     unix_socket_mode: str = "0660"
     unix_socket_group: str | None = None
+    # The socket governor instances reach through an LXD proxy device (bearer tokens only,
+    # never an admin); mode 0660, owned by root (LXD's proxy connects to it as root).
+    instance_socket: Path | None = None
+    jwt: JWTSettings = Field(default_factory=JWTSettings)
     # HTTPS for governors and remote admins (client certificates); none: unix socket only.
     https_address: str | None = None
     tls: TLSSettings = Field(default_factory=TLSSettings)
@@ -121,6 +136,9 @@ class Settings(_Frozen):
     projects: list[str] = Field(default_factory=list)
     # Threads running operations (LXD calls are blocking).
     operation_workers: int = Field(default=16, gt=0, le=256)
+    # Members of bulk launches and scalings created (or deleted) at once, all batches
+    # together, on threads of their own (single launches never wait behind a batch).
+    bulk_concurrency: int = Field(default=3, gt=0, le=64)
     # Seconds between full reconciles of records with LXD (events do the fast path).
     reconcile_interval: float = Field(default=30.0, gt=0)
     # Webhook deliveries to governors, and the periodic events (see webhooks/settings.py).
@@ -159,6 +177,10 @@ class Settings(_Frozen):
     @property
     def socket_path(self) -> Path:
         return self.unix_socket or self.state_dir / "unix.socket"
+
+    @property
+    def instance_socket_path(self) -> Path:
+        return self.instance_socket or self.state_dir / "instance.socket"
 
     @property
     def database_path(self) -> Path:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from .api import create_app
 from .auth.caller import Listener
+from .auth.identify import Authenticators
+from .auth.jwt import JWTAuthenticator
 from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.operations import Operations
@@ -30,7 +32,16 @@ logger = logging.getLogger("lxd_deployments")
 
 def bind_unix_socket(settings: Settings) -> socket.socket:
     """Bind the admin socket ourselves so its mode and group are set before anyone connects."""
-    path = settings.socket_path
+    return _bind_unix(settings.socket_path, int(settings.unix_socket_mode, 8),
+                      settings.unix_socket_group)
+
+
+def bind_instance_socket(settings: Settings) -> socket.socket:
+    """The in-instance socket: root's, mode 0660 (LXD's proxy devices connect as root)."""
+    return _bind_unix(settings.instance_socket_path, 0o660, None)
+
+
+def _bind_unix(path: Path, mode: int, group: str | None) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_socket():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -46,11 +57,14 @@ def bind_unix_socket(settings: Settings) -> socket.socket:
     old_umask = os.umask(0o177)
     try:
         sock.bind(str(path))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"cannot listen on {path}: {err.strerror or err}") from err
     finally:
         os.umask(old_umask)
-    os.chmod(path, int(settings.unix_socket_mode, 8))
-    if settings.unix_socket_group:
-        os.chown(path, -1, grp.getgrnam(settings.unix_socket_group).gr_gid)
+    os.chmod(path, mode)
+    if group:
+        os.chown(path, -1, grp.getgrnam(group).gr_gid)
     sock.listen(1024)
     return sock
 
@@ -70,10 +84,13 @@ def build_core(settings: Settings) -> Core:
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = open_database(settings.database_path)
     return Core(db=db, lxd=connect(settings.lxd),
-                operations=Operations(max_workers=settings.operation_workers),
+                operations=Operations(max_workers=settings.operation_workers,
+                                      bulk_workers=settings.bulk_concurrency),
                 projects=frozenset(settings.projects) if settings.projects else None,
                 service_id=service_id(settings),
-                events=make_bus(db, settings.webhooks, settings.events))
+                events=make_bus(db, settings.webhooks, settings.events),
+                instance_socket=(str(settings.instance_socket_path)
+                                 if settings.jwt.enabled else None))
 
 
 async def recover(watcher: Watcher) -> None:
@@ -91,31 +108,54 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
+def authenticators_for(settings: Settings) -> Authenticators:
+    """JWTs for governors (on HTTPS and the in-instance socket) unless `jwt.enabled` is off."""
+    if not settings.jwt.enabled:
+        return Authenticators()
+    return Authenticators(bearer=JWTAuthenticator(max_lifetime=settings.jwt.max_lifetime,
+                                                  leeway=settings.jwt.leeway))
+
+
+def _unix_paths(settings: Settings) -> list[Path]:
+    """The unix sockets the daemon binds (and removes when it stops)."""
+    return [settings.socket_path, *([settings.instance_socket_path]
+                                    if settings.jwt.enabled else [])]
+
+
 async def serve(settings: Settings) -> None:
     core = build_core(settings)
     tls = prepare_tls(settings, core) if settings.https_bind else None
     app = create_app(core, max_body_bytes=settings.max_body_bytes,
+                     authenticators=authenticators_for(settings),
                      server_certificate=tls.certificate_pem if tls else None)
     unix_sock = bind_unix_socket(settings)
     listening = [Listening(make_server(app, Listener.UNIX, settings), unix_sock, "unix")]
-    if tls is not None:
-        # The app's lifespan runs once, with the first server.
-        https = make_server(app, Listener.HTTPS, settings, ssl_context=tls.context,
-                            lifespan="off")
-        try:
+    try:
+        if settings.jwt.enabled:
+            # The app's lifespan runs once, with the first server.
+            instance = make_server(app, Listener.INSTANCE, settings, lifespan="off")
+            listening.append(Listening(instance, bind_instance_socket(settings), "instance"))
+        if tls is not None:
+            https = make_server(app, Listener.HTTPS, settings, ssl_context=tls.context,
+                                lifespan="off")
             listening.append(Listening(https, bind_tcp_socket(*settings.https_bind), "https"))
-        except ConfigError:
-            unix_sock.close()
-            Path(settings.socket_path).unlink(missing_ok=True)
-            core.db.close()
-            raise
+    except ConfigError:
+        for item in listening:  # only what this process bound: another may own the rest
+            bound = item.sock.getsockname() if item.sock.family == socket.AF_UNIX else None
+            item.sock.close()
+            if bound:
+                Path(bound).unlink(missing_ok=True)
+        core.db.close()
+        raise
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events)
     try:
         await recover(watcher)
         watcher.start()
         webhooks.start()
-        logger.info("serving the deployments API on %s%s", settings.socket_path,
+        logger.info("serving the deployments API on %s%s%s", settings.socket_path,
+                    f", {settings.instance_socket_path} (in-instance)"
+                    if settings.jwt.enabled else "",
                     f" and https://{settings.https_address}" if tls else "")
         await run_servers(listening, tls)
     finally:
@@ -123,7 +163,8 @@ async def serve(settings: Settings) -> None:
         await asyncio.to_thread(watcher.stop)
         for item in listening:
             item.sock.close()
-        Path(settings.socket_path).unlink(missing_ok=True)
+        for path in _unix_paths(settings):
+            path.unlink(missing_ok=True)
         core.db.close()
 
 

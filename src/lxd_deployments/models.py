@@ -36,10 +36,40 @@ Role = Annotated[Literal["rw", "ro"], BeforeValidator(_normalise_role)]
 CertificateType = Literal["client", "deployments"]
 
 
+# Integers the store keeps must fit SQLite's INTEGER (64 bits): a larger one is a 400,
+# not an overflow in the store.
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+def _refuse_lone_surrogates(data: object) -> None:
+    """JSON may escape half of a UTF-16 pair (`"\\ud800"`), which Python decodes to a
+    string that cannot be encoded, stored or sent on: refuse it with the body (400)."""
+    stack = [data]
+    while stack:  # iterative: a deeply nested body must not exhaust the Python stack
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (a lone surrogate "
+                                 "\\ud800-\\udfff is not)") from None
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 class _Body(BaseModel):
     """Base for request bodies: unknown fields are refused so typos never pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: object) -> object:
+        _refuse_lone_surrogates(data)
+        return data
 
 
 class _Public(BaseModel):
@@ -144,8 +174,8 @@ class ShapePut(_Body):
     description: StrictStr = ""
     config: ConfigMap = Field(default_factory=dict)
     instance_template: InstanceTemplate = Field(default_factory=InstanceTemplate)
-    scaling_minimum: StrictInt = 0
-    scaling_maximum: StrictInt = 0
+    scaling_minimum: Int64 = 0
+    scaling_maximum: Int64 = 0
 
 
 class ShapePatch(_Body):
@@ -154,8 +184,8 @@ class ShapePatch(_Body):
     description: StrictStr | None = None
     config: ConfigMap | None = None
     instance_template: InstanceTemplate | None = None
-    scaling_minimum: StrictInt | None = None
-    scaling_maximum: StrictInt | None = None
+    scaling_minimum: Int64 | None = None
+    scaling_maximum: Int64 | None = None
 
 
 class ShapesPost(ShapePut):
@@ -245,10 +275,28 @@ class Certificate(_Public):
 
 class InstancesPost(_Body):
     """A launch: the seed's `DeploymentInstancesPost`. `shape_name`, when given, must be
-    the shape of the URL; the name may also come from the URL instead of the body."""
+    the shape of the URL; the name may also come from the URL instead of the body.
+
+    A bulk launch gives `count` (names generated: `<deployment>-<shape>-<6 chars>`) or
+    `instance_names` instead of `instance_name`: all of them or none within the shape's
+    maximum, or as many as fit with `best_effort`."""
 
     instance_name: StrictStr | None = None
     shape_name: StrictStr | None = None
+    count: StrictInt | None = None
+    instance_names: list[StrictStr] | None = None
+    best_effort: StrictBool = False
+
+    @property
+    def bulk(self) -> bool:
+        return self.count is not None or self.instance_names is not None
+
+
+class ShapeScalePut(_Body):
+    """Set the number of a shape's instances: launch or delete the difference."""
+
+    count: StrictInt
+    best_effort: StrictBool = False
 
 
 class InstanceStatePut(_Body):
@@ -256,5 +304,5 @@ class InstanceStatePut(_Body):
 
     action: Literal["start", "stop", "restart", "freeze", "unfreeze"]
     force: StrictBool = False
-    timeout: int = -1
+    timeout: Int64 = -1  # strict, as LXD's: `true` or "30" is not a number of seconds
     stateful: StrictBool = False

@@ -152,3 +152,40 @@ def read_certificate(path: Path) -> str:
     except ValueError as err:
         raise CertificateFilesError(f"{path} is not a PEM certificate") from err
     return text
+
+
+# --- JWT signing algorithms ------------------------------------------------------------
+
+# The one JWS algorithm each key type signs with (the service accepts no other for it):
+# the algorithm follows from the certificate, never from the token.
+JWT_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+JWT_RSA_ALGORITHM = "RS256"
+JWT_EDDSA_ALGORITHM = "EdDSA"
+JWT_MIN_RSA_BITS = 2048
+
+
+class UnsupportedKey(ValueError):
+    """A key that cannot sign governor tokens; the message says why."""
+
+
+def jwt_algorithm(key: object) -> str:
+    """The JWS algorithm of a public or private key: EC P-256/P-384/P-521 sign with
+    ES256/ES384/ES512, RSA (2048 bits or more) with RS256, Ed25519 and Ed448 with EdDSA."""
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, rsa
+
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        algorithm = JWT_EC_ALGORITHMS.get(key.curve.name)
+        if algorithm is None:
+            raise UnsupportedKey(f"EC curve {key.curve.name} cannot sign tokens (use P-256, "
+                                 "P-384 or P-521)")
+        return algorithm
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        if key.key_size < JWT_MIN_RSA_BITS:
+            raise UnsupportedKey(f"an RSA key of {key.key_size} bits is too short to sign "
+                                 f"tokens (at least {JWT_MIN_RSA_BITS})")
+        return JWT_RSA_ALGORITHM
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey,
+                        ed448.Ed448PublicKey, ed448.Ed448PrivateKey)):
+        return JWT_EDDSA_ALGORITHM
+    raise UnsupportedKey(f"a {type(key).__name__.lstrip('_')} cannot sign tokens (use an EC, "
+                         "RSA or Ed25519 key)")

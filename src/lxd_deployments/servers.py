@@ -2,7 +2,9 @@
 
 - the admin unix socket (bound by the daemon with its mode and group): every request on
   it is an admin's;
-- HTTPS (`https_address`): client certificates decide, per request, from the store.
+- the in-instance socket (`instance_socket`, unless `jwt.enabled` is off), which LXD proxy
+  devices expose inside governor containers: bearer tokens (JWTs) only, never an admin;
+- HTTPS (`https_address`): client certificates or JWTs decide, per request, from the store.
 
 Each server hands the same app its requests through `ListenerApp`, which marks them
 with their listener, and speaks HTTP through `ServiceH11Protocol`, which adds the peer

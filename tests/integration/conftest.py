@@ -177,6 +177,11 @@ class Service:
         return f"https://{address}" if address else None
 
     @property
+    def instance_socket_path(self) -> Path:
+        """The in-instance socket (JWTs only), which governor sockets connect to."""
+        return Path(self.config["instance_socket"])
+
+    @property
     def server_cert_path(self) -> Path:
         """The server certificate the service made on its first start."""
         return self.state_dir / "server.crt"
@@ -322,6 +327,7 @@ class ServiceFactory:
             socket_path=socket_path, state_dir=state_dir, config_path=tmp_path / "config.yaml",
             log_path=tmp_path / "service.log", cwd=tmp_path,
             config={"state_dir": str(state_dir), "unix_socket": str(socket_path),
+                    "instance_socket": str(socket_dir / "instance.socket"),
                     "unix_socket_mode": "0600", "lxd": {"socket": str(self._lxd.socket_path)},
                     "log_level": "info", "https_address": f"127.0.0.1:{free_port()}",
                     **config})

@@ -83,7 +83,9 @@ def accepted(response: httpx.Response) -> dict:
     body = response.json()
     assert body["type"] == "async", body
     assert body["status_code"] == 100, body
-    assert body["operation"] == f"/1.0/operations/{body['metadata']['id']}", body
+    # Outside the default project the URL names it, as LXD's operation URLs do.
+    assert body["operation"].partition("?")[0] == f"/1.0/operations/{body['metadata']['id']}", \
+        body
     assert response.headers["Location"] == body["operation"], response.headers
     return body["metadata"]
 
@@ -107,7 +109,8 @@ def succeeded(http: httpx.Client, response: httpx.Response) -> dict:
 def operation_ids(http: httpx.Client) -> set[str]:
     """Ids of every operation the service lists (all statuses)."""
     grouped = ok(http.get("/1.0/operations"))
-    return {url.rsplit("/", 1)[-1] for urls in grouped.values() for url in urls}
+    return {url.partition("?")[0].rsplit("/", 1)[-1]
+            for urls in grouped.values() for url in urls}
 
 
 def poll_until(check: Callable[[], Any], timeout: float, what: str,

@@ -117,6 +117,9 @@ def _unmount_below(directory: Path) -> None:
 class PrivateLXD:
     """One LXD daemon with its own LXD_DIR, started and stopped by the tests."""
 
+    # What `start` gives `lxd init --preseed` (a cluster member gives its own).
+    preseed: str = PRESEED
+
     def __init__(self, directory: Path) -> None:
         self.lxd_binary, self.lxc_binary = find_lxd()
         self.directory = Path(directory)
@@ -168,7 +171,7 @@ class PrivateLXD:
                 raise HarnessError(
                     f"the private LXD did not become ready: {waited.stderr.strip()}\n"
                     f"{self.log_tail()}")
-            self.run([self.lxd_binary, "init", "--preseed"], stdin=PRESEED)
+            self.run([self.lxd_binary, "init", "--preseed"], stdin=self.preseed)
         except BaseException:
             self.stop()
             raise

@@ -86,8 +86,9 @@ def test_operations_listed_waited_and_failed_with_err(service, lxd, lxd_project,
 
     # GET /1.0/operations: URLs by status; recursion=1: the objects.
     grouped = ok(api.http.get("/1.0/operations"))
-    assert f"/1.0/operations/{launched['id']}" in grouped["success"]
-    assert f"/1.0/operations/{operation['id']}" in grouped["failure"]
+    # Outside the default project, operation URLs name it (as LXD's do).
+    assert f"/1.0/operations/{launched['id']}?project={lxd_project}" in grouped["success"]
+    assert f"/1.0/operations/{operation['id']}?project={lxd_project}" in grouped["failure"]
     objects = ok(api.http.get("/1.0/operations", params={"recursion": 1}))
     failed = next(op for op in objects["failure"] if op["id"] == operation["id"])
     assert failed == final
@@ -111,7 +112,8 @@ def test_running_and_queued_operations(service, lxd, lxd_project, api, stalled_i
     running = ok(api.http.get(f"/1.0/operations/{stalled['id']}"))
     assert (running["status"], running["status_code"], running["may_cancel"]) == (
         "Running", 103, False)
-    assert f"/1.0/operations/{stalled['id']}" in ok(api.http.get("/1.0/operations"))["running"]
+    assert f"/1.0/operations/{stalled['id']}?project={lxd_project}" in ok(
+        api.http.get("/1.0/operations"))["running"]
 
     # A wait that times out answers with the operation still running.
     started = time.monotonic()

@@ -114,7 +114,7 @@ def test_get_1_0_is_public_and_names_the_auth_methods(service):
     with service.https_client() as anonymous:
         info = ok(anonymous.get("/1.0"))
     assert info["auth"] == "untrusted"
-    assert "tls" in info["auth_methods"]
+    assert info["auth_methods"] == ["tls", "jwt"]
     assert len(info["environment"]["certificate_fingerprint"]) == 64
 
 

@@ -130,7 +130,7 @@ def test_every_event_type_reaches_the_governor_signed(hooks, lxd, lxd_project, r
                 {"count": 2, "reason": "peak hours"}))
 
     event = lifecycle(receiver, "web", "instance-launched", "c1", "service")
-    assert event.metadata["operation"] == f"/1.0/operations/{launched['id']}"
+    assert event.metadata["operation"] == f"/1.0/operations/{launched['id']}?project={lxd_project}"
     assert event.metadata["lxd_instance_url"] == f"/1.0/instances/c1?project={lxd_project}"
     assert event.metadata["scaling_current"] == 1
     lifecycle(receiver, "web", "instance-stopped", "c1", "service")

@@ -94,7 +94,9 @@ def launch_instance(api, deployment: str, shape: str, name: str,
     response = api.post(f"/1.0/deployments/{deployment}/shapes/{shape}/instances",
                         params=project_params(project), json={"instance_name": name})
     assert response.status_code == 202, response.json()
-    operation = api.get(response.json()["operation"] + "/wait", params={"timeout": 10})
+    path, _, query = response.json()["operation"].partition("?")
+    assert query == ("" if project in (None, "default") else f"project={project}")
+    operation = api.get(f"{path}/wait", params={"timeout": 10, **(project_params(project) or {})})
     assert operation.json()["metadata"]["status"] == "Success", operation.json()
     return operation.json()["metadata"]
 

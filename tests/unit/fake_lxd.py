@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lxd_deployments.errors import Conflict, LXDUnavailable
-from lxd_deployments.lxd import EventHandler, LifecycleEvent, Profile
+from lxd_deployments.errors import Conflict, LXDUnavailable, NotFound
+from lxd_deployments.lxd import ClusterMember, EventHandler, LifecycleEvent, Profile
 
 _STATE_EVENTS = {"start": "instance-started", "restart": "instance-restarted",
                  "freeze": "instance-paused", "unfreeze": "instance-resumed"}
@@ -24,6 +24,17 @@ class FakeLXD:
     deleted_instances: list[tuple[str, str]] = field(default_factory=list)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     fail_create: set[str] = field(default_factory=set)
+    # A clustered LXD: its members (None: not clustered), and each create's `target`.
+    cluster: list[ClusterMember] | None = None
+    create_targets: dict[str, str | None] = field(default_factory=dict)
+    # While set to an unset Event, creates wait on it (tests hold launches in flight):
+    # those of the names in `held`, or all when `held` is None. `creating` and
+    # `most_creating` count the creates in flight, now and at most.
+    create_gate: threading.Event | None = None
+    held: set[str] | None = None
+    creating: int = 0
+    most_creating: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     fail_start: set[str] = field(default_factory=set)
     waited_for_operations: list[str] = field(default_factory=list)
     # Lifecycle events, as LXD's events websocket would send them (see `watch_events`).
@@ -70,14 +81,35 @@ class FakeLXD:
         self.listing_calls += 1
         return [i for (p, _), i in self.instances.items() if p == project]
 
-    def create_instance(self, project: str, body: dict[str, Any]) -> None:
+    def instance_names(self, project: str) -> set[str]:
+        return {name for (p, name) in self.instances if p == project}
+
+    def create_instance(self, project: str, body: dict[str, Any], *,
+                        target: str | None = None) -> None:
         name = body["name"]
-        if name in self.fail_create:
-            raise LXDUnavailable(f"LXD refused the request: cannot create {name}")
-        if (project, name) in self.instances:
-            raise Conflict(f'Instance "{name}" already exists in LXD')
-        self.add_instance(project, name, body.get("config"), status="Stopped")
-        self.emit(project, "instance-created", name)
+        with self._lock:
+            self.creating += 1
+            self.most_creating = max(self.most_creating, self.creating)
+        try:
+            if self.create_gate is not None and (self.held is None or name in self.held):
+                self.create_gate.wait(30)
+            if name in self.fail_create:
+                raise LXDUnavailable(f"LXD refused the request: cannot create {name}")
+            with self._lock:
+                if (project, name) in self.instances:
+                    raise Conflict(f'Instance "{name}" already exists in LXD')
+                self.create_targets[name] = target
+                instance = self.add_instance(project, name, body.get("config"),
+                                             status="Stopped")
+            instance["location"] = target or ("none" if self.cluster is None
+                                              else self.cluster[0].name)
+            self.emit(project, "instance-created", name)
+        finally:
+            with self._lock:
+                self.creating -= 1
+
+    def cluster_members(self) -> list[ClusterMember] | None:
+        return None if self.cluster is None else list(self.cluster)
 
     def change_state(self, project: str, name: str, action: str, *, force: bool = False,
                      timeout: int = -1) -> None:
@@ -106,6 +138,28 @@ class FakeLXD:
 
     def get_resources(self) -> dict[str, Any]:
         return self.resources
+
+    def add_instance_device(self, project: str, name: str, device_name: str,
+                            device: dict[str, str], config: dict[str, str] | None = None
+                            ) -> None:
+        instance = self.instances.get((project, name))
+        if instance is None:
+            raise NotFound(f'Instance "{name}" not found in project "{project}"')
+        devices = instance.setdefault("devices", {})
+        if device_name in devices:
+            raise Conflict(f'Instance "{name}" already has a device "{device_name}"')
+        devices[device_name] = dict(device)
+        instance["config"].update(config or {})
+
+    def remove_instance_device(self, project: str, name: str, device_name: str,
+                               config_keys: Iterable[str] = ()) -> None:
+        instance = self.instances.get((project, name))
+        if instance is None:
+            raise NotFound(f'Instance "{name}" not found in project "{project}"')
+        if instance.get("devices", {}).pop(device_name, None) is None:
+            raise NotFound(f'Instance "{name}" has no device "{device_name}"')
+        for key in config_keys:
+            instance["config"].pop(key, None)
 
     # --- what `lxc` does behind the service's back (the adapter has no such method) ------
 

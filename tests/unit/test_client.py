@@ -202,3 +202,15 @@ def test_failed_operation_raises_with_its_error():
 
     assert caught.value.message == "Image not found"
     assert caught.value.operation.id == "op1"
+
+
+def test_wait_operation_keeps_the_project_of_the_operation_url():
+    operation = {"id": "op1", "status": "Success", "status_code": 200, "err": ""}
+    client, seen = client_answering(
+        lambda request: httpx.Response(200, json=envelope_sync(operation))
+    )
+
+    client.wait_operation("/1.0/operations/op1?project=p1", timeout=5)
+
+    assert seen[0].url.path == "/1.0/operations/op1/wait"
+    assert dict(seen[0].url.params) == {"project": "p1", "timeout": "5"}

@@ -140,3 +140,28 @@ def test_force_delete_of_shape_spares_outside_instances(api, shape, fake_lxd):
     assert api.delete("/1.0/deployments/web/shapes/front?force=1").status_code == 200
     assert ("default", "c1") not in fake_lxd.instances
     assert ("default", "outsider") in fake_lxd.instances
+
+
+def test_operations_outside_the_default_project_name_it_in_their_url(api, fake_lxd):
+    """As LXD's do: a governor authenticated by a JWT (whose audience is a deployment of
+    the request's project) follows the URL and stays in the same project."""
+    fake_lxd.projects.add("p1")
+    fake_lxd.images["p1"] = {"busybox"}
+    assert api.post("/1.0/deployments", params={"project": "p1"},
+                    json={"name": "web"}).status_code == 201
+    assert api.post("/1.0/deployments/web/shapes", params={"project": "p1"}, json={
+        "name": "front", "scaling_maximum": 3,
+        "instance_template": {"source": {"type": "image", "alias": "busybox"}}}
+        ).status_code == 201
+
+    single = api.post(BASE, params={"project": "p1"}, json={"instance_name": "c1"})
+    url = single.json()["operation"]
+    assert url == f"/1.0/operations/{single.json()['metadata']['id']}?project=p1"
+    assert single.headers["Location"] == url
+    batch = api.post(BASE, params={"project": "p1"}, json={"count": 2})
+    members = list(batch.json()["metadata"]["metadata"]["operations"])
+    assert len(members) == 2 and all(u.endswith("?project=p1") for u in members), members
+    for operation_url in [url, batch.json()["operation"], *members]:
+        path = operation_url.partition("?")[0]
+        waited = api.get(f"{path}/wait", params={"timeout": 10, "project": "p1"})
+        assert waited.json()["metadata"]["status"] == "Success", waited.json()

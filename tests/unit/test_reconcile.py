@@ -281,24 +281,27 @@ def test_startup_settles_what_a_crash_left(api, core, fake_lxd, shape):
     fake_lxd.add_instance("default", "p-stopped", our_keys(core), status="Stopped")
     put_record(core, "p-missing", records.PENDING)
     put_record(core, "d-present", records.DELETING)
-    fake_lxd.add_instance("default", "d-present", our_keys(core), status="Stopped")
+    fake_lxd.add_instance("default", "d-present", our_keys(core), status="Running")
+    put_record(core, "d-stopped", records.DELETING)  # cut after the stop, before the delete
+    fake_lxd.add_instance("default", "d-stopped", our_keys(core), status="Stopped")
     put_record(core, "d-gone", records.DELETING)
 
     assert rec.reconcile(core, startup=False).changes == 0  # runtime: in flight, left alone
-    assert len(statuses(core)) == 5
+    assert len(statuses(core)) == 6
     assert fake_lxd.waited_for_operations == []  # only recovery waits on LXD's operations
 
     rec.reconcile(core, startup=True)
     # LXD's own operations were waited on before a pending record was judged
     assert fake_lxd.waited_for_operations == ["default"]
     assert statuses(core) == {"p-running": "ready", "p-stopped": "failed",
-                              "d-present": "ready"}
-    assert scaling_current(api) == 3
+                              "d-present": "ready", "d-stopped": "failed"}
+    assert scaling_current(api) == 4
     found = {name: (change, detail) for change, name, detail in changes(api)}
     assert found["p-running"] == ("recovered", {"previous": "pending", "status": "ready"})
     assert found["p-stopped"] == ("recovered", {"previous": "pending", "status": "failed"})
     assert found["p-missing"][0] == "released"
     assert found["d-present"] == ("recovered", {"previous": "deleting", "status": "ready"})
+    assert found["d-stopped"] == ("recovered", {"previous": "deleting", "status": "failed"})
     assert found["d-gone"][0] == "released"
     assert fake_lxd.deleted_instances == []
 

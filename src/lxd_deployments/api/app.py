@@ -19,10 +19,12 @@ from .routes import (
     changes,
     deployments,
     events,
+    governor_sockets,
     instances,
     keys,
     operations,
     scale_requests,
+    scaling,
     server,
     shapes,
     webhooks,
@@ -53,7 +55,8 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     app.state.server_certificate = server_certificate
     install_error_handlers(app)
     for module in (server, deployments, shapes, instances, changes, keys, certificates,
-                   operations, webhooks, scale_requests, events, audit):
+                   operations, webhooks, scale_requests, scaling, governor_sockets,
+                   events, audit):
         app.include_router(module.router)
     install_openapi(app)
     # The last added runs first: authenticate, then audit, then guard the body.

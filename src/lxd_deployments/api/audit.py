@@ -35,7 +35,8 @@ def _operation_id(headers: list[tuple[bytes, bytes]]) -> str:
         if name.lower() == b"location":
             location = value.decode("latin-1")
             if location.startswith(_OPERATION_PREFIX):
-                return location.removeprefix(_OPERATION_PREFIX)
+                # The id, without the `?project=` an operation URL may carry.
+                return location.removeprefix(_OPERATION_PREFIX).partition("?")[0]
     return ""
 
 

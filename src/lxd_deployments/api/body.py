@@ -10,6 +10,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
 
 class _TooLarge(Exception):
     pass
@@ -33,11 +35,21 @@ class RequestBodyGuard:
             await self.app(scope, receive, send)
             return
         headers = [(n, v) for n, v in scope.get("headers", []) if n != b"content-type"]
+        length = None
         for name, value in headers:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            if name == b"content-length" and value.isdigit():
+                length = int(value)
+                if length > self.max_bytes:
+                    await self._refuse(send)
+                    return
+        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        if length is None and scope.get("method") in _BODY_METHODS:
+            # No length announced (chunked): read the body first, at most the limit, so
+            # that one too large is a 413 here, not a parse error in the app.
+            receive = await self._buffered(receive)
+            if receive is None:
                 await self._refuse(send)
                 return
-        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         received = 0
         started = False
 
@@ -61,6 +73,28 @@ class RequestBodyGuard:
         except _TooLarge:
             if not started:
                 await self._refuse(send)
+
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        """The whole body read (None if it is over the limit), then replayed."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                messages = [message]
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                messages = [{"type": "http.request", "body": b"".join(chunks),
+                             "more_body": False}]
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        return replay
 
     async def _refuse(self, send: Send) -> None:
         body = _error_body(self.max_bytes)

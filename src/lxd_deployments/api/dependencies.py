@@ -10,7 +10,8 @@ from ..core import Core
 from ..core.context import DEFAULT_PROJECT
 
 
-def get_core(request: Request) -> Core:
+async def get_core(request: Request) -> Core:
+    """Async: FastAPI runs it on the event loop rather than on a worker thread."""
     return request.app.state.core
 
 

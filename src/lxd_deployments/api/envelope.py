@@ -39,9 +39,8 @@ def error_response(http_status: int, message: str) -> JSONResponse:
         "error_code": http_status, "error": message, "metadata": None})
 
 
-def async_response(operation: dict[str, Any]) -> JSONResponse:
+def async_response(operation: dict[str, Any], url: str) -> JSONResponse:
     """LXD's answer to long work: 202, the operation object, its URL in `Location`."""
-    url = f"/1.0/operations/{operation['id']}"
     return JSONResponse(status_code=202, headers={"Location": url}, content={
         "type": "async", "status": "Operation created", "status_code": 100,
         "operation": url, "error_code": 0, "error": "", "metadata": operation})

@@ -30,7 +30,8 @@ ERROR_ENVELOPE = {
 # The errors any route may answer, with what they mean here.
 ERRORS = {
     "400": "Invalid input: malformed JSON, unknown field, broken validation rule",
-    "401": "Not authenticated: no trusted client certificate (only GET /1.0 is public)",
+    "401": "Not authenticated: no trusted client certificate nor valid bearer token (JWT); "
+           "only GET /1.0 is public",
     "403": "Forbidden: the caller's role or deployment key does not allow this",
     "404": "Not found",
     "409": "Conflict: exists already, in use, or a scaling bound would be crossed",

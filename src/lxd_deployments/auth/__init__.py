@@ -4,6 +4,8 @@
 - `identify.py`: from a request's credentials (listener, client certificate, bearer
   token) to its `Caller`, read from the current store; `Authenticators.bearer` is where
   a bearer-token (JWT) authenticator plugs in.
+- `jwt.py`: `JWTAuthenticator`, the bearer-token authenticator for governors (JWTs
+  signed by the key of a trusted certificate of type `deployments`; imports PyJWT).
 - `rules.py`: the authorization rules as plain functions.
 - `middleware.py`: ASGI middleware resolving every request's caller (401 for anonymous
   callers off the public routes) and `ListenerApp`, which marks a server's requests.

@@ -40,8 +40,8 @@ class Listener(str, Enum):
     UNIX = "unix"
     # HTTPS: client certificates (mTLS), or bearer tokens when an authenticator is installed.
     HTTPS = "https"
-    # A socket exposed inside an instance (LXD proxy device): bearer tokens only. Served
-    # once the in-instance socket exists; a connection there is never an admin.
+    # The in-instance socket (`instance_socket`), which LXD proxy devices expose inside
+    # governor instances: bearer tokens only; a connection there is never an admin.
     INSTANCE = "instance"
 
 

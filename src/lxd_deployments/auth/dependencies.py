@@ -39,7 +39,14 @@ def current_caller(request: HTTPConnection) -> Caller:
     return auth.caller
 
 
-CallerDep = Annotated[Caller, Depends(current_caller)]
+async def _caller(request: HTTPConnection) -> Caller:
+    return current_caller(request)
+
+
+# The dependencies below only look at what the middleware already resolved: they are
+# `async` so that FastAPI runs them on the event loop, not each on a worker thread (a
+# thread hop costs more CPU than the whole check; a request declares several of them).
+CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class Access:
         return self.grant.owner if self.grant is not None else None
 
 
-def _admin(request: Request) -> Access:
+async def _admin(request: Request) -> Access:
     caller = current_caller(request)
     rules.require_admin(caller)
     return Access(caller)
@@ -78,15 +85,15 @@ def _deployment_access(request: Request, *, write: bool) -> Access:
     return Access(caller, grant)
 
 
-def _reader(request: Request) -> Access:
+async def _reader(request: Request) -> Access:
     return _deployment_access(request, write=False)
 
 
-def _writer(request: Request) -> Access:
+async def _writer(request: Request) -> Access:
     return _deployment_access(request, write=True)
 
 
-def _authenticated(request: Request) -> Access:
+async def _authenticated(request: Request) -> Access:
     caller = current_caller(request)
     rules.require_authenticated(caller)
     return Access(caller)
@@ -103,7 +110,7 @@ AnyCaller = Annotated[Access, Depends(_authenticated)]
 # What a route may declare, by the policy it stands for (`current_caller` alone: public,
 # the route decides, as `GET /1.0` does).
 POLICIES = {_admin: "admin", _reader: "reader", _writer: "writer",
-            _authenticated: "authenticated", current_caller: "public"}
+            _authenticated: "authenticated", current_caller: "public", _caller: "public"}
 _POLICY_ATTRIBUTE = "_lxd_deployments_policy"
 
 
@@ -126,7 +133,7 @@ def declared_policy(route: object) -> str | None:
     return getattr(route, _POLICY_ATTRIBUTE)
 
 
-def default_policy(connection: HTTPConnection) -> None:
+async def default_policy(connection: HTTPConnection) -> None:
     """Installed on the whole app: a route that declares no policy is for admins only, so
     a route added without thinking about authorization fails closed. (A websocket route
     only needs an authenticated caller, and must filter what it sends by the caller.)"""

@@ -4,11 +4,12 @@ The order, for one request:
 
 1. The admin unix socket: an admin, whatever else the request carries.
 2. An `Authorization` header: a bearer token is handed to the installed
-   `BearerAuthenticator` (the JWT authenticator plugs in here); it answers with a
+   `BearerAuthenticator` (`jwt.JWTAuthenticator` plugs in here); it answers with a
    caller or raises `Unauthorized`. A token that does not verify makes the request
    anonymous even if a good client certificate came with it: explicit credentials that
    fail are never silently replaced by others. Without an authenticator, or with
-   another scheme, the request is anonymous with a reason.
+   another scheme, the request is anonymous with a reason. On the in-instance socket
+   (`Listener.INSTANCE`) only a token identifies the caller, and never as an admin.
 3. A client certificate (HTTPS listener only): its SHA-256 fingerprint names a trusted
    certificate. Type `client` is an admin; type `deployments` is a governor holding
    that certificate's keys. An unknown fingerprint is anonymous: it can only happen on
@@ -130,9 +131,14 @@ def identify(db: Database, credentials: Credentials,
                                     method=METHOD_JWT)
         try:
             with db.read() as conn:
-                return authenticators.bearer(conn, token, credentials)
+                caller = authenticators.bearer(conn, token, credentials)
         except Unauthorized as err:
             return Caller.anonymous(err.message, method=METHOD_JWT)
+        if caller.is_admin and credentials.listener is Listener.INSTANCE:
+            # Whatever an authenticator answers, an instance never gets an admin.
+            return Caller.anonymous("Not authorized: no admin access on the in-instance "
+                                    "socket", method=METHOD_JWT, fingerprint=caller.fingerprint)
+        return caller
     if credentials.listener is Listener.INSTANCE:
         return Caller.anonymous("Not authorized: a bearer token is required on this socket")
     if credentials.peer_certificate is None:

@@ -24,7 +24,7 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..store import Database
-from .caller import Caller, Grant, Listener
+from .caller import METHOD_JWT, Caller, Grant, Listener
 from .identify import DEFAULT_PROJECT, Authenticators, Credentials, identify
 
 logger = logging.getLogger("lxd_deployments.auth")
@@ -136,6 +136,9 @@ class Authenticate:
 def _who(caller: Caller, scope: Scope) -> str:
     client = scope.get("client")
     where = f"{client[0]}:{client[1]}" if client else "?"
-    what = f"certificate {caller.fingerprint[:12]}" if caller.fingerprint else "no credentials"
+    if caller.fingerprint:
+        what = f"certificate {caller.fingerprint[:12]}"
+    else:
+        what = "bearer token" if caller.method == METHOD_JWT else "no credentials"
     return f"{where} ({what})"
 

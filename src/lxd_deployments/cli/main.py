@@ -13,7 +13,7 @@ from typing import TextIO
 from lxd_deployments import __version__
 from lxd_deployments.client import ClientError, DeploymentsClient, ServiceUnreachable
 
-from . import deployments, keys, remote, shapes, trust, webhooks
+from . import deployments, governor_sockets, keys, remote, shapes, trust, webhooks
 from .context import CommandError, Context, UsageError
 from .editing import InvalidDocument
 from .parsing import add_command, add_global_flags, add_group
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     trust.register(add_group(subparsers, "trust", "Manage trusted certificates"))
     remote.register(add_group(subparsers, "remote", "Manage remote deployments services"))
     webhooks.register(add_group(subparsers, "webhook", "Webhook deliveries and secrets"))
+    governor_sockets.register(add_group(subparsers, "governor-socket",
+                                        "Expose the in-instance socket to governor containers"))
 
     daemon = add_command(subparsers, "daemon", cmd_daemon, "Run the deployments service")
     daemon.add_argument("--config", metavar="FILE", help="service configuration file")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 
 from cryptography import x509
@@ -32,7 +31,7 @@ def parse_certificate(text: str) -> x509.Certificate:
                                "certificate") from err
     try:
         der = base64.b64decode(text, validate=True)
-    except binascii.Error as err:
+    except ValueError as err:  # binascii.Error, or a text that is not ASCII
         raise InvalidInput("Invalid certificate: expected PEM or base64-encoded DER") from err
     try:
         return x509.load_der_x509_certificate(der)

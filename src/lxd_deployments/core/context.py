@@ -12,11 +12,11 @@ from ..lxd import LXDAdapter
 from ..store import Database
 from .inflight import StateActions
 from .operations import Operations
+from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
 
 if TYPE_CHECKING:
     from ..webhooks.events import EventBus
 
-DEFAULT_PROJECT = "default"
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class Core:
     # Called (with no argument) after the trust store changed: the HTTPS server reloads
     # its trusted certificates then. A listener must not raise.
     trust_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # The host path of the in-instance socket, which governor-socket proxy devices connect
+    # to (None: the service serves none).
+    instance_socket: str | None = None
 
     def trust_changed(self) -> None:
         for listener in list(self.trust_listeners):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import Conflict, NotFound
-from ..models import Deployment, DeploymentPatch, DeploymentPut, DeploymentsPost
+from ..models import DeploymentPatch, DeploymentPut, DeploymentsPost
 from ..names import validate_config, validate_name
 from ..store import repository as repo
 from ..store.rows import DeploymentRow
@@ -27,7 +28,7 @@ def require_deployment(conn, project: str, name: str, *, details: bool = True
     return row
 
 
-def _present(conn, rows: list[DeploymentRow]) -> list[Deployment]:
+def _present(conn, rows: list[DeploymentRow]) -> list[dict[str, Any]]:
     ids = [r.id for r in rows]
     shapes = repo.list_shapes(conn, ids)
     keys_by_deployment = defaultdict(list)
@@ -46,12 +47,12 @@ def list_deployment_urls(core: Core, project: str | None) -> list[str]:
         return [deployment_url(r.project, r.name) for r in repo.list_deployments(conn, project)]
 
 
-def list_deployments(core: Core, project: str | None) -> list[Deployment]:
+def list_deployments(core: Core, project: str | None) -> list[dict[str, Any]]:
     with core.db.read() as conn:
         return _present(conn, repo.list_deployments(conn, project))
 
 
-def get_deployment(core: Core, project: str, name: str) -> tuple[Deployment, str]:
+def get_deployment(core: Core, project: str, name: str) -> tuple[dict[str, Any], str]:
     """The deployment and its ETag."""
     with core.db.read() as conn:
         row = require_deployment(conn, project, name)

@@ -16,11 +16,11 @@ from ..errors import BoundReached, Conflict, InvalidInput, NotFound
 from ..models import InstanceTemplate
 from ..names import validate_name
 from ..store import instances as records
+from ..store import repository as repo
 from ..store.rows import DeploymentRow, InstanceRow, ShapeRow
-from . import notify
+from . import notify, placement
 from .context import Core
-from .deployments import require_deployment
-from .operations import Operation
+from .operations import Ended, Operation
 from .shapes import require_shape
 from .templates import INSTANCE_KEY_PREFIX
 from .urls import instance_url, shape_instance_url
@@ -52,8 +52,12 @@ def resolve(core: Core, project: str, deployment: str, shape: str) -> Target:
     # service was not given (a deployment made before its project left the list).
     core.require_project_allowed(project)
     with core.db.read() as conn:
-        d = require_deployment(conn, project, deployment, details=False)
-        return Target(d, require_shape(conn, d.id, shape, details=False))
+        d, s = repo.get_deployment_shape(conn, project, deployment, shape)
+    if d is None:
+        raise NotFound("Deployment not found")
+    if s is None:
+        raise NotFound("Shape not found")
+    return Target(d, s)
 
 
 def _require_record(conn, target: Target, name: str) -> InstanceRow:
@@ -77,16 +81,15 @@ def instance_body(core: Core, target: Target, name: str) -> dict[str, Any]:
 
 def list_instance_urls(core: Core, target: Target) -> list[str]:
     with core.db.read() as conn:
-        rows = records.list_all(conn, shape_ids=[target.shape.id])
+        names = records.names(conn, target.shape.id)
     return [shape_instance_url(target.project, target.deployment.name, target.shape.name,
-                               r.instance_name) for r in sorted(rows, key=_by_name)]
+                               name) for name in names]
 
 
 def list_instances_full(core: Core, target: Target) -> list[dict[str, Any]]:
     """LXD's own instance objects (with state) for the shape's records, in one LXD call."""
     with core.db.read() as conn:
-        rows = records.list_all(conn, shape_ids=[target.shape.id])
-    wanted = {r.instance_name for r in rows}
+        wanted = set(records.names(conn, target.shape.id))
     if not wanted:
         return []
     found = core.lxd.list_instances(target.project, with_state=True)
@@ -101,10 +104,6 @@ def get_instance(core: Core, target: Target, name: str) -> dict[str, Any]:
     if instance is None or not _ours(core, instance, target):
         raise NotFound("Instance not found in LXD")
     return instance
-
-
-def _by_name(row: InstanceRow) -> str:
-    return row.instance_name
 
 
 def _ours(core: Core, instance: dict[str, Any], target: Target | None = None) -> bool:
@@ -134,6 +133,7 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
     core.require_project_allowed(target.project)
     if core.lxd.instance_exists(target.project, name):
         raise Conflict(f'Instance "{name}" already exists in project "{target.project}"')
+    members = placement.candidates(core, target.deployment.id, target.shape.name)
     shape = target.shape
     with core.db.write() as conn:
         # The count and the reservation in one write transaction: the bound invariant.
@@ -144,13 +144,28 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
         if bound.current >= maximum:
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_maximum '
                                f"({maximum}): cannot launch another instance")
-        record_id = records.reserve(conn, shape.id, target.project, name)
-    target = Target(target.deployment, replace(
-        shape, scaling_maximum=maximum, instance_template=bound.instance_template,
-        scaling_current=bound.current + 1))
-    body = instance_body(core, target, name)
+        location = placement.place(conn, shape.id, members, 1)[0]
+        record_id = records.reserve(conn, shape.id, target.project, name, location=location)
+    target = with_bound(target, bound)
     logger.info("launching %s in shape %s/%s (max %d)", name, target.deployment.name,
                 target.shape.name, maximum)
+    return launch_operation(core, target, name, record_id, location, owner=owner)
+
+
+def with_bound(target: Target, bound: records.Bound, added: int = 1) -> Target:
+    """The target as the reservation saw it: its template, maximum and new count."""
+    return Target(target.deployment, replace(
+        target.shape, scaling_maximum=bound.scaling_maximum,
+        instance_template=bound.instance_template, scaling_current=bound.current + added))
+
+
+def launch_operation(core: Core, target: Target, name: str, record_id: int, location: str,
+                     *, owner: str | None = None, on_end: Ended | None = None,
+                     bulk: bool = False) -> Operation:
+    """The operation that creates and starts an instance whose slot is reserved (record
+    `record_id`), on cluster member `location` ("": LXD decides); a failed create
+    releases the slot, a failed start keeps the instance counted (`failed`)."""
+    body = instance_body(core, target, name)
 
     def release() -> None:
         with core.db.write() as conn:
@@ -158,7 +173,10 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
 
     def work(op: Operation) -> dict[str, Any]:
         try:
-            core.lxd.create_instance(target.project, body)
+            if location:
+                core.lxd.create_instance(target.project, body, target=location)
+            else:
+                core.lxd.create_instance(target.project, body)
         except Exception as err:
             release()
             notify.failed(core, target, name, op, "create", err)
@@ -174,11 +192,11 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
         with core.db.write() as conn:
             records.set_status(conn, record_id, records.READY)
         notify.instance_event(core, target, name, "instance-launched", op)
-        return {}
+        return {"location": location} if location else {}
 
     return core.operations.start(
         f"Launching instance {name}", _resources(target, name), work,
-        owner=owner, on_cancel=release)
+        owner=owner, on_cancel=release, on_end=on_end, bulk=bulk, project=target.project)
 
 
 def delete(core: Core, target: Target, name: str, owner: str | None = None) -> Operation:
@@ -198,11 +216,20 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
                                f"({shape.scaling_minimum}): cannot delete an instance")
         records.set_status(conn, record.id, records.DELETING)
-    previous = record.status
+    return delete_operation(core, target, record, owner=owner)
+
+
+def delete_operation(core: Core, target: Target, record: InstanceRow, *,
+                     owner: str | None = None, on_end: Ended | None = None,
+                     bulk: bool = False) -> Operation:
+    """The operation that deletes an instance whose record is marked `deleting` (it was
+    `record.status` before): the record goes once LXD's instance is gone, and comes
+    back as it was if LXD refuses."""
+    name = record.instance_name
 
     def restore() -> None:
         with core.db.write() as conn:
-            records.set_status(conn, record.id, previous)
+            records.set_status(conn, record.id, record.status)
 
     def work(op: Operation) -> dict[str, Any]:
         try:
@@ -218,7 +245,7 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
 
     return core.operations.start(
         f"Deleting instance {name}", _resources(target, name), work,
-        owner=owner, on_cancel=restore)
+        owner=owner, on_cancel=restore, on_end=on_end, bulk=bulk, project=target.project)
 
 
 def change_state(core: Core, target: Target, name: str, action: str, *, force: bool = False,
@@ -243,7 +270,7 @@ def change_state(core: Core, target: Target, name: str, action: str, *, force: b
 
     return core.operations.start(
         f"Changing state of instance {name} ({action})", _resources(target, name), work,
-        owner=owner)
+        owner=owner, project=target.project)
 
 
 def _resources(target: Target, name: str) -> dict[str, list[str]]:

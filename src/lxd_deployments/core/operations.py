@@ -21,6 +21,7 @@ from enum import Enum
 from typing import Any
 
 from ..errors import Conflict, DeploymentsError, NotFound
+from .urls import DEFAULT_PROJECT, operation_url
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class Operation:
     description: str
     resources: dict[str, list[str]]
     owner: str | None = None
+    # The LXD project of the work: its URL carries `?project=` outside the default one,
+    # as LXD's own operation URLs do (a JWT names a deployment within the request's
+    # project, so a governor following the URL must land in the same project).
+    project: str = DEFAULT_PROJECT
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created_at: str = field(default_factory=_now)
     updated_at: str = field(default_factory=_now)
@@ -98,7 +103,7 @@ class Operation:
 
     @property
     def url(self) -> str:
-        return f"/1.0/operations/{self.id}"
+        return operation_url(self.id, self.project)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -119,6 +124,10 @@ class Operation:
 
 Work = Callable[[Operation], dict[str, Any] | None]
 Cleanup = Callable[[], None]
+Ended = Callable[[Operation], None]
+
+# Members of bulk operations run at most this many at once (Settings.bulk_concurrency).
+DEFAULT_BULK_WORKERS = 3
 
 
 class Operations:
@@ -126,27 +135,71 @@ class Operations:
 
     `start` queues the work; its result becomes the operation's metadata, a
     `DeploymentsError` (or any exception) its `err`. `on_cancel` runs when a pending
-    operation is cancelled, so a reservation made before queuing is released.
+    operation is cancelled, so a reservation made before queuing is released; `on_end`
+    runs once the operation has ended, however it ended (cancelled too).
+
+    Single operations run on a pool of `max_workers` threads; the members of a bulk
+    operation (`start(..., bulk=True)`) on a pool of their own, `bulk_workers` threads
+    for every batch together: a large batch is bounded, and never queues single launches
+    behind its members. A batch itself holds no thread: `begin` registers it running,
+    `end` finishes it (when its last member ends).
     """
 
-    def __init__(self, max_workers: int = 16, keep_seconds: float = 300.0) -> None:
+    def __init__(self, max_workers: int = 16, keep_seconds: float = 300.0,
+                 bulk_workers: int = DEFAULT_BULK_WORKERS) -> None:
         self._executor = ThreadPoolExecutor(max_workers=max_workers,
                                             thread_name_prefix="operation")
+        self._bulk_executor = ThreadPoolExecutor(max_workers=bulk_workers,
+                                                 thread_name_prefix="bulk")
+        self.bulk_workers = bulk_workers
         self._keep_seconds = keep_seconds
         self._lock = threading.Lock()
         self._operations: dict[str, Operation] = {}
         self._on_cancel: dict[str, Cleanup] = {}
+        self._on_end: dict[str, Ended] = {}
 
     def start(self, description: str, resources: dict[str, list[str]], work: Work,
-              *, owner: str | None = None, on_cancel: Cleanup | None = None) -> Operation:
-        operation = Operation(description=description, resources=resources, owner=owner)
+              *, owner: str | None = None, on_cancel: Cleanup | None = None,
+              on_end: Ended | None = None, bulk: bool = False,
+              project: str = DEFAULT_PROJECT) -> Operation:
+        operation = Operation(description=description, resources=resources, owner=owner,
+                              project=project)
         with self._lock:
             self._forget_old()
             self._operations[operation.id] = operation
             if on_cancel is not None:
                 self._on_cancel[operation.id] = on_cancel
-        self._executor.submit(self._run, operation, work)
+            if on_end is not None:
+                self._on_end[operation.id] = on_end
+        try:
+            (self._bulk_executor if bulk else self._executor).submit(self._run, operation,
+                                                                     work)
+        except RuntimeError:  # shut down: the operation never existed
+            with self._lock:
+                self._operations.pop(operation.id, None)
+                self._on_cancel.pop(operation.id, None)
+                self._on_end.pop(operation.id, None)
+            raise
         return operation
+
+    def begin(self, description: str, resources: dict[str, list[str]], *,
+              owner: str | None = None, metadata: dict[str, Any] | None = None,
+              project: str = DEFAULT_PROJECT) -> Operation:
+        """Register an operation that is running until `end` is called (a batch, whose
+        work is done by other operations)."""
+        operation = Operation(description=description, resources=resources, owner=owner,
+                              status=Status.RUNNING, metadata=dict(metadata or {}),
+                              project=project)
+        with self._lock:
+            self._forget_old()
+            self._operations[operation.id] = operation
+        return operation
+
+    def end(self, operation: Operation, *, err: str = "",
+            metadata: dict[str, Any] | None = None) -> None:
+        """Finish an operation made by `begin`: a failure when `err` is given."""
+        self._finish(operation, Status.FAILURE if err else Status.SUCCESS, err=err,
+                     metadata=metadata)
 
     def _run(self, operation: Operation, work: Work) -> None:
         with self._lock:
@@ -171,10 +224,28 @@ class Operations:
             operation.status = status
             operation.err = err
             if metadata:
-                operation.metadata.update(metadata)
+                # A new dict, never changed in place: readers may be serialising the old.
+                operation.metadata = {**operation.metadata, **metadata}
             operation.updated_at = _now()
             operation.finished_at = time.monotonic()
+            ended = self._on_end.pop(operation.id, None)
+        self._ended(operation, ended)
         operation.mark_done()
+
+    @staticmethod
+    def _ended(operation: Operation, ended: Ended | None) -> None:
+        if ended is None:
+            return
+        try:
+            ended(operation)
+        except Exception:
+            logger.exception("the end hook of operation %s failed", operation.id)
+
+    def set_metadata(self, operation: Operation, metadata: dict[str, Any]) -> None:
+        """Replace an operation's metadata while it runs (progress of a batch)."""
+        with self._lock:
+            operation.metadata = metadata
+            operation.updated_at = _now()
 
     def _forget_old(self) -> None:
         cutoff = time.monotonic() - self._keep_seconds
@@ -214,10 +285,13 @@ class Operations:
             operation.updated_at = _now()
             operation.finished_at = time.monotonic()
             cleanup = self._on_cancel.pop(operation.id, None)
+            ended = self._on_end.pop(operation.id, None)
         if cleanup is not None:
             cleanup()
+        self._ended(operation, ended)
         operation.mark_done()
         return operation
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._bulk_executor.shutdown(wait=False, cancel_futures=True)

@@ -15,8 +15,11 @@ record whose same-named instance lacks our keys is a record whose instance is go
 - At startup only (no operation can be in flight then), `pending` records, left by a
   launch a crash interrupted, become `ready`/`failed` if their instance exists (change
   `recovered`) or are released (change `released`); `deleting` records go back to
-  `ready` if their instance still exists (`recovered`), else are released (`released`).
+  `ready` (`failed` when the cut delete had already stopped it) if their instance still
+  exists (`recovered`), else are released (`released`).
   At runtime `pending` and `deleting` records belong to operations in flight: left alone.
+- A record's `location` follows the cluster member its instance is on (no change is
+  recorded: it only feeds placement, see `placement.py`).
 
 Races with operations in flight are ruled out by snapshotting the records *before*
 listing LXD and re-checking each one in the write transaction that changes it: a record
@@ -39,6 +42,7 @@ from ..store import changes as log
 from ..store import instances as records
 from ..store.instances import ShapeRef
 from ..store.rows import InstanceRow
+from . import placement
 from .context import Core
 from .instances import KEY_DEPLOYMENT, KEY_SERVICE, KEY_SHAPE
 
@@ -148,6 +152,9 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
             continue  # changed since the snapshot: an operation or the watcher has it
         shape_of_instance, instance = ours.get(record.instance_name, (None, None))
         present = instance is not None and shape_of_instance == shape
+        if present and placement.location_of(instance) != record.location:
+            # Where it lives (the placement of the shape's next instances counts it).
+            records.set_location(conn, record.id, placement.location_of(instance))
         if record.status in SETTLED:
             if not present:
                 gone[shape.shape_id].append(record)
@@ -164,9 +171,13 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
                      reason="the launch was interrupted before the instance existed")
         elif startup and record.status == records.DELETING:
             if present:
-                records.set_status(conn, record.id, records.READY)
+                # A delete stops the instance first: one cut in between is left stopped,
+                # which is `failed` (the governor sees it and may delete it again), not
+                # `ready`.
+                status = records.READY if is_running(instance) else records.FAILED
+                records.set_status(conn, record.id, status)
                 note(shape, record.instance_name, log.RECOVERED, previous="deleting",
-                     status=records.READY)
+                     status=status)
             else:
                 records.release(conn, record.id)
                 freed.add(record.instance_name)
@@ -193,13 +204,15 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
             records.release(conn, record.id)
             note(shapes[record.shape_id], record.instance_name, log.DELETED,
                  previous=record.status, reason="not found in LXD")
-    for record, name, _ in renames:
+    for record, name, instance in renames:
         records.rename(conn, record.id, name)
+        records.set_location(conn, record.id, placement.location_of(instance))
         note(shapes[record.shape_id], name, log.RENAMED, old_name=record.instance_name,
              new_name=name)
     for shape_id, group in unrecorded.items():
         for name, instance in group:
             status = records.READY if is_running(instance) else records.FAILED
-            records.reserve(conn, shape_id, project, name, status=status)
+            records.reserve(conn, shape_id, project, name, status=status,
+                            location=placement.location_of(instance))
             note(shapes[shape_id], name, log.ATTACHED, status=status)
     return changes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..models import InstanceTemplate, Shape, ShapePatch, ShapePut, ShapesPost
@@ -12,12 +13,15 @@ from ..store.rows import ShapeRow
 from .context import Core
 from .deployments import require_deployment
 from .etag import check_if_match, etag_of
-from .presenters import present_shape, shape_writable
+from .presenters import present_shape, shape_object, shape_writable
 from .templates import apply_profile, check_template
 from .urls import shape_url
 
-# Config keys a shape accepts besides `user.*`; none are documented yet.
-SHAPE_CONFIG_KEYS: frozenset[str] = frozenset()
+# Config keys a shape accepts besides `user.*`:
+# - `placement.cluster_group`: on a clustered LXD, the shape's instances go only to the
+#   members of this cluster group (spread over them as usual; see `placement.py`).
+PLACEMENT_GROUP_KEY = "placement.cluster_group"
+SHAPE_CONFIG_KEYS: frozenset[str] = frozenset({PLACEMENT_GROUP_KEY})
 
 
 def validate_bounds(minimum: int, maximum: int) -> None:
@@ -39,15 +43,17 @@ def require_shape(conn, deployment_id: int, name: str, *, details: bool = True) 
 
 def list_shape_urls(core: Core, project: str, deployment: str) -> list[str]:
     with core.db.read() as conn:
-        row = require_deployment(conn, project, deployment)
-        shapes = repo.list_shapes(conn, [row.id]).get(row.id, [])
-        return [shape_url(project, deployment, s.name) for s in shapes]
+        row = require_deployment(conn, project, deployment, details=False)
+        names = repo.shape_names(conn, row.id)
+    return [shape_url(project, deployment, name) for name in names]
 
 
-def list_shapes(core: Core, project: str, deployment: str) -> list[Shape]:
+def list_shapes(core: Core, project: str, deployment: str) -> list[dict[str, Any]]:
+    """The deployment's shapes as the API shows them (`Shape`, dumped)."""
     with core.db.read() as conn:
-        row = require_deployment(conn, project, deployment)
-        return [present_shape(s) for s in repo.list_shapes(conn, [row.id]).get(row.id, [])]
+        row = require_deployment(conn, project, deployment, details=False)
+        shapes = repo.list_shapes(conn, [row.id]).get(row.id, [])
+    return [shape_object(s) for s in shapes]
 
 
 def get_shape(core: Core, project: str, deployment: str, name: str) -> tuple[Shape, str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .context import DEFAULT_PROJECT
+# LXD's project when a request names none (URLs carry `?project=` only for the others).
+DEFAULT_PROJECT = "default"
 
 
 def _with_project(path: str, project: str) -> str:
@@ -36,3 +37,13 @@ def shape_instance_url(project: str, deployment: str, shape: str, instance: str)
     """The instance's URL in this API, under its shape."""
     return _with_project(f"/1.0/deployments/{deployment}/shapes/{shape}/instances/{instance}",
                          project)
+
+
+def governor_socket_url(project: str, deployment: str, instance: str) -> str:
+    return _with_project(f"/1.0/deployments/{deployment}/governor-sockets/{instance}",
+                         project)
+
+
+def operation_url(operation_id: str, project: str) -> str:
+    """An operation's URL; outside the default project it names the project, as LXD's do."""
+    return _with_project(f"/1.0/operations/{operation_id}", project)

@@ -1,6 +1,7 @@
 """Access to LXD: the adapter protocol the core depends on, and its pylxd implementation."""
 
-from .adapter import EventHandler, LifecycleEvent, LXDAdapter, Profile
+from .adapter import ClusterMember, EventHandler, LifecycleEvent, LXDAdapter, Profile
 from .pylxd_adapter import PylxdAdapter, connect
 
-__all__ = ["EventHandler", "LXDAdapter", "LifecycleEvent", "Profile", "PylxdAdapter", "connect"]
+__all__ = ["ClusterMember", "EventHandler", "LXDAdapter", "LifecycleEvent", "Profile",
+           "PylxdAdapter", "connect"]

@@ -31,6 +31,19 @@ class LifecycleEvent:
 EventHandler = Callable[[LifecycleEvent], None]
 
 
+@dataclass(frozen=True)
+class ClusterMember:
+    """A member of a clustered LXD, as placement needs it."""
+
+    name: str
+    status: str = "Online"
+    groups: tuple[str, ...] = ()
+
+    @property
+    def online(self) -> bool:
+        return self.status == "Online"
+
+
 class LXDAdapter(Protocol):
     """Questions and commands for LXD. Every method may raise `LXDUnavailable`."""
 
@@ -59,11 +72,22 @@ class LXDAdapter(Protocol):
         """Every instance of the project as LXD objects (`state` included on request)."""
         ...
 
-    def create_instance(self, project: str, body: dict[str, Any]) -> None:
-        """Create an instance from an LXD InstancesPost body and wait for it.
+    def instance_names(self, project: str) -> set[str]:
+        """The names of every instance of the project (ours or not), in one call."""
+        ...
+
+    def create_instance(self, project: str, body: dict[str, Any], *,
+                        target: str | None = None) -> None:
+        """Create an instance from an LXD InstancesPost body and wait for it; `target`
+        names the cluster member to create it on (LXD's `?target=`).
 
         Raises `Conflict` when the name is taken, `LXDUnavailable` on other failures.
         """
+        ...
+
+    def cluster_members(self) -> list[ClusterMember] | None:
+        """The members of LXD's cluster, or None when LXD is not clustered (the answer
+        may be a few seconds old)."""
         ...
 
     def change_state(self, project: str, name: str, action: str, *, force: bool = False,
@@ -95,4 +119,19 @@ class LXDAdapter(Protocol):
         reconnects by itself and calls `on_connect` after every (re)connection, since
         events may have been missed while it was away.
         """
+        ...
+
+    def add_instance_device(self, project: str, name: str, device_name: str,
+                            device: dict[str, str], config: dict[str, str] | None = None
+                            ) -> None:
+        """Add a device to an instance (and `config` keys to its config) in one change.
+
+        Raises `NotFound` when there is no such instance, `Conflict` when it already has
+        a device of that name, `InvalidInput` when LXD refuses the device."""
+        ...
+
+    def remove_instance_device(self, project: str, name: str, device_name: str,
+                               config_keys: Iterable[str] = ()) -> None:
+        """Remove a device from an instance (and `config_keys` from its config) in one
+        change. Raises `NotFound` when there is no such instance or device."""
         ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,9 +20,9 @@ import urllib3
 from pylxd import exceptions as pylxd_errors
 
 from ..config import LXDSettings
-from ..errors import Conflict, LXDUnavailable
+from ..errors import Conflict, InvalidInput, LXDUnavailable, NotFound
 from . import events
-from .adapter import EventHandler, Profile
+from .adapter import ClusterMember, EventHandler, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class PylxdAdapter:
 
     def __init__(self, client: pylxd.Client) -> None:
         self._client = client
+        # (when read, members or None): whether LXD is clustered, asked at most every
+        # few seconds (placement asks on every launch).
+        self._cluster: tuple[float, list[ClusterMember] | None] | None = None
+        self._cluster_lock = threading.Lock()
 
     def _get(self, node: Any, project: str | None = None) -> dict[str, Any] | None:
         """GET an API node: its metadata, None on 404, `LXDUnavailable` on anything else."""
@@ -96,9 +101,21 @@ class PylxdAdapter:
         except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
             raise _unavailable(err) from err
 
-    def create_instance(self, project: str, body: dict[str, Any]) -> None:
+    def instance_names(self, project: str) -> set[str]:
         try:
-            self._wait(self._client.api.instances.post(params={"project": project}, json=body))
+            urls = self._client.api.instances.get(params={"project": project}).json()
+        except pylxd_errors.NotFound:
+            return set()
+        except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+            raise _unavailable(err) from err
+        # `/1.0/instances/NAME`, with `?project=P` outside the default project.
+        return {url.split("?", 1)[0].rsplit("/", 1)[-1] for url in urls["metadata"] or []}
+
+    def create_instance(self, project: str, body: dict[str, Any], *,
+                        target: str | None = None) -> None:
+        params = {"project": project, **({"target": target} if target else {})}
+        try:
+            self._wait(self._client.api.instances.post(params=params, json=body))
         except pylxd_errors.LXDAPIException as err:
             if err.response.status_code == 409:
                 raise Conflict(f'Instance "{body.get("name")}" already exists in LXD') from err
@@ -138,6 +155,26 @@ class PylxdAdapter:
         except requests.RequestException as err:
             raise LXDUnavailable(f"LXD is unreachable: {err}") from err
 
+    def cluster_members(self) -> list[ClusterMember] | None:
+        now = time.monotonic()
+        with self._cluster_lock:
+            if self._cluster is not None and now - self._cluster[0] < _CLUSTER_CACHE_SECONDS:
+                return self._cluster[1]
+        server = self._get(self._client.api) or {}
+        members: list[ClusterMember] | None = None
+        if (server.get("environment") or {}).get("server_clustered"):
+            try:
+                listing = self._client.api.cluster.members.get(
+                    params={"recursion": 1}).json()["metadata"] or []
+            except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+                raise _unavailable(err) from err
+            members = [ClusterMember(name=m.get("server_name", ""), status=m.get("status", ""),
+                                     groups=tuple(m.get("groups") or ()))
+                       for m in listing if isinstance(m, dict) and m.get("server_name")]
+        with self._cluster_lock:
+            self._cluster = (now, members)
+        return members
+
     def get_resources(self) -> dict[str, Any]:
         return self._get(self._client.api.resources) or {}
 
@@ -147,7 +184,8 @@ class PylxdAdapter:
         waited = 0
         for operation in running:
             if isinstance(operation, str):
-                operation = self._get(self._client.api.operations[operation.rsplit("/", 1)[-1]])
+                operation = self._get(self._client.api.operations[
+                    operation.split("?", 1)[0].rsplit("/", 1)[-1]])
             if not operation or "instances" not in (operation.get("resources") or {}):
                 continue
             try:
@@ -164,17 +202,85 @@ class PylxdAdapter:
         events.watch(events.socket_factory(self._client), handler, stop,
                      on_connect=on_connect, projects=projects)
 
+    def add_instance_device(self, project: str, name: str, device_name: str,
+                            device: dict[str, str], config: dict[str, str] | None = None
+                            ) -> None:
+        def change(instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            if device_name in (instance.get("devices") or {}):
+                raise Conflict(f'Instance "{name}" already has a device "{device_name}"')
+            # PATCH merges devices and config into what the instance has.
+            return "patch", {"devices": {device_name: device}, "config": dict(config or {})}
+
+        self._change_instance(project, name, change)
+
+    def remove_instance_device(self, project: str, name: str, device_name: str,
+                               config_keys: Iterable[str] = ()) -> None:
+        def change(instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            devices = dict(instance.get("devices") or {})
+            if devices.pop(device_name, None) is None:
+                raise NotFound(f'Instance "{name}" has no device "{device_name}"')
+            config = {k: v for k, v in (instance.get("config") or {}).items()
+                      if k not in set(config_keys)}
+            # PUT replaces the writable fields: the device and the keys are gone.
+            return "put", {**{k: instance[k] for k in _INSTANCE_WRITABLE if k in instance},
+                           "devices": devices, "config": config}
+
+        self._change_instance(project, name, change)
+
+    def _change_instance(self, project: str, name: str,
+                         change: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
+                         ) -> None:
+        """Read the instance, compute a change from it, and send it with `If-Match`, so
+        that nothing changed in between is lost; retried while someone else wins."""
+        node = self._client.api.instances[name]
+        params = {"project": project}
+        for _attempt in range(_ETAG_ATTEMPTS):
+            try:
+                response = node.get(params=params)
+            except pylxd_errors.NotFound:
+                raise NotFound(f'Instance "{name}" not found in project "{project}"') from None
+            except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+                raise _unavailable(err) from err
+            method, body = change(response.json()["metadata"])
+            etag = response.headers.get("ETag")
+            headers = {"If-Match": etag} if etag else {}
+            try:
+                self._wait(getattr(node, method)(params=params, json=body, headers=headers))
+                return
+            except pylxd_errors.NotFound:
+                raise NotFound(f'Instance "{name}" not found in project "{project}"') from None
+            except pylxd_errors.LXDAPIException as err:
+                if err.response.status_code == 412:
+                    continue  # changed since our read: read again
+                if err.response.status_code == 400:
+                    raise InvalidInput(f"LXD refused the change of instance {name}: "
+                                       f"{_lxd_message(err)}") from err
+                raise _unavailable(err) from err
+            except requests.RequestException as err:
+                raise _unavailable(err) from err
+        raise LXDUnavailable(f"instance {name} kept changing while being changed; try again")
+
     def _wait(self, response: requests.Response) -> None:
         """Wait for the operation an async LXD answer started; raise its error if it failed."""
         operation = response.json().get("operation")
         if not operation:
             return
-        operation_id = operation.rsplit("/", 1)[-1]
+        # A clustered LXD answers `/1.0/operations/ID?project=P`: the id is before the query.
+        operation_id = operation.split("?", 1)[0].rsplit("/", 1)[-1]
         result = self._client.api.operations[operation_id].wait.get(
             params={"timeout": 120}).json()["metadata"]
         if result.get("status_code") != 200:
             raise LXDUnavailable(f"LXD operation failed: {result.get('err') or result}")
 
+
+# Reads and writes of an instance with If-Match before giving up (others changing it).
+_ETAG_ATTEMPTS = 5
+# The fields of an instance a PUT replaces (LXD's InstancePut, without `restore`).
+_INSTANCE_WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles",
+                      "stateful", "description")
+
+# Seconds a listing of LXD's cluster members is used before asking again.
+_CLUSTER_CACHE_SECONDS = 10.0
 
 # Connections kept open to LXD's socket: enough for every operation worker and request
 # thread at once (more are opened when needed, and closed after use).

@@ -35,11 +35,15 @@ class AuditEntry:
         return {"id": fields.pop("id"), "created_at": fields.pop("created_at"), **fields}
 
 
+# Built once: every change asked of the API writes a row, holding the store's write lock.
+_RECORD = insert(audit_log)
+
+
 def record(conn: Connection, entry: AuditEntry) -> int:
     values = asdict(entry)
     values.pop("id")
     values["created_at"] = entry.created_at or utcnow()
-    return conn.execute(insert(audit_log).values(**values)).inserted_primary_key[0]
+    return conn.execute(_RECORD, values).inserted_primary_key[0]
 
 
 def list_entries(conn: Connection, *, since: int = 0, limit: int | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
@@ -30,7 +30,8 @@ DELETING = "deleting"  # LXD is deleting it
 
 def _row(r) -> InstanceRow:
     return InstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
-                       instance_name=r.instance_name, status=r.status)
+                       instance_name=r.instance_name, status=r.status, location=r.location,
+                       created_at=r.created_at)
 
 
 def count(conn: Connection, shape_id: int, *, leaving_out: Iterable[str] = ()) -> int:
@@ -50,26 +51,33 @@ class Bound:
     current: int  # records of the shape, whatever their status
 
 
+# The statements of the bound's write transaction, built once: every launch's
+# transaction holds the write lock while it runs them, and building a statement costs
+# more than running it (about half of the transaction).
+_BOUND = (select(deployments_shapes.c.scaling_maximum, deployments_shapes.c.instance_template,
+                 select(func.count()).select_from(instances)
+                 .where(instances.c.shape_id == deployments_shapes.c.id).scalar_subquery())
+          .where(deployments_shapes.c.id == bindparam("shape_id"),
+                 deployments_shapes.c.name == bindparam("shape_name")))
+_RESERVE = insert(instances)
+
+
 def bound(conn: Connection, shape_id: int, shape_name: str) -> Bound | None:
     """The shape's maximum, template and record count in one query; None when the shape
     is gone or no longer has `shape_name`. Call it in the write transaction that reserves
     the slot, so that no other writer can change the count in between."""
-    counted = (select(func.count()).select_from(instances)
-               .where(instances.c.shape_id == deployments_shapes.c.id).scalar_subquery())
-    row = conn.execute(select(deployments_shapes.c.scaling_maximum,
-                              deployments_shapes.c.instance_template, counted)
-                       .where(deployments_shapes.c.id == shape_id,
-                              deployments_shapes.c.name == shape_name)).first()
+    row = conn.execute(_BOUND, {"shape_id": shape_id, "shape_name": shape_name}).first()
     return None if row is None else Bound(row[0], row[1], row[2])
 
 
 def reserve(conn: Connection, shape_id: int, project: str, name: str,
-            status: str = PENDING) -> int:
+            status: str = PENDING, location: str = "") -> int:
     """Insert a record; a name already recorded in the project is a conflict."""
     try:
-        return conn.execute(insert(instances).values(
-            shape_id=shape_id, project=project, instance_name=name, status=status,
-            created_at=utcnow())).inserted_primary_key[0]
+        return conn.execute(_RESERVE, {
+            "shape_id": shape_id, "project": project, "instance_name": name,
+            "status": status, "created_at": utcnow(), "location": location,
+        }).inserted_primary_key[0]
     except IntegrityError as err:
         raise Conflict(f'Instance "{name}" already exists in project "{project}"') from err
 
@@ -94,6 +102,46 @@ def list_all(conn: Connection, *, shape_ids: Iterable[int] | None = None,
     if project is not None:
         query = query.where(instances.c.project == project)
     return [_row(r) for r in conn.execute(query).all()]
+
+
+# Built once: on the governors' hottest read, building the statement costs more than
+# running it.
+_NAMES_OF_SHAPE = (select(instances.c.instance_name)
+                   .where(instances.c.shape_id == bindparam("shape_id"))
+                   .order_by(instances.c.instance_name))
+
+
+def names(conn: Connection, shape_id: int) -> list[str]:
+    """The names of the shape's records (whatever their status), sorted."""
+    return list(conn.execute(_NAMES_OF_SHAPE, {"shape_id": shape_id}).scalars())
+
+
+def names_in_project(conn: Connection, project: str) -> set[str]:
+    """Every instance name recorded in the project, whatever its shape."""
+    return set(conn.execute(select(instances.c.instance_name)
+                            .where(instances.c.project == project)).scalars())
+
+
+def count_by_location(conn: Connection, shape_id: int) -> dict[str, int]:
+    """The shape's records (whatever their status) per cluster member; records whose
+    location is not known are left out."""
+    column = instances.c.location
+    rows = conn.execute(select(column, func.count()).where(
+        instances.c.shape_id == shape_id, column != "").group_by(column)).all()
+    return {location: number for location, number in rows}
+
+
+def newest_first(conn: Connection, shape_id: int, statuses: Iterable[str]) -> list[InstanceRow]:
+    """The shape's records with one of `statuses`, the most recently created first."""
+    rows = conn.execute(select(instances).where(
+        instances.c.shape_id == shape_id, instances.c.status.in_(list(statuses)))
+        .order_by(instances.c.created_at.desc(), instances.c.id.desc())).all()
+    return [_row(r) for r in rows]
+
+
+def set_location(conn: Connection, record_id: int, location: str) -> None:
+    conn.execute(update(instances).where(instances.c.id == record_id)
+                 .values(location=location))
 
 
 def set_status(conn: Connection, record_id: int, status: str) -> None:

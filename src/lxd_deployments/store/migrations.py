@@ -179,12 +179,21 @@ def _add_audit_log(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_instance_location(conn: Connection) -> None:
+    """Where each instance lives in a clustered LXD (the cluster member's name; empty when
+    LXD is not clustered or it is not known yet), so that new instances of a shape are
+    spread over the members by their count of that shape's instances."""
+    conn.execute(text("ALTER TABLE deployments_shapes_instances "
+                      "ADD COLUMN location TEXT NOT NULL DEFAULT ''"))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
     _add_instance_changes,
     _add_webhooks,
     _add_audit_log,
+    _add_instance_location,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

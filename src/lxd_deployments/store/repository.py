@@ -8,9 +8,19 @@ Integrity violations are turned into domain errors here, at the edge of SQL.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
@@ -26,6 +36,15 @@ from .schema import (
     deployments_shapes_instances,
 )
 
+# Ids per `IN (...)`: SQLite limits the parameters of a statement (999 before 3.32).
+_CHUNK = 500
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
 # --- config maps (deployments and shapes share the shape of their config tables) -------
 
 
@@ -33,14 +52,12 @@ def _configs_of(conn: Connection, table: Table, owner: str, ids: Iterable[int]
                 ) -> dict[int, dict[str, str]]:
     ids = list(ids)
     configs: dict[int, dict[str, str]] = defaultdict(dict)
-    if not ids:
-        return configs
     owner_column = table.c[owner]
-    query = select(owner_column, table.c.key, table.c.value)
-    if len(ids) < 500:
-        query = query.where(owner_column.in_(ids))
-    for owner_id, key, value in conn.execute(query):
-        configs[owner_id][key] = value
+    for chunk in _chunks(ids):
+        query = select(owner_column, table.c.key, table.c.value).where(
+            owner_column.in_(chunk))
+        for owner_id, key, value in conn.execute(query):
+            configs[owner_id][key] = value
     return configs
 
 
@@ -119,13 +136,12 @@ def delete_deployment(conn: Connection, deployment_id: int) -> None:
 
 
 def _instance_counts(conn: Connection, shape_ids: list[int]) -> dict[int, int]:
-    if not shape_ids:
-        return {}
     column = deployments_shapes_instances.c.shape_id
-    query = select(column, func.count()).group_by(column)
-    if len(shape_ids) < 500:
-        query = query.where(column.in_(shape_ids))
-    return dict(conn.execute(query).all())
+    counts: dict[int, int] = {}
+    for chunk in _chunks(shape_ids):
+        counts.update(conn.execute(select(column, func.count()).where(column.in_(chunk))
+                                   .group_by(column)).all())
+    return counts
 
 
 def list_shapes(conn: Connection, deployment_ids: Iterable[int]) -> dict[int, list[ShapeRow]]:
@@ -134,18 +150,24 @@ def list_shapes(conn: Connection, deployment_ids: Iterable[int]) -> dict[int, li
     grouped: dict[int, list[ShapeRow]] = defaultdict(list)
     if not deployment_ids:
         return grouped
-    query = select(deployments_shapes).order_by(deployments_shapes.c.name)
-    if len(deployment_ids) < 500:
-        query = query.where(deployments_shapes.c.deployment_id.in_(deployment_ids))
-    rows = conn.execute(query).all()
-    wanted = set(deployment_ids)
-    rows = [r for r in rows if r.deployment_id in wanted]
+    rows = []
+    for chunk in _chunks(deployment_ids):
+        rows += conn.execute(select(deployments_shapes)
+                             .where(deployments_shapes.c.deployment_id.in_(chunk))).all()
+    rows.sort(key=lambda r: r.name)
     ids = [r.id for r in rows]
     configs = _configs_of(conn, deployments_shapes_config, "shape_id", ids)
     counts = _instance_counts(conn, ids)
     for r in rows:
         grouped[r.deployment_id].append(_shape_row(r, configs.get(r.id, {}), counts.get(r.id, 0)))
     return grouped
+
+
+def shape_names(conn: Connection, deployment_id: int) -> list[str]:
+    """The names of the deployment's shapes, sorted."""
+    return list(conn.execute(select(deployments_shapes.c.name)
+                             .where(deployments_shapes.c.deployment_id == deployment_id)
+                             .order_by(deployments_shapes.c.name)).scalars())
 
 
 def _shape_row(row, config: dict[str, str], count: int) -> ShapeRow:
@@ -169,6 +191,34 @@ def get_shape(conn: Connection, deployment_id: int, name: str, *,
     configs = _configs_of(conn, deployments_shapes_config, "shape_id", [row.id])
     counts = _instance_counts(conn, [row.id])
     return _shape_row(row, configs.get(row.id, {}), counts.get(row.id, 0))
+
+
+# A deployment and one of its shapes in one query (every instance route starts with
+# it), built once: building the statement costs more than running it.
+_SHAPE_OF_DEPLOYMENT = (
+    select(deployments, *(column.label(f"shape_{column.name}")
+                          for column in deployments_shapes.c))
+    .select_from(deployments.outerjoin(deployments_shapes, and_(
+        deployments_shapes.c.deployment_id == deployments.c.id,
+        deployments_shapes.c.name == bindparam("shape"))))
+    .where(deployments.c.project == bindparam("project"),
+           deployments.c.name == bindparam("deployment")))
+
+
+def get_deployment_shape(conn: Connection, project: str, deployment: str, shape: str
+                         ) -> tuple[DeploymentRow | None, ShapeRow | None]:
+    """The deployment and its shape as `details=False` gives them (no config, the shape
+    not counted), in one query; None for whichever does not exist."""
+    row = conn.execute(_SHAPE_OF_DEPLOYMENT, {"project": project, "deployment": deployment,
+                                              "shape": shape}).first()
+    if row is None:
+        return None, None
+    if row.shape_id is None:
+        return _deployment_row(row, {}), None
+    return _deployment_row(row, {}), ShapeRow(
+        id=row.shape_id, deployment_id=row.shape_deployment_id, name=row.shape_name,
+        description=row.shape_description, instance_template=row.shape_instance_template,
+        scaling_minimum=row.shape_scaling_minimum, scaling_maximum=row.shape_scaling_maximum)
 
 
 def insert_shape(conn: Connection, deployment_id: int, name: str, description: str,
@@ -216,7 +266,8 @@ def list_instances(conn: Connection, shape_ids: Iterable[int]) -> list[InstanceR
     rows = conn.execute(select(table).where(table.c.shape_id.in_(shape_ids))
                         .order_by(table.c.instance_name)).all()
     return [InstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
-                        instance_name=r.instance_name, status=r.status) for r in rows]
+                        instance_name=r.instance_name, status=r.status, location=r.location,
+                        created_at=r.created_at) for r in rows]
 
 
 # --- certificates ----------------------------------------------------------------------

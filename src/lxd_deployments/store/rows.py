@@ -55,3 +55,6 @@ class InstanceRow:
     project: str
     instance_name: str
     status: str
+    # The cluster member it lives on ("" when LXD is not clustered, or not known yet).
+    location: str = ""
+    created_at: str = ""

@@ -83,6 +83,7 @@ deployments_shapes_instances = Table(
     Column("instance_name", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
+    Column("location", Text, nullable=False),
 )
 
 deployments_instance_changes = Table(

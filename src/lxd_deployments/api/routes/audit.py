@@ -13,7 +13,8 @@ from ..envelope import sync_response
 
 router = APIRouter(prefix="/1.0/audit", tags=["audit"], dependencies=[AdminOnly])
 
-SinceQuery = Annotated[int, Query(ge=0, description="only entries with an id above this one")]
+SinceQuery = Annotated[int, Query(ge=0, le=2**63 - 1,
+                                   description="only entries with an id above this one")]
 LimitQuery = Annotated[int | None, Query(ge=1, le=10_000, description="at most this many")]
 
 

@@ -16,7 +16,8 @@ from ..envelope import sync_response
 router = APIRouter(prefix="/1.0/deployments/{deployment}/changes", tags=["changes"],
                    dependencies=[ReaderOnly])
 
-SinceQuery = Annotated[int, Query(ge=0, description="only changes with an id above this one")]
+SinceQuery = Annotated[int, Query(ge=0, le=2**63 - 1,
+                                   description="only changes with an id above this one")]
 LimitQuery = Annotated[int | None, Query(ge=1, le=10_000, description="at most this many")]
 
 

@@ -60,7 +60,8 @@ def patch_deployment(name: str, body: DeploymentPatch, c: CoreDep,
     return sync_response()
 
 
-@router.post("/{name}", dependencies=[AdminOnly], summary="Rename a deployment")
+@router.post("/{name}", status_code=201, dependencies=[AdminOnly],
+             summary="Rename a deployment")
 def rename_deployment(name: str, body: RenameRequest, c: CoreDep,
                       project: ProjectQuery = DEFAULT_PROJECT):
     core.rename_deployment(c, project, name, body.name)

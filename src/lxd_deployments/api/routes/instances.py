@@ -2,7 +2,8 @@
 
 Launch, delete and state changes answer 202 with an operation; a launch past the
 shape's maximum or a delete below its minimum is refused with 409 before any
-operation exists.
+operation exists. A bulk launch (`count` or `instance_names`, optionally `best_effort`)
+answers with one batch operation, each member having its own (see `core/bulk.py`).
 
 Reading needs an admin or a key of the deployment; launching, deleting and changing
 state an admin or an `rw` key. A governor's operations are recorded with its key as
@@ -14,6 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ...auth.dependencies import ReaderOnly, WriterAccess
+from ...core import bulk
 from ...core import instances as core
 from ...errors import InvalidInput
 from ...models import InstancesPost, InstanceStatePut
@@ -39,6 +41,14 @@ def _launch(c, project: str, deployment: str, shape: str, name: str | None,
     if body.shape_name not in (None, shape):
         raise InvalidInput(f'shape_name "{body.shape_name}" does not match the shape '
                            f'of the URL ("{shape}")')
+    if body.bulk:
+        if name is not None or body.instance_name is not None:
+            raise InvalidInput('"count" and "instance_names" launch a batch: they go '
+                               'without "instance_name", on the instances collection')
+        target = core.resolve(c, project, deployment, shape)
+        operation = bulk.launch_many(c, target, count=body.count, names=body.instance_names,
+                                     best_effort=body.best_effort, owner=owner)
+        return async_response(operation.to_api(), operation.url)
     if name is None:
         name = body.instance_name
     elif body.instance_name not in (None, name):
@@ -47,10 +57,12 @@ def _launch(c, project: str, deployment: str, shape: str, name: str | None,
     if not name:
         raise InvalidInput('Missing field "instance_name"')
     target = core.resolve(c, project, deployment, shape)
-    return async_response(core.launch(c, target, name, owner=owner).to_api())
+    operation = core.launch(c, target, name, owner=owner)
+    return async_response(operation.to_api(), operation.url)
 
 
-@router.post("", status_code=202, summary="Launch an instance of the shape")
+@router.post("", status_code=202,
+             summary="Launch an instance of the shape, or a batch (count or instance_names)")
 def launch_instance(deployment: str, shape: str, body: InstancesPost, c: CoreDep,
                     access: WriterAccess, project: ProjectQuery = DEFAULT_PROJECT):
     return _launch(c, project, deployment, shape, None, body, access.owner)
@@ -75,7 +87,8 @@ def get_instance(deployment: str, shape: str, name: str, c: CoreDep,
 def delete_instance(deployment: str, shape: str, name: str, c: CoreDep, access: WriterAccess,
                     project: ProjectQuery = DEFAULT_PROJECT):
     target = core.resolve(c, project, deployment, shape)
-    return async_response(core.delete(c, target, name, owner=access.owner).to_api())
+    operation = core.delete(c, target, name, owner=access.owner)
+    return async_response(operation.to_api(), operation.url)
 
 
 @router.put("/{name}/state", status_code=202, summary="Start, stop, restart, (un)freeze")
@@ -85,4 +98,4 @@ def change_instance_state(deployment: str, shape: str, name: str, body: Instance
     target = core.resolve(c, project, deployment, shape)
     operation = core.change_state(c, target, name, body.action, force=body.force,
                                   timeout=body.timeout, owner=access.owner)
-    return async_response(operation.to_api())
+    return async_response(operation.to_api(), operation.url)

@@ -50,7 +50,7 @@ def patch_key(deployment: str, name: str, body: KeyPatch, c: CoreDep,
     return sync_response()
 
 
-@router.post("/{name}", summary="Rename a key")
+@router.post("/{name}", status_code=201, summary="Rename a key")
 def rename_key(deployment: str, name: str, body: RenameRequest, c: CoreDep,
                project: ProjectQuery = DEFAULT_PROJECT):
     core.rename_key(c, project, deployment, name, body.name)

@@ -57,7 +57,7 @@ def patch_shape(deployment: str, name: str, body: ShapePatch, c: CoreDep,
     return sync_response()
 
 
-@router.post("/{name}", dependencies=[AdminOnly], summary="Rename a shape")
+@router.post("/{name}", status_code=201, dependencies=[AdminOnly], summary="Rename a shape")
 def rename_shape(deployment: str, name: str, body: RenameRequest, c: CoreDep,
                  project: ProjectQuery = DEFAULT_PROJECT):
     core.rename_shape(c, project, deployment, name, body.name)
