@@ -88,7 +88,7 @@ def cmd_launch(ctx: Context, args: argparse.Namespace) -> None:
     metadata = (answer.metadata or {}).get("metadata") or {}
     granted = metadata.get("granted", args.count or len(names))
     asked = metadata.get("requested", granted)
-    label = f"Launching {granted} instances" + (f" (of {asked} asked)" if granted != asked
+    label = f"Launching {_instances_count(granted)}" + (f" (of {asked} asked)" if granted != asked
                                                 else "")
     _wait_batch(ctx, answer, label)
 
@@ -116,7 +116,7 @@ def cmd_scale(ctx: Context, args: argparse.Namespace) -> None:
     answer = ctx.client.put(path, json=body)
     metadata = (answer.metadata or {}).get("metadata") or {}
     granted = (metadata.get("scaling_count") or {}).get("granted", args.count)
-    wait_for(ctx, answer, f"Scaling {args.deployment}/{args.shape} to {granted} instances")
+    wait_for(ctx, answer, f"Scaling {args.deployment}/{args.shape} to {_instances_count(granted)}")
 
 
 def cmd_delete(ctx: Context, args: argparse.Namespace) -> None:
@@ -196,3 +196,7 @@ def register(shape_subparsers: argparse._SubParsersAction) -> None:
         _positionals(parser)
         if action != "start":
             parser.add_argument("--force", action="store_true", help="force the instance off")
+
+
+def _instances_count(count: int) -> str:
+    return f"{count} instance" + ("" if count == 1 else "s")
