@@ -201,5 +201,5 @@ def test_cli_launch_count_and_scale(service, lxd, lxd_project, api, cli):
         1, 'Error: Shape "web" is at its scaling_maximum (4): cannot launch another '
            "instance\n")
     result = cli("shape", "scale", "dep", "web", "1", "--project", lxd_project)
-    assert (result.code, result.stderr) == (0, "Scaling dep/web to 1 instances... done\n")
+    assert (result.code, result.stderr) == (0, "Scaling dep/web to 1 instance... done\n")
     assert list(lxd.states(lxd_project)) == [names[0]]
