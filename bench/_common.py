@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ for _path in (REPO / "src", REPO):
 import httpx  # noqa: E402
 import pylxd  # noqa: E402
 import yaml  # noqa: E402
+from pylxd.exceptions import LXDAPIException  # noqa: E402
 from tests.integration.lxd_harness import (  # noqa: E402
     BUILD_IMAGE,
     BUSYBOX_ALIAS,
@@ -100,6 +102,24 @@ def free_port() -> int:
 
 
 # --- LXD -------------------------------------------------------------------------------
+
+
+def delete_instances(client: pylxd.Client, names: list[str]) -> None:
+    """Stop (forced) and delete instances straight through pylxd, four at a time: the
+    benchmarks' cleanup of what they launched directly, outside the timed part."""
+    def delete(name: str) -> None:
+        instance = client.instances.get(name)
+        if instance.status != "Stopped":
+            try:
+                instance.stop(force=True, wait=True)
+            except LXDAPIException:  # it may have stopped on its own meanwhile
+                instance.sync()
+                if instance.status != "Stopped":
+                    raise
+        instance.delete(wait=True)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(delete, names))
 
 
 class ExistingLXD(PrivateLXD):

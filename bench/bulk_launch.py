@@ -37,7 +37,6 @@ from statistics import mean
 
 import _common
 import pylxd
-from pylxd.exceptions import LXDAPIException
 
 from lxd_deployments.client import OperationFailed
 
@@ -128,19 +127,7 @@ class Paths:
         raise RuntimeError("could not scale the benchmark's shape to 0")
 
     def delete_direct(self, names: list[str]) -> None:
-        def delete(name: str) -> None:
-            instance = self.pylxd.instances.get(name)
-            if instance.status != "Stopped":
-                try:
-                    instance.stop(force=True, wait=True)
-                except LXDAPIException:  # it may have stopped on its own meanwhile
-                    instance.sync()
-                    if instance.status != "Stopped":
-                        raise
-            instance.delete(wait=True)
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(delete, names))
+        _common.delete_instances(self.pylxd, names)
 
 
 def timed(run) -> tuple[float, list[str]]:

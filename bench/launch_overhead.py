@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from concurrent.futures import ThreadPoolExecutor
 from statistics import mean
 
 import _common
 import pylxd
-from pylxd.exceptions import LXDAPIException
 
 from lxd_deployments.client import OperationFailed
 
@@ -103,19 +101,7 @@ class Paths:
                     self.api.delete(f"{self.instances_url}/{name}").operation)
 
     def delete_direct(self, names: list[str]) -> None:
-        def delete(name: str) -> None:
-            instance = self.pylxd.instances.get(name)
-            if instance.status != "Stopped":
-                try:
-                    instance.stop(force=True, wait=True)
-                except LXDAPIException:  # it may have stopped on its own meanwhile
-                    instance.sync()
-                    if instance.status != "Stopped":
-                        raise
-            instance.delete(wait=True)
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(delete, names))
+        _common.delete_instances(self.pylxd, names)
 
 
 def timed(launch, name: str) -> float:

@@ -198,3 +198,18 @@ def world(api, clients):
     return SimpleNamespace(admin=clients(admin), rw=clients(rw), ro=clients(ro),
                            shop=clients(shop), anonymous=clients(None),
                            certificates=SimpleNamespace(admin=admin, rw=rw, ro=ro, shop=shop))
+
+
+@pytest.fixture
+def nothing_changes(core, fake_lxd):
+    """Around refused requests: no row (but audit rows) and no LXD instance changes."""
+    class Check:
+        def __enter__(self):
+            self.store = store_snapshot(core)
+            self.instances = dict(fake_lxd.instances)
+
+        def __exit__(self, *exc):
+            if exc[0] is None:
+                assert store_snapshot(core) == self.store
+                assert fake_lxd.instances == self.instances
+    return Check()

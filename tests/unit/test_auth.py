@@ -23,25 +23,10 @@ from lxd_deployments.auth.identify import Credentials, identify
 from lxd_deployments.errors import Unauthorized
 from tests.certs import make_certificate
 
-from .conftest import error_of, store_snapshot
+from .conftest import error_of
 
 SHAPE = "/1.0/deployments/{d}/shapes/front"
 INSTANCES = SHAPE + "/instances"
-
-
-@pytest.fixture
-def nothing_changes(core, fake_lxd):
-    """Around a refused request: no row (but audit rows) and no LXD instance changes."""
-    class Check:
-        def __enter__(self):
-            self.store = store_snapshot(core)
-            self.instances = dict(fake_lxd.instances)
-
-        def __exit__(self, *exc):
-            if exc[0] is None:
-                assert store_snapshot(core) == self.store
-                assert fake_lxd.instances == self.instances
-    return Check()
 
 
 def launch(client, deployment: str, name: str):

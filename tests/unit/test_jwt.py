@@ -29,7 +29,7 @@ from lxd_deployments.errors import Unauthorized
 from lxd_deployments.governor_client import TokenSigner
 from tests.certs import make_certificate
 
-from .conftest import error_of, give_key, store_snapshot, trust_as
+from .conftest import error_of, give_key, trust_as
 
 NOW = 1_900_000_000
 PREFIX = "Not authorized: invalid bearer token: "
@@ -64,21 +64,6 @@ def forged(header: dict, body: dict, sign=lambda _signing_input: b"") -> str:
     """A token made by hand (for what PyJWT refuses to make): `sign(signing_input)`."""
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(body).encode())}"
     return f"{signing_input}.{_b64(sign(signing_input.encode()))}"
-
-
-@pytest.fixture
-def nothing_changes(core, fake_lxd):
-    """Around refused requests: no row (but audit rows) and no LXD instance changes."""
-    class Check:
-        def __enter__(self):
-            self.store = store_snapshot(core)
-            self.instances = dict(fake_lxd.instances)
-
-        def __exit__(self, *exc):
-            if exc[0] is None:
-                assert store_snapshot(core) == self.store
-                assert fake_lxd.instances == self.instances
-    return Check()
 
 
 @pytest.fixture
