@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ..errors import BoundReached, Conflict, InvalidInput, NotFound
+from ..errors import BoundReached, Conflict, InvalidInput
 from ..names import MAX_NAME_LENGTH, validate_name
 from ..store import instances as records
 from ..store.rows import InstanceRow
@@ -131,8 +131,6 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
     shape = target.shape
     with core.db.write() as conn:
         bound = records.bound(conn, shape.id, shape.name)
-        if bound is None:
-            raise NotFound("Shape not found")
         room = bound.scaling_maximum - bound.current
         granted = asked
         if asked > room:
@@ -171,8 +169,6 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
     with core.db.write() as conn:
         shape = require_shape(conn, target.deployment.id, target.shape.name, details=False)
         bound = records.bound(conn, shape.id, shape.name)
-        if bound is None:
-            raise NotFound("Shape not found")
         rows = records.list_all(conn, shape_ids=[shape.id])
         deleting = sum(r.status == records.DELETING for r in rows)
         pending = sum(r.status == records.PENDING for r in rows)

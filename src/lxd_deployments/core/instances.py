@@ -138,8 +138,6 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
     with core.db.write() as conn:
         # The count and the reservation in one write transaction: the bound invariant.
         bound = records.bound(conn, shape.id, shape.name)
-        if bound is None:
-            raise NotFound("Shape not found")
         maximum = bound.scaling_maximum
         if bound.current >= maximum:
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_maximum '

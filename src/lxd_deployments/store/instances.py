@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from .database import utcnow
 from .rows import InstanceRow
 from .schema import deployments, deployments_shapes
@@ -62,12 +62,15 @@ _BOUND = (select(deployments_shapes.c.scaling_maximum, deployments_shapes.c.inst
 _RESERVE = insert(instances)
 
 
-def bound(conn: Connection, shape_id: int, shape_name: str) -> Bound | None:
-    """The shape's maximum, template and record count in one query; None when the shape
-    is gone or no longer has `shape_name`. Call it in the write transaction that reserves
-    the slot, so that no other writer can change the count in between."""
+def bound(conn: Connection, shape_id: int, shape_name: str) -> Bound:
+    """The shape's maximum, template and record count in one query; NotFound when the
+    shape is gone or no longer has `shape_name` (deleted or renamed since the request
+    resolved it). Call it in the write transaction that reserves the slot, so that no
+    other writer can change the count in between."""
     row = conn.execute(_BOUND, {"shape_id": shape_id, "shape_name": shape_name}).first()
-    return None if row is None else Bound(row[0], row[1], row[2])
+    if row is None:
+        raise NotFound("Shape not found")
+    return Bound(row[0], row[1], row[2])
 
 
 def reserve(conn: Connection, shape_id: int, project: str, name: str,
