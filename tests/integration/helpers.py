@@ -135,3 +135,16 @@ def ours(instance: dict, service_id: str, deployment: str | None = None,
     return (config.get(KEY_SERVICE) == service_id
             and (deployment is None or config.get(KEY_DEPLOYMENT) == deployment)
             and (shape is None or config.get(KEY_SHAPE) == shape))
+
+
+def shape_records(service, project: str, shape: str,
+                  deployment: str | None = None) -> dict[str, str]:
+    """The service's instance records of a shape, straight from its store: name -> status
+    (`deployment` narrows it when several deployments of the project have that shape)."""
+    query = ("SELECT i.instance_name, i.status FROM deployments_shapes_instances i "
+             "JOIN deployments_shapes s ON s.id = i.shape_id "
+             "JOIN deployments d ON d.id = s.deployment_id "
+             "WHERE d.project = ? AND s.name = ?")
+    if deployment is None:
+        return dict(service.query(query, project, shape))
+    return dict(service.query(query + " AND d.name = ?", project, shape, deployment))

@@ -47,6 +47,7 @@ from .helpers import (
     ok,
     ours,
     poll_until,
+    shape_records,
     wait_operation,
 )
 
@@ -74,12 +75,7 @@ def seed() -> int:
 
 def records(service, project: str) -> dict[str, str]:
     """The shape's records, straight from the store: name -> status."""
-    return dict(service.query(
-        "SELECT i.instance_name, i.status FROM deployments_shapes_instances i "
-        "JOIN deployments_shapes s ON s.id = i.shape_id "
-        "JOIN deployments d ON d.id = s.deployment_id "
-        "WHERE d.project = ? AND d.name = ? AND s.name = ?",
-        project, DEPLOYMENT, SHAPE))
+    return shape_records(service, project, SHAPE, DEPLOYMENT)
 
 
 def lxd_instances(lxd_api: httpx.Client, project: str) -> dict[str, dict]:

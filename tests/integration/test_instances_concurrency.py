@@ -23,6 +23,7 @@ from .helpers import (
     ok,
     operation_ids,
     ours,
+    shape_records,
     wait_operation,
 )
 
@@ -76,15 +77,6 @@ def ours_in_lxd(lxd_api: httpx.Client, project: str, service_id: str,
     assert answer.status_code == 200, answer.text
     return {i["name"]: i["status"] for i in answer.json()["metadata"]
             if ours(i, service_id, "dep", shape)}
-
-
-def records(service, project: str, shape: str) -> dict[str, str]:
-    """The service's instance records of the shape: name -> status."""
-    return dict(service.query(
-        "SELECT i.instance_name, i.status FROM deployments_shapes_instances i "
-        "JOIN deployments_shapes s ON s.id = i.shape_id "
-        "JOIN deployments d ON d.id = s.deployment_id "
-        "WHERE d.project = ? AND s.name = ?", project, shape))
 
 
 class LXDSampler:
@@ -143,7 +135,7 @@ def test_forty_concurrent_launches_make_exactly_the_maximum(service, lxd, lxd_pr
             n: "Running" for n in winners}
     # Nothing else was created in LXD by the refused callers.
     assert set(lxd.states(lxd_project)) == winners
-    assert records(service, lxd_project, shape) == {n: "ready" for n in winners}
+    assert shape_records(service, lxd_project, shape) == {n: "ready" for n in winners}
     assert ok(api.get(f"/1.0/deployments/dep/shapes/{shape}"))["scaling_current"] == 4
 
 
@@ -162,14 +154,14 @@ def test_one_name_launched_once(service, lxd, lxd_project, api):
     winner = next(a for a in answers if a.status_code == 202)
     assert wait_operation(api.http, accepted(winner))["status"] == "Success"
     assert lxd.states(lxd_project) == {"only": "RUNNING"}
-    assert records(service, lxd_project, "same") == {"only": "ready"}
+    assert shape_records(service, lxd_project, "same") == {"only": "ready"}
 
 
 def test_concurrent_deletes_never_go_below_the_minimum(service, lxd, lxd_project, api):
     instances = make_shape(api, "keep6", 6, 10)
     names = [f"d{i}" for i in range(10)]
     launch_all(api, instances, names)
-    assert records(service, lxd_project, "keep6") == {n: "ready" for n in names}
+    assert shape_records(service, lxd_project, "keep6") == {n: "ready" for n in names}
 
     with LXDSampler(lxd, lxd_project, service.service_id, "keep6") as sampler:
         answers = race(service, [
@@ -190,7 +182,7 @@ def test_concurrent_deletes_never_go_below_the_minimum(service, lxd, lxd_project
     with lxd.api() as lxd_api:
         assert ours_in_lxd(lxd_api, lxd_project, service.service_id, "keep6") == {
             n: "Running" for n in survivors}
-    assert records(service, lxd_project, "keep6") == {n: "ready" for n in survivors}
+    assert shape_records(service, lxd_project, "keep6") == {n: "ready" for n in survivors}
     assert ok(api.get("/1.0/deployments/dep/shapes/keep6"))["scaling_current"] == 6
 
 
@@ -222,7 +214,7 @@ def test_concurrent_launches_and_deletes_stay_within_bounds(service, lxd, lxd_pr
     with lxd.api() as lxd_api:
         in_lxd = ours_in_lxd(lxd_api, lxd_project, service.service_id, "mixed")
     assert len(in_lxd) == 2 + launched - deleted and 2 <= len(in_lxd) <= 4, (in_lxd, deleted)
-    assert set(records(service, lxd_project, "mixed")) == set(in_lxd)
+    assert set(shape_records(service, lxd_project, "mixed")) == set(in_lxd)
 
 
 def test_a_pending_launch_does_not_count_towards_the_minimum(service, lxd, lxd_project, api,
@@ -235,7 +227,7 @@ def test_a_pending_launch_does_not_count_towards_the_minimum(service, lxd, lxd_p
                  {"instance_template": {"source": stalled_image.source}}))
     launching = accepted(api.post(instances, {"instance_name": "f3"}))
     assert stalled_image.connected.wait(30), "LXD never asked the image server"
-    assert records(service, lxd_project, "floor") == {"f1": "ready", "f2": "ready",
+    assert shape_records(service, lxd_project, "floor") == {"f1": "ready", "f2": "ready",
                                                       "f3": "pending"}
     # The pending f3 counts against the maximum...
     ok(api.patch("/1.0/deployments/dep/shapes/floor", {"scaling_maximum": 3}))
@@ -247,6 +239,6 @@ def test_a_pending_launch_does_not_count_towards_the_minimum(service, lxd, lxd_p
     stalled_image.release()
     failed = wait_operation(api.http, launching)
     assert failed["status"] == "Failure" and "Failed getting remote image info" in failed["err"]
-    assert records(service, lxd_project, "floor") == {"f1": "ready", "f2": "ready"}
+    assert shape_records(service, lxd_project, "floor") == {"f1": "ready", "f2": "ready"}
     assert lxd.states(lxd_project) == {"f1": "RUNNING", "f2": "RUNNING"}
     assert ok(api.get("/1.0/deployments/dep/shapes/floor"))["scaling_current"] == 2

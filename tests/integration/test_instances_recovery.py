@@ -25,6 +25,7 @@ from .helpers import (
     ok,
     ours,
     poll_until,
+    shape_records,
     wait_operation,
 )
 
@@ -32,14 +33,6 @@ BUSYBOX = {"type": "image", "alias": "busybox"}
 MAXIMUM = 12
 LAUNCHERS = 6
 KILL_AFTER_RECORDS = 7
-
-
-def records(service, project: str, shape: str) -> dict[str, str]:
-    return dict(service.query(
-        "SELECT i.instance_name, i.status FROM deployments_shapes_instances i "
-        "JOIN deployments_shapes s ON s.id = i.shape_id "
-        "JOIN deployments d ON d.id = s.deployment_id "
-        "WHERE d.project = ? AND s.name = ?", project, shape))
 
 
 def ours_in_lxd(lxd, project: str, service, shape: str) -> dict[str, str]:
@@ -101,7 +94,7 @@ class Launchers:
 
 def check_agreement(service, lxd, project: str, shape: str) -> dict[str, str]:
     """LXD and the records agree, and no reservation is stuck; the records."""
-    recorded = records(service, project, shape)
+    recorded = shape_records(service, project, shape)
     in_lxd = ours_in_lxd(lxd, project, service, shape)
     assert set(recorded) == set(in_lxd), (recorded, in_lxd)
     assert set(recorded.values()) <= {"ready", "failed"}, recorded
@@ -131,13 +124,13 @@ def test_sigkill_during_concurrent_launches_then_restart(service, lxd, lxd_proje
 
     launchers = Launchers(service, lxd_project, instances)
     launchers.start()
-    poll_until(lambda: len(records(service, lxd_project, "series")) >= KILL_AFTER_RECORDS,
+    poll_until(lambda: len(shape_records(service, lxd_project, "series")) >= KILL_AFTER_RECORDS,
                30, f"{KILL_AFTER_RECORDS} launches accepted")
     service.kill()
-    at_kill = records(service, lxd_project, "series")
+    at_kill = shape_records(service, lxd_project, "series")
     launchers.join()
     print(f"at the kill: {Counter(at_kill.values())}; callers saw {dict(launchers.outcomes)}")
-    assert records(service, lxd_project, "stalled") == {"stuck": "pending"}
+    assert shape_records(service, lxd_project, "stalled") == {"stuck": "pending"}
 
     # What the dead service asked of LXD still ends there (the stalled one aside): wait
     # for it, so that what LXD holds is final when the service looks at it again.
@@ -149,7 +142,7 @@ def test_sigkill_during_concurrent_launches_then_restart(service, lxd, lxd_proje
     recorded = check_agreement(service, lxd, lxd_project, "series")
     assert len(recorded) >= KILL_AFTER_RECORDS - LAUNCHERS  # at most one in flight per caller
     # The launch that never reached LXD was released, and said so.
-    assert records(service, lxd_project, "stalled") == {}
+    assert shape_records(service, lxd_project, "stalled") == {}
     assert ok(api.get("/1.0/deployments/dep/shapes/stalled"))["scaling_current"] == 0
     changes = ok(api.get("/1.0/deployments/dep/changes"))
     by_instance = {c["instance"]: c for c in changes}
@@ -201,7 +194,7 @@ def test_lost_database_rebuilt_from_lxd(service, lxd, lxd_project):
     ok(api.post("/1.0/deployments/dep/shapes", shape_body), 201)
     poll_until(lambda: ok(api.get("/1.0/deployments/dep/shapes/kept"))["scaling_current"] == 2,
                5, "the instances re-attached")
-    assert records(service, lxd_project, "kept") == {"k1": "ready", "k2": "failed"}
+    assert shape_records(service, lxd_project, "kept") == {"k1": "ready", "k2": "failed"}
     changes = ok(api.get("/1.0/deployments/dep/changes"))
     assert sorted((c["instance"], c["change"], c["detail"].get("status")) for c in changes) == [
         ("k1", "attached", "ready"), ("k2", "attached", "failed")]

@@ -40,7 +40,7 @@ import pytest
 
 from tests.certs import make_certificate
 
-from .helpers import API, ok, ours, wait_operation
+from .helpers import API, ok, ours, shape_records, wait_operation
 
 MINIMUM, MAXIMUM = 2, 6
 SHAPE = "busy"
@@ -170,11 +170,7 @@ class Sampler(threading.Thread):
 
 
 def records(service, project: str) -> dict[str, str]:
-    return dict(service.query(
-        "SELECT i.instance_name, i.status FROM deployments_shapes_instances i "
-        "JOIN deployments_shapes s ON s.id = i.shape_id "
-        "JOIN deployments d ON d.id = s.deployment_id "
-        "WHERE d.project = ? AND s.name = ?", project, SHAPE))
+    return shape_records(service, project, SHAPE)
 
 
 @pytest.mark.parametrize(("governors", "seconds"), [
