@@ -111,9 +111,17 @@ def test_a_member_refused_by_lxd_fails_alone_and_releases_its_slot(service, lxd,
     # Two launches stalled in LXD take both bulk workers...
     stalled = accepted(api.post(f"{slow}/instances", {"count": 2}))
     assert stalled_image.connected.wait(30), "LXD never asked the image server"
-    poll_until(lambda: all(ok(api.http.get(url))["status"] == "Running"
-                           for url in stalled["metadata"]["operations"]),
-               30, "both stalled members running")
+    seen: list[tuple[str, str]] = []
+
+    def both_running() -> bool:
+        seen[:] = [(op["status"], op["err"]) for op in
+                   (ok(api.http.get(url)) for url in stalled["metadata"]["operations"])]
+        return all(status == "Running" for status, _ in seen)
+
+    try:
+        poll_until(both_running, 60, "both stalled members running")
+    except AssertionError as err:  # say what the members were doing instead
+        raise AssertionError(f"{err}; members (status, err): {seen}") from None
     # ... so this batch is accepted and queued behind them.
     names = [f"b{i}" for i in range(1, 9)]
     batch = accepted(api.post(f"{shape}/instances", {"instance_names": names}))
