@@ -13,7 +13,7 @@ import re
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import WebSocketDenialResponse
 
 from lxd_deployments.api import create_app
 from lxd_deployments.auth import Authenticators, Caller, Listener, certificate_caller
@@ -255,11 +255,15 @@ def test_each_route_declares_who_may_call_it(core):
 def test_websockets_need_an_authenticated_caller(world):
     paths = [route.path for route in api_routes(world.anonymous.app.app.app)
              if isinstance(route, APIWebSocketRoute)]
+    assert paths
     for path in paths:
-        with pytest.raises(WebSocketDisconnect) as refused, \
+        # The same 401 in LXD's envelope as every other route (not a refused handshake).
+        with pytest.raises(WebSocketDenialResponse) as refused, \
                 world.anonymous.websocket_connect(path):
             pass
-        assert refused.value.code == 4401
+        assert refused.value.status_code == 401
+        body = refused.value.json()
+        assert (body["type"], body["error_code"]) == ("error", 401), body
 
 
 # --- operations ----------------------------------------------------------------------------
@@ -384,3 +388,20 @@ def test_the_unix_listener_is_an_admin_whatever_the_request_carries(core, world)
     caller = identify(core.db, credentials)
     assert (caller.kind, caller.method, caller.identity) == ("admin", "unix", "unix (uid 1000)")
     assert identify(core.db, Credentials(listener=None)).is_authenticated is False
+
+
+def test_a_long_lived_callers_access_is_read_again_from_the_store(world, api, core):
+    """What the events stream checks on an open connection: a deleted key leaves the
+    grants, a removed certificate makes the caller anonymous."""
+    from lxd_deployments.auth.identify import certificate_caller, refreshed
+
+    with core.db.read() as conn:
+        caller = certificate_caller(conn, world.certificates.rw.fingerprint)
+    assert [g.key_name for g in caller.grants] == ["autoscaler"]
+    assert api.delete("/1.0/deployments/web/keys/autoscaler").status_code == 200
+    with core.db.read() as conn:
+        assert refreshed(conn, caller).grants == ()
+    assert api.delete(f"/1.0/certificates/{world.certificates.rw.fingerprint}"
+                      ).status_code == 200
+    with core.db.read() as conn:
+        assert not refreshed(conn, caller).is_authenticated

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from cryptography import x509
@@ -40,6 +40,7 @@ from .caller import (
     GOVERNOR,
     METHOD_JWT,
     METHOD_TLS,
+    METHOD_UNIX,
     Caller,
     Grant,
     Listener,
@@ -175,3 +176,17 @@ def identify(db: Database, credentials: Credentials,
                                 "client certificate, or a bearer token where offered)")
     with db.read() as conn:
         return certificate_caller(conn, fingerprint_of_der(credentials.peer_certificate))
+
+
+def refreshed(conn: Connection, caller: Caller) -> Caller:
+    """The same caller as the store has it now, for a connection that outlives its
+    request (the events stream): a removed or expired certificate is anonymous, a deleted
+    key is gone from its grants. A JWT caller keeps at most the deployments it had (its
+    token named one audience); the token's own times are not checked again."""
+    if caller.method == METHOD_UNIX or not caller.is_authenticated:
+        return caller
+    now = certificate_caller(conn, caller.fingerprint, method=caller.method)
+    if caller.method == METHOD_JWT and now.is_governor:
+        had = {g.deployment_id for g in caller.grants}
+        now = replace(now, grants=tuple(g for g in now.grants if g.deployment_id in had))
+    return now

@@ -114,3 +114,4 @@ def remove_certificate(core: Core, fingerprint: str) -> None:
     with core.db.write() as conn:
         repo.delete_certificate(conn, require_certificate(conn, fingerprint).id)
     core.trust_changed()
+    core.access_changed()

@@ -43,6 +43,10 @@ class Core:
     # Called (with no argument) after the trust store changed: the HTTPS server reloads
     # its trusted certificates then. A listener must not raise.
     trust_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Called (with no argument) after an access was taken away or narrowed (a key deleted
+    # or changed, a certificate removed, a deployment deleted): long-lived connections
+    # (the events stream) check their caller again then. A listener must not block.
+    access_listeners: list[Callable[[], None]] = field(default_factory=list)
     # The host path of the in-instance socket, which governor-socket proxy devices connect
     # to (None: the service serves none).
     instance_socket: str | None = None
@@ -53,6 +57,13 @@ class Core:
                 listener()
             except Exception:
                 logger.exception("a trust store listener failed")
+
+    def access_changed(self) -> None:
+        for listener in list(self.access_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("an access listener failed")
 
     def require_project_allowed(self, project: str) -> None:
         if self.projects is not None and project not in self.projects:

@@ -129,3 +129,4 @@ def delete_deployment(core: Core, project: str, name: str, force: bool) -> None:
     with core.db.write() as conn:
         row = require_deployment(conn, project, name)
         repo.delete_deployment(conn, row.id)
+    core.access_changed()  # its keys went with it
