@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.certs import make_certificate
@@ -105,7 +105,7 @@ def test_a_stream_is_closed_within_a_second_of_its_certificates_removal(service,
         took = _closed_after(stream, time.monotonic())
         assert took < REVOCATION_DEADLINE, f"closed {took:.3f} s after the removal"
     # And it cannot come back (the handshake is refused: the certificate is not trusted).
-    with pytest.raises((ssl.SSLError, ConnectionError, InvalidStatus, OSError)), \
+    with pytest.raises((ssl.SSLError, OSError, InvalidHandshake)), \
             connect(_events_url(service, world, "dep-b"), ssl=context):
         pass
 
@@ -222,3 +222,34 @@ def test_modes_of_a_pre_existing_state_dir_are_enforced_at_start(own_service):
         [p for p in found if p != "sub"], 0o600), found
     # The database's journals too (they exist while it runs).
     assert any(p.startswith("database.sqlite3-") for p in found), found
+
+
+def test_no_existence_oracle_for_governors(service, world):
+    """dep-a's governor fills its shape (max 3); dep-b's governor has one instance.
+    At its maximum, dep-a's governor gets the bound answer whatever the name (another
+    tenant's, nobody's); below its maximum, dep-b's governor is told a taken name is not
+    available, the same for another tenant's instance as for one outside the service."""
+    from .helpers import accepted, wait_operation
+
+    params = world.params
+    with service.https_client(world.a_rw) as a, service.https_client(world.b_rw) as b:
+        for client, deployment, name in ((a, "dep-a", "a1"), (a, "dep-a", "a2"),
+                                         (a, "dep-a", "a3"), (b, "dep-b", "b1")):
+            operation = accepted(client.post(world.instances(deployment), params=params,
+                                             json={"instance_name": name}))
+            assert wait_operation(client, operation)["status"] == "Success"
+        at_maximum = ('Shape "front" is at its scaling_maximum (3): cannot launch another '
+                      "instance")
+        answers = {name: error_of(a.post(world.instances("dep-a"), params=params,
+                                         json={"instance_name": name}))
+                   for name in ("b1", "a1", "nobody-has-this")}
+        assert set(answers.values()) == {(409, at_maximum)}, answers
+        bulk = {tuple(names): error_of(a.post(world.instances("dep-a"), params=params,
+                                              json={"instance_names": names}))
+                for names in (["b1", "x"], ["y", "z"])}
+        assert len(set(bulk.values())) == 1, bulk
+        # Below the maximum: "not available", nothing about who holds it.
+        answer = b.post(world.instances("dep-b"), params=params, json={"instance_name": "a1"})
+        assert error_of(answer) == (409, 'Instance name "a1" is not available: choose '
+                                    "another name")
+        assert "dep-a" not in answer.text and world.project not in answer.text

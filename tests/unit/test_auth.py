@@ -405,3 +405,44 @@ def test_a_long_lived_callers_access_is_read_again_from_the_store(world, api, co
                       ).status_code == 200
     with core.db.read() as conn:
         assert not refreshed(conn, caller).is_authenticated
+
+
+# --- no existence oracle -------------------------------------------------------------------
+
+TAKEN = 'Instance name "{}" is not available: choose another name'
+
+
+def test_a_governor_at_its_maximum_gets_the_bound_answer_for_every_name(world, fake_lxd,
+                                                                         nothing_changes):
+    wait(world.shop, launch(world.shop, "shop", "theirs"))  # another tenant's instance
+    fake_lxd.add_instance("default", "outside")  # not the service's at all
+    for n in range(3):
+        assert wait(world.rw, launch(world.rw, "web", f"mine{n}"))["status"] == "Success"
+    at_maximum = ('Shape "front" is at its scaling_maximum (3): cannot launch another '
+                  "instance")
+    with nothing_changes:
+        for name in ("theirs", "outside", "mine0", "nobody"):
+            assert error_of(launch(world.rw, "web", name)) == (409, at_maximum)
+        for names in (["theirs"], ["nobody"], ["theirs", "nobody"]):
+            status, _ = error_of(world.rw.post(INSTANCES.format(d="web"), json={
+                "instance_names": names, "best_effort": True}))
+            assert status == 409
+
+
+def test_a_governor_below_its_maximum_learns_nothing_of_names_taken_elsewhere(
+        world, api, fake_lxd, nothing_changes):
+    wait(world.shop, launch(world.shop, "shop", "theirs"))
+    fake_lxd.add_instance("default", "outside")
+    with nothing_changes:
+        for name in ("theirs", "outside"):
+            # The same answer for another tenant's instance and for one of LXD's.
+            assert error_of(launch(world.rw, "web", name)) == (409, TAKEN.format(name))
+            assert error_of(world.rw.post(INSTANCES.format(d="web"), json={
+                "instance_names": ["fresh", name]})) == (409, TAKEN.format(name))
+        # An admin is told what holds it.
+        assert error_of(launch(api, "web", "outside")) == (
+            409, 'Instance "outside" already exists in project "default"')
+    # With best effort, only the names that fit are looked at: room 3, the 4th not.
+    answer = world.rw.post(INSTANCES.format(d="web"), json={
+        "instance_names": ["n1", "n2", "n3", "theirs"], "best_effort": True})
+    assert wait(world.rw, answer)["status"] == "Success"
