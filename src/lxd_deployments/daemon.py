@@ -134,7 +134,8 @@ async def serve(settings: Settings) -> None:
     tls = prepare_tls(settings, core) if settings.https_bind else None
     app = create_app(core, max_body_bytes=settings.max_body_bytes,
                      authenticators=authenticators_for(settings),
-                     server_certificate=tls.certificate_pem if tls else None)
+                     server_certificate=tls.certificate_pem if tls else None,
+                     audit_settings=settings.audit)
     unix_sock = bind_unix_socket(settings)
     listening = [Listening(make_server(app, Listener.UNIX, settings), unix_sock, "unix")]
     try:
