@@ -253,3 +253,46 @@ def test_no_existence_oracle_for_governors(service, world):
         assert error_of(answer) == (409, 'Instance name "a1" is not available: choose '
                                     "another name")
         assert "dep-a" not in answer.text and world.project not in answer.text
+
+
+AUDIT_BYTES = ("SELECT COUNT(*), COALESCE(SUM(LENGTH(created_at) + LENGTH(auth_method) "
+               "+ LENGTH(caller_kind) + LENGTH(identity) + LENGTH(fingerprint) "
+               "+ LENGTH(deployment_key) + LENGTH(method) + LENGTH(path) + LENGTH(project) "
+               "+ LENGTH(operation) + LENGTH(error) + 8), 0) FROM audit_log WHERE id > ?")
+FLOOD_REQUESTS = 600
+
+
+def test_a_flood_of_refused_requests_from_an_ro_key_is_bounded(service, world, unchanged):
+    """An ro governor sends 600 launches as fast as it can (each with a 4 KB query string
+    to make rows big): past its budget (burst 100, 10 a second by default) it gets 429 in
+    the envelope, and the audit log grows by the budget, in small rows naming the key."""
+    last = service.query("SELECT COALESCE(MAX(id), 0) FROM audit_log")[0][0]
+    statuses: dict[int, int] = {}
+    started = time.monotonic()
+    with service.https_client(world.a_ro) as governor, unchanged():
+        for n in range(FLOOD_REQUESTS):
+            answer = governor.post(world.instances("dep-a"),
+                                   params={**world.params, "pad": "x" * 4096},
+                                   json={"instance_name": f"c{n}"})
+            statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+            if answer.status_code == 429:
+                status, message = error_of(answer)
+                assert message.startswith("Too many refused requests"), message
+                assert int(answer.headers["Retry-After"]) >= 1
+    elapsed = time.monotonic() - started
+    rows, size = service.query(AUDIT_BYTES, last)[0]
+    print(f"\nflood: {FLOOD_REQUESTS} requests in {elapsed:.1f} s, answers {statuses}; "
+          f"audit +{rows} rows, +{size} bytes ({size / max(rows, 1):.0f} B a row)")
+    assert set(statuses) == {403, 429}, statuses
+    # The burst, the refill, and one recorded 429 a minute.
+    allowed = 100 + 10 * elapsed + (1 + elapsed / 60)
+    assert rows <= allowed, (rows, allowed)
+    assert statuses[403] <= 100 + 10 * elapsed + 1, statuses
+    assert size / rows < 1024, (size, rows)
+    keys = {k for (k,) in service.query(
+        "SELECT DISTINCT deployment_key FROM audit_log WHERE id > ? AND status_code = 403",
+        last)}
+    assert keys == {"dep-a/watcher"}
+    # The key still reads: only refusals are limited.
+    with service.https_client(world.a_ro) as governor:
+        assert governor.get(world.path("dep-a"), params=world.params).status_code == 200

@@ -14,7 +14,7 @@ Bounded three ways: each row is small (texts cut, see `store.audit.FIELD_LIMITS`
 rows older than `audit.retention` and past the newest `audit.max_rows` are pruned
 (every `PRUNE_EVERY_ROWS` rows or `PRUNE_EVERY_SECONDS`, whichever comes first); and a
 caller that spent its budget of refused changes (`refusals.RefusalBudget`) is answered
-429 without a row per request, only the first of the spell being recorded.
+429 without a row per request (one a minute at most is recorded).
 """
 
 from __future__ import annotations
@@ -143,8 +143,7 @@ class AuditLog:
 
     async def _too_many(self, scope: Scope, receive: Receive, send: Send, wait: float,
                         write) -> None:
-        """429 in LXD's envelope, with `Retry-After`; recorded only when `write` is given
-        (the first of a spell)."""
+        """429 in LXD's envelope, with `Retry-After`; recorded only when `write` is given."""
         seconds = max(1, math.ceil(wait))
         error = TooManyRequests(
             f"Too many refused requests from this certificate: try again in {seconds} s "

@@ -5,7 +5,8 @@ name, a bound reached) spends its budget, `burst` refusals at most, refilled at 
 a second. Once it is spent, the caller's changes are answered 429 at once (nothing is
 run, and only the first of them is recorded in the audit log) until the budget has one
 refusal again: one caller can neither fill the store with audit rows nor keep the
-store's write lock busy. Accepted requests cost nothing.
+store's write lock busy. Of its 429s, one a minute at most is recorded
+(`RECORD_429_EVERY`). Accepted requests cost nothing.
 
 The unix socket's admins have no budget (`budget_key` is None for them): whoever may
 connect there may do anything anyway. Everything else is counted per certificate
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 from ..auth.caller import METHOD_UNIX, Caller
 
+# Seconds between two recorded 429s of one caller.
+RECORD_429_EVERY = 60.0
 # Callers followed at most; full (idle) buckets go first past it, then the oldest.
 MAX_CALLERS = 10_000
 
@@ -34,7 +37,7 @@ def budget_key(caller: Caller) -> str | None:
 class _Bucket:
     tokens: float
     updated: float
-    throttled: bool = False  # answering 429 (the first one of a spell is recorded)
+    recorded_429: float | None = None  # when a 429 of this caller was last recorded
 
 
 class RefusalBudget:
@@ -67,15 +70,16 @@ class RefusalBudget:
             del self._buckets[key]
 
     def check(self, key: str) -> tuple[float, bool]:
-        """(seconds until the caller may be refused again, whether this is the first
-        request of a spell of 429s); (0, False) when it has budget left."""
+        """(seconds until the caller may be refused again, whether this 429 is to be
+        recorded); (0, False) when it has budget left."""
         bucket = self._bucket(key)
         if bucket.tokens >= 1.0:
-            bucket.throttled = False
             return 0.0, False
-        first = not bucket.throttled
-        bucket.throttled = True
-        return (1.0 - bucket.tokens) / self.rate, first
+        record = bucket.recorded_429 is None or \
+            bucket.updated - bucket.recorded_429 >= RECORD_429_EVERY
+        if record:
+            bucket.recorded_429 = bucket.updated
+        return (1.0 - bucket.tokens) / self.rate, record
 
     def spend(self, key: str) -> None:
         """One refusal."""
