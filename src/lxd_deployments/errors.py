@@ -51,3 +51,8 @@ class TooManyRequests(DeploymentsError):
 
 class LXDUnavailable(DeploymentsError):
     """LXD could not be reached or answered with an unexpected failure (503)."""
+
+
+class LXDBusy(LXDUnavailable):
+    """LXD refused a change because the instance is busy with another one ("Instance is
+    busy running a ... operation"): worth trying again shortly."""

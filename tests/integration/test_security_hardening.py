@@ -276,7 +276,7 @@ def test_a_flood_of_refused_requests_from_an_ro_key_is_bounded(service, world, u
                                    json={"instance_name": f"c{n}"})
             statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
             if answer.status_code == 429:
-                status, message = error_of(answer)
+                _status, message = error_of(answer)
                 assert message.startswith("Too many refused requests"), message
                 assert int(answer.headers["Retry-After"]) >= 1
     elapsed = time.monotonic() - started

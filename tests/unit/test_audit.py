@@ -116,7 +116,8 @@ def test_a_caller_past_its_refusal_budget_gets_429_and_no_row_per_request(world,
     last = entries(api)[-1]["id"]
     answers = [launch(ro, "web", f"c{n}") for n in range(10)]
     assert [a.status_code for a in answers] == [403] * 3 + [429] * 7
-    status, message = error_of(answers[3])
+    assert error_of(answers[3])[0] == 429
+    message = error_of(answers[3])[1]
     assert message.startswith("Too many refused requests from this certificate")
     assert int(answers[3].headers["Retry-After"]) >= 1
     recorded = entries(api, since=last)

@@ -20,6 +20,7 @@ from ..store import repository as repo
 from ..store.rows import DeploymentRow, InstanceRow, ShapeRow
 from . import notify, placement
 from .context import Core
+from .inflight import retry_busy
 from .operations import Ended, Operation
 from .shapes import require_shape
 from .templates import INSTANCE_KEY_PREFIX
@@ -256,7 +257,11 @@ def delete_operation(core: Core, target: Target, record: InstanceRow, *,
 
     def work(op: Operation) -> dict[str, Any]:
         try:
-            _delete_if_ours(core, target.project, name)
+            # After any state change of ours in flight on it; what LXD still finds busy
+            # (a change made through LXD) is tried again.
+            with core.instance_locks.hold(target.project, name):
+                retry_busy(lambda: _delete_if_ours(core, target.project, name),
+                           f"deleting {name}")
         except Exception as err:
             restore()
             notify.failed(core, target, name, op, "delete", err)
@@ -283,8 +288,18 @@ def change_state(core: Core, target: Target, name: str, action: str, *, force: b
                        f'{"launched" if record.status == records.PENDING else "deleted"}')
 
     def work(op: Operation) -> dict[str, Any]:
-        with core.state_actions.running(target.project, name, action):
-            core.lxd.change_state(target.project, name, action, force=force, timeout=timeout)
+        with core.instance_locks.hold(target.project, name):
+            with core.db.read() as conn:
+                current = records.get(conn, target.shape.id, name)
+            if current is None or current.id != record.id or current.status in (
+                    records.PENDING, records.DELETING):
+                # A delete asked after this change came first: it supersedes it.
+                raise Conflict(f'Instance "{name}" is being deleted: the state change '
+                               f'("{action}") gave way to the delete')
+            with core.state_actions.running(target.project, name, action):
+                retry_busy(lambda: core.lxd.change_state(target.project, name, action,
+                                                         force=force, timeout=timeout),
+                           f"changing the state of {name} ({action})")
         if action in ("start", "restart") and record.status == records.FAILED:
             with core.db.write() as conn:
                 records.set_status(conn, record.id, records.READY)
@@ -313,7 +328,9 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
         with core.db.write() as conn:
             records.set_status(conn, instance.id, records.DELETING)
         try:
-            _delete_if_ours(core, instance.project, instance.instance_name)
+            with core.instance_locks.hold(instance.project, instance.instance_name):
+                retry_busy(lambda i=instance: _delete_if_ours(core, i.project, i.instance_name),
+                           f"deleting {instance.instance_name}")
         except Exception:
             with core.db.write() as conn:
                 records.set_status(conn, instance.id, instance.status)
