@@ -87,6 +87,7 @@ def test_a_stream_is_closed_within_a_second_of_its_keys_delete(service, world, t
             assert json.loads(open_stream.recv(timeout=30))["deployment"] == "dep-a"
         ok(service.http.delete(world.path("dep-a", "/keys/watcher"), params=world.params))
         took = _closed_after(stream, time.monotonic())
+        print(f"\nstream closed {took * 1000:.0f} ms after the key's delete")
         assert took < REVOCATION_DEADLINE, f"closed {took:.3f} s after the key's delete"
         # Another key's stream is not touched.
         ok(service.http.post(world.path("dep-a", "/shapes/front/scale-requests"),
@@ -103,6 +104,7 @@ def test_a_stream_is_closed_within_a_second_of_its_certificates_removal(service,
         assert json.loads(stream.recv(timeout=30))["deployment"] == "dep-b"
         ok(service.http.delete(f"/1.0/certificates/{world.b_rw.fingerprint}"))
         took = _closed_after(stream, time.monotonic())
+        print(f"\nstream closed {took * 1000:.0f} ms after the certificate's removal")
         assert took < REVOCATION_DEADLINE, f"closed {took:.3f} s after the removal"
     # And it cannot come back (the handshake is refused: the certificate is not trusted).
     # (TLS 1.3 reports the refused client certificate after the handshake: a closed
