@@ -122,7 +122,7 @@ async def events_stream(websocket: WebSocket, type: str = "",
                                 caller.identity if caller else "?")
                     await websocket.close(code=CLOSE_POLICY, reason="access revoked")
                     return
-            if getter not in done:
+            if not getter.done():  # (it may have got an event during the check above)
                 getter.cancel()
                 continue
             event = getter.result()
