@@ -35,9 +35,12 @@ def _private_key(key_type: str):
 
 
 def make_certificate(common_name: str | None = "governor",
-                     key_type: str = "ec384") -> TestCertificate:
+                     key_type: str = "ec384", *,
+                     not_before: datetime.datetime | None = None,
+                     not_after: datetime.datetime | None = None) -> TestCertificate:
     """A self-signed certificate; `common_name=None` gives a subject without a CN;
-    `key_type` one of `KEY_TYPES`."""
+    `key_type` one of `KEY_TYPES`. Valid from 5 minutes ago for ten years (the unit
+    tests' fixed clock is years ahead) unless `not_before`/`not_after` say otherwise."""
     key = _private_key(key_type)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name
                      else [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tests")])
@@ -46,8 +49,8 @@ def make_certificate(common_name: str | None = "governor",
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(not_before or now - datetime.timedelta(minutes=5))
+        .not_valid_after(not_after or now + datetime.timedelta(days=3650))
         .sign(key, None if key_type in ("ed25519", "ed448") else hashes.SHA384())
     )
     return TestCertificate(

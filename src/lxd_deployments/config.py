@@ -117,6 +117,20 @@ class JWTSettings(_Frozen):
     leeway: int = Field(default=30, ge=0, le=300)
 
 
+class AuditSettings(_Frozen):
+    """The audit log's bounds, and the rate of refused changes a caller may ask for."""
+
+    # Seconds a row is kept, and the most rows kept (the oldest go first).
+    retention: int = Field(default=30 * 24 * 3600, ge=60)
+    max_rows: int = Field(default=100_000, ge=100)
+    # Refused changes (4xx) one certificate (all its keys) may ask for: `refused_burst`
+    # at once, refilled at `refused_rate` a second; past them, its changes get 429
+    # (and are not recorded one by one) until the budget refills. The unix socket's
+    # admins are not limited.
+    refused_rate: float = Field(default=10.0, gt=0, le=10_000)
+    refused_burst: int = Field(default=100, gt=0, le=100_000)
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
     unix_socket: Path | None = None
@@ -144,6 +158,7 @@ class Settings(_Frozen):
     # Webhook deliveries to governors, and the periodic events (see webhooks/settings.py).
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("unix_socket_mode")
     @classmethod

@@ -24,6 +24,7 @@ from .core.watcher import Watcher
 from .errors import LXDUnavailable
 from .lxd import connect
 from .servers import Listening, bind_tcp_socket, make_server, prepare_tls, run_servers
+from .statedir import UMASK, create_private, secure_state_dir
 from .store import open_database
 from .webhooks.service import WebhookService, make_bus
 
@@ -80,8 +81,14 @@ def service_id(settings: Settings) -> str:
     return value
 
 
+def secure_state(settings: Settings) -> None:
+    secure_state_dir(settings.state_dir, socket_group=settings.unix_socket_group,
+                     socket_path=settings.socket_path)
+
+
 def build_core(settings: Settings) -> Core:
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_state(settings)  # before the store opens: its secrets are never exposed
+    create_private(settings.database_path)
     db = open_database(settings.database_path)
     return Core(db=db, lxd=connect(settings.lxd),
                 operations=Operations(max_workers=settings.operation_workers,
@@ -127,7 +134,8 @@ async def serve(settings: Settings) -> None:
     tls = prepare_tls(settings, core) if settings.https_bind else None
     app = create_app(core, max_body_bytes=settings.max_body_bytes,
                      authenticators=authenticators_for(settings),
-                     server_certificate=tls.certificate_pem if tls else None)
+                     server_certificate=tls.certificate_pem if tls else None,
+                     audit_settings=settings.audit)
     unix_sock = bind_unix_socket(settings)
     listening = [Listening(make_server(app, Listener.UNIX, settings), unix_sock, "unix")]
     try:
@@ -147,6 +155,8 @@ async def serve(settings: Settings) -> None:
                 Path(bound).unlink(missing_ok=True)
         core.db.close()
         raise
+    # Again, now that the store's journals, the service id and the server key exist.
+    secure_state(settings)
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events)
     try:
@@ -175,6 +185,7 @@ def run(config_path: str | Path | None = None) -> int:
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
+    os.umask(UMASK)  # what the daemon makes is its own (see statedir.py)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if threading.current_thread() is threading.main_thread():

@@ -45,5 +45,14 @@ class PayloadTooLarge(DeploymentsError):
     """The request body is over the service's limit (413)."""
 
 
+class TooManyRequests(DeploymentsError):
+    """The caller spent its budget of refused requests; it may try again later (429)."""
+
+
 class LXDUnavailable(DeploymentsError):
     """LXD could not be reached or answered with an unexpected failure (503)."""
+
+
+class LXDBusy(LXDUnavailable):
+    """LXD refused a change because the instance is busy with another one ("Instance is
+    busy running a ... operation"): worth trying again shortly."""

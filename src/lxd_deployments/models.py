@@ -60,6 +60,15 @@ def _refuse_lone_surrogates(data: object) -> None:
             stack.extend(value)
 
 
+def _check_webhook_url(value: str | None) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("governor_webhook_url must be an http:// or https:// URL")
+    if value and any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+        raise ValueError("governor_webhook_url must not contain whitespace or control "
+                         "characters")
+    return value
+
+
 class _Body(BaseModel):
     """Base for request bodies: unknown fields are refused so typos never pass silently."""
 
@@ -97,9 +106,7 @@ class DeploymentPut(_Body):
     @field_validator("governor_webhook_url")
     @classmethod
     def _webhook_is_http(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("governor_webhook_url must be an http:// or https:// URL")
-        return value
+        return _check_webhook_url(value)
 
 
 class DeploymentPatch(_Body):
@@ -112,9 +119,7 @@ class DeploymentPatch(_Body):
     @field_validator("governor_webhook_url")
     @classmethod
     def _webhook_is_http(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("governor_webhook_url must be an http:// or https:// URL")
-        return value
+        return _check_webhook_url(value)
 
 
 class DeploymentsPost(DeploymentPut):

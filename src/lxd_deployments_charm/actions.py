@@ -103,7 +103,8 @@ def parse_params(model: type[_P], params: Mapping[str, Any]) -> _P:
 
 # --- results ---------------------------------------------------------------------------
 
-_RESULT_KEY = re.compile(r"^[a-z0-9](([a-z0-9-]+)?[a-z0-9])?$")
+# Matched whole (`fullmatch`): with `match`, `$` would accept a final newline.
+_RESULT_KEY = re.compile(r"[a-z0-9](([a-z0-9-]+)?[a-z0-9])?")
 
 
 def keyed(items: Iterable[Mapping[str, Any]], field: str = "name") -> dict[str, Any]:
@@ -111,7 +112,7 @@ def keyed(items: Iterable[Mapping[str, Any]], field: str = "name") -> dict[str, 
     else by position ("0", "1", ...)."""
     items = list(items)
     names = [str(item.get(field, "")) for item in items]
-    if all(_RESULT_KEY.match(n) for n in names) and len(set(names)) == len(names):
+    if all(_RESULT_KEY.fullmatch(n) for n in names) and len(set(names)) == len(names):
         return dict(zip(names, (_strings(i) for i in items), strict=True))
     return {str(index): _strings(item) for index, item in enumerate(items)}
 
@@ -120,7 +121,7 @@ def _strings(value: Any) -> Any:
     """Juju's results are strings and maps of strings."""
     if isinstance(value, Mapping):
         return {str(k).replace("_", "-"): _strings(v) for k, v in value.items()
-                if _RESULT_KEY.match(str(k).replace("_", "-"))}
+                if _RESULT_KEY.fullmatch(str(k).replace("_", "-"))}
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     if isinstance(value, bool):
@@ -178,7 +179,7 @@ def list_deployments(service: Service) -> dict[str, Any]:
             "description": deployment.get("description", ""),
             "shapes": {s: f"{d.get('scaling_current', 0)} "
                           f"(min {d.get('scaling_minimum')}, max {d.get('scaling_maximum')})"
-                       for s, d in shapes.items() if _RESULT_KEY.match(s)},
+                       for s, d in shapes.items() if _RESULT_KEY.fullmatch(s)},
         })
     return {"count": str(len(summary)), "deployments": keyed(summary)}
 

@@ -186,7 +186,8 @@ def test_ten_megabytes_are_refused_with_413_without_swallowing_them(world):
 
 
 BAD_NAMES = ["", "-a", "1a", "a-", "a b", "a/b", "a.b", "a_b", "é", "名前", "a\u0000b",
-             "\u202ertl", "😀", "a" * 64, "a" * 10_000, "a\nb", " a", "a\U0001f600b"]
+             "\u202ertl", "😀", "a" * 64, "a" * 10_000, "a\nb", " a", "a\U0001f600b",
+             "a\n", "web\r\n"]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=range(len(BAD_NAMES)))

@@ -13,10 +13,12 @@ The tests kill and restart this module's service (`service.kill()`, `service.res
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 
 import httpx
+from websockets.sync.client import unix_connect
 
 from .helpers import (
     API,
@@ -204,3 +206,48 @@ def test_lost_database_rebuilt_from_lxd(service, lxd, lxd_project):
     assert error_of(api.delete("/1.0/deployments/dep/shapes/kept/instances/k2")) == (
         409, 'Shape "kept" is at its scaling_minimum (1): cannot delete an instance')
     assert lxd.states(lxd_project) == {"k2": "STOPPED"}
+
+
+def test_a_lost_database_is_rebuilt_within_the_bound(service, lxd, lxd_project):
+    """Two instances carry our keys for a shape whose maximum is now 1 (the database was
+    lost, the shape made again with max 1): one is re-attached, the other is reported
+    (change log and event) and left untouched in LXD."""
+    api = API(service.http, lxd_project)
+    ok(api.post("/1.0/deployments", {"name": "dep"}), 201)
+    shape_body = {"name": "tight", "scaling_minimum": 0, "scaling_maximum": 2,
+                  "instance_template": {"source": BUSYBOX}}
+    ok(api.post("/1.0/deployments/dep/shapes", shape_body), 201)
+    for name in ("t1", "t2"):
+        answer = api.post("/1.0/deployments/dep/shapes/tight/instances", {"instance_name": name})
+        assert wait_operation(api.http, accepted(answer))["status"] == "Success"
+    before = {name: (i["status"], i["config"]) for name, i in lxd.instances(lxd_project).items()}
+
+    service.kill()
+    for path in service.state_dir.glob("database.sqlite3*"):
+        path.unlink()
+    service.restart(reconcile_interval=0.5)
+    api = API(service.http, lxd_project)
+    ok(api.post("/1.0/deployments", {"name": "dep"}), 201)
+    events_url = f"ws://lxd/1.0/events?project={lxd_project}&deployment=dep"
+    with unix_connect(str(service.socket_path), events_url) as stream:
+        ok(api.post("/1.0/deployments/dep/shapes", {**shape_body, "scaling_maximum": 1}), 201)
+        seen = []
+        while not any(e["metadata"].get("change") == "not-attached" for e in seen):
+            seen.append(json.loads(stream.recv(timeout=30)))
+    event = next(e for e in seen if e["metadata"].get("change") == "not-attached")
+    assert (event["type"], event["metadata"]["origin"]) == ("instance-changed", "recovery")
+    changes = ok(api.get("/1.0/deployments/dep/changes"))
+    verdicts = sorted((c["change"], c["instance"]) for c in changes)
+    assert [v[0] for v in verdicts] == ["attached", "not-attached"], verdicts
+    attached, left = verdicts[0][1], verdicts[1][1]
+    assert event["metadata"]["instance"] == left
+    assert shape_records(service, lxd_project, "tight") == {attached: "ready"}
+    assert ok(api.get("/1.0/deployments/dep/shapes/tight"))["scaling_current"] == 1
+    detail = next(c["detail"] for c in changes if c["change"] == "not-attached")
+    assert detail["maximum"] == 1, detail
+    # Left untouched in LXD: both still there, as they were.
+    assert {name: (i["status"], i["config"])
+            for name, i in lxd.instances(lxd_project).items()} == before
+    # The bound holds over the re-attached one: no launch past the maximum.
+    assert error_of(api.post("/1.0/deployments/dep/shapes/tight/instances",
+                             {"instance_name": "t3"}))[0] == 409

@@ -1,7 +1,9 @@
-"""Stress: several governors launch and delete at random in one shape for a bounded time,
-each over HTTPS with its own client certificate and `rw` deployment key, against the
-real service and a real LXD, while a sampler checks the bounds all along; at the end the
-store and LXD agree exactly.
+"""Stress: several governors launch, delete and change the state of (stop, start,
+restart) instances at random in one shape for a bounded time, each over HTTPS with its
+own client certificate and `rw` deployment key, against the real service and a real
+LXD, while a sampler checks the bounds all along; at the end the store and LXD agree
+exactly, and no delete was lost: every delete answered 202 ended with its instance gone
+(a delete never loses to a state change in flight on the same instance).
 
 What the sampler asserts at every sample (MINIMUM <= ... <= MAXIMUM), and why it holds
 at every instant, not only at rest:
@@ -46,6 +48,11 @@ MINIMUM, MAXIMUM = 2, 6
 SHAPE = "busy"
 BUSYBOX = {"type": "image", "alias": "busybox"}
 OPERATION_TIMEOUT = 120
+STATE_ACTIONS = ("stop", "start", "restart")
+# How a state change may end, besides Success, when governors race on one instance: the
+# delete of another came first (it supersedes), or the instance already was so.
+STATE_CHANGE_FAILURES = ("gave way to the delete", "already running", "not running",
+                         "already stopped")
 
 
 @dataclass
@@ -54,6 +61,8 @@ class Outcomes:
 
     counts: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
+    # Every instance whose delete was answered 202: it must be gone at the end.
+    deleted: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def note(self, outcome: str, unexpected: str | None = None) -> None:
@@ -61,6 +70,10 @@ class Outcomes:
             self.counts[outcome] += 1
             if unexpected is not None:
                 self.unexpected.append(unexpected)
+
+    def accepted_delete(self, name: str) -> None:
+        with self.lock:
+            self.deleted.add(name)
 
 
 class Governor(threading.Thread):
@@ -82,15 +95,19 @@ class Governor(threading.Thread):
         try:
             launched = 0
             while time.monotonic() < self.deadline:
-                if self.random.random() < 0.5:
+                dice = self.random.random()
+                if dice < 0.4:
                     launched += 1
                     self.launch(f"g{self.index}-{launched}")
-                else:
+                elif dice < 0.75:
                     self.delete_one()
+                else:
+                    self.change_state_of_one()
         except Exception as err:  # noted, then asserted on by the test
             self.outcomes.note("crashed", f"{self.name}: {type(err).__name__}: {err}")
 
-    def settle(self, what: str, answer: httpx.Response, refusals: set[int]) -> None:
+    def settle(self, what: str, answer: httpx.Response, refusals: set[int],
+               may_fail: tuple[str, ...] = ()) -> None:
         if answer.status_code in refusals:
             self.outcomes.note(f"{what} {answer.status_code}")
             return
@@ -99,22 +116,40 @@ class Governor(threading.Thread):
                                f"{what}: {answer.status_code} {answer.text}")
             return
         final = wait_operation(self.http, answer.json()["metadata"], OPERATION_TIMEOUT)
-        self.outcomes.note(f"{what} {final['status']}",
-                           None if final["status"] == "Success" else f"{what}: {final}")
+        expected = final["status"] == "Success" or any(
+            words in final["err"].lower() for words in may_fail)
+        self.outcomes.note(f"{what} {final['status']}", None if expected else f"{what}: {final}")
 
     def launch(self, name: str) -> None:
         answer = self.http.post(self.instances, params=self.params, json={"instance_name": name})
         self.settle("launch", answer, {409})  # at the maximum
 
-    def delete_one(self) -> None:
+    def pick(self) -> str | None:
         listed = ok(self.http.get(self.instances, params=self.params))
         if not listed:
+            return None
+        return self.random.choice(listed).split("?")[0].rsplit("/", 1)[-1]
+
+    def delete_one(self) -> None:
+        name = self.pick()
+        if name is None:
             return
-        name = self.random.choice(listed).split("?")[0].rsplit("/", 1)[-1]
         answer = self.http.delete(f"{self.instances}/{name}", params=self.params)
+        if answer.status_code == 202:
+            self.outcomes.accepted_delete(name)
         # 409: at the minimum, or another governor is deleting it (or it is still being
         # launched); 404: another governor deleted it since the list.
         self.settle("delete", answer, {404, 409})
+
+    def change_state_of_one(self) -> None:
+        name = self.pick()
+        if name is None:
+            return
+        action = self.random.choice(STATE_ACTIONS)
+        answer = self.http.put(f"{self.instances}/{name}/state", params=self.params,
+                               json={"action": action, "force": True})
+        # 409: being deleted or launched; 404: deleted since the list.
+        self.settle(f"{action}", answer, {404, 409}, may_fail=STATE_CHANGE_FAILURES)
 
 
 class Sampler(threading.Thread):
@@ -227,11 +262,34 @@ def test_governors_at_random_never_cross_the_bounds(service, lxd, lxd_project, g
     assert outcomes.counts["launch Success"] >= 2, context
     assert outcomes.counts["delete Success"] >= 2, context
 
-    # At rest the store and LXD agree exactly, and nothing is left in flight.
+    # No delete was lost: every instance whose delete was answered 202 is gone, from
+    # LXD and from the store.
     recorded = records(service, lxd_project)
     in_lxd = {name: i["status"] for name, i in lxd.instances(lxd_project).items()
               if ours(i, service.service_id, "dep", SHAPE)}
+    lost = sorted(outcomes.deleted & (set(recorded) | set(in_lxd)))
+    print(f"\nstress: {len(outcomes.deleted)} deletes answered 202, {len(lost)} lost; "
+          f"{context}")
+    assert not lost, f"{context}: deletes answered 202 whose instance is still there: {lost}"
+    assert outcomes.deleted, context
+    state_changes = sum(n for outcome, n in outcomes.counts.items()
+                        if outcome.split(" ")[0] in STATE_ACTIONS)
+    assert state_changes >= 2, context
+
+    # At rest the store and LXD agree exactly, and nothing is left in flight. (Stopped
+    # ones are started again first: every instance must then run.)
     assert recorded == dict.fromkeys(in_lxd, "ready"), (recorded, in_lxd, context)
+    with service.https_client(certificates[0], timeout=OPERATION_TIMEOUT + 10) as governor:
+        for name, status in in_lxd.items():
+            if status != "Running":
+                answer = governor.put(
+                    f"/1.0/deployments/dep/shapes/{SHAPE}/instances/{name}/state",
+                    params={"project": lxd_project}, json={"action": "start"})
+                assert answer.status_code == 202, answer.text
+                final = wait_operation(governor, answer.json()["metadata"])
+                assert final["status"] == "Success", final
+    in_lxd = {name: i["status"] for name, i in lxd.instances(lxd_project).items()
+              if ours(i, service.service_id, "dep", SHAPE)}
     assert set(in_lxd.values()) == {"Running"}, in_lxd
     assert set(lxd.states(lxd_project)) == set(in_lxd)  # nothing else in the project
     shown = ok(api.get(f"/1.0/deployments/dep/shapes/{SHAPE}"))

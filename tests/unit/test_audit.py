@@ -48,7 +48,9 @@ def test_refused_attempts_of_known_callers_are_recorded_with_their_error(world, 
     recorded = entries(api, since=last)
     assert [(e["identity"].split(" ")[0], e["status_code"]) for e in recorded] == [
         ("gov-ro", 403), ("gov-rw", 403), ("unix", 400)]
-    assert recorded[0]["deployment_key"] == ""  # refused before any key allowed it
+    # The key the refused write used is named (it reads the deployment, may not write).
+    assert recorded[0]["deployment_key"] == "web/watcher"
+    assert recorded[1]["deployment_key"] == ""  # no key reaches the management API
     assert recorded[0]["error"].startswith('Deployment key "watcher" is read-only')
     assert recorded[1]["error"].startswith("Not authorized: this needs an admin")
 
@@ -90,3 +92,80 @@ def test_each_change_is_also_a_line_of_the_service_log(world, caplog):
         wait(world.rw, launch(world.rw, "web", "c1"))
     assert f"POST {INSTANCES.format(d='web')} by gov-rw" in caplog.text
     assert "key web/autoscaler (tls): 202 operation" in caplog.text
+
+
+def test_rows_stay_small_whatever_the_request(world, api):
+    """A 10 KB query string and a long error are cut: a row holds about 1 KiB at most."""
+    from lxd_deployments.store.audit import FIELD_LIMITS
+
+    last = entries(api)[-1]["id"]
+    world.ro.post(INSTANCES.format(d="web"), params={"junk": "x" * 10_000},
+                  json={"instance_name": "c1"})
+    [entry] = entries(api, since=last)
+    assert entry["status_code"] == 403 and entry["path"].endswith("...")
+    assert len(entry["path"]) == FIELD_LIMITS["path"]
+    assert sum(len(str(v)) for v in entry.values()) < 1200
+
+
+def test_a_caller_past_its_refusal_budget_gets_429_and_no_row_per_request(world, api,
+                                                                          clients):
+    from lxd_deployments.config import AuditSettings
+
+    ro = clients(world.certificates.ro,
+                 audit_settings=AuditSettings(refused_rate=0.01, refused_burst=3))
+    last = entries(api)[-1]["id"]
+    answers = [launch(ro, "web", f"c{n}") for n in range(10)]
+    assert [a.status_code for a in answers] == [403] * 3 + [429] * 7
+    assert error_of(answers[3])[0] == 429
+    message = error_of(answers[3])[1]
+    assert message.startswith("Too many refused requests from this certificate")
+    assert int(answers[3].headers["Retry-After"]) >= 1
+    recorded = entries(api, since=last)
+    # Three refusals, then one 429 (one a minute at most is recorded).
+    assert [(e["status_code"], e["deployment_key"]) for e in recorded] == \
+        [(403, "web/watcher")] * 3 + [(429, "")]
+    # Reads are not refused: the key still reads its deployment.
+    assert ro.get("/1.0/deployments/web").status_code == 200
+    # The admin socket has no budget.
+    for _ in range(5):
+        assert api.post("/1.0/deployments", json={"name": "Bad Name"}).status_code == 400
+
+
+def test_the_budget_refills_and_accepted_requests_cost_nothing():
+    from lxd_deployments.api.refusals import RefusalBudget
+
+    now = [0.0]
+    budget = RefusalBudget(rate=2.0, burst=2, clock=lambda: now[0])
+    assert budget.check("a") == (0.0, False)
+    budget.spend("a")
+    budget.spend("a")
+    assert budget.check("a") == (0.5, True)
+    assert budget.check("a") == (0.5, False)  # one 429 recorded a minute at most
+    assert budget.check("b") == (0.0, False)  # another certificate's budget is its own
+    now[0] = 0.5
+    assert budget.check("a") == (0.0, False)
+    budget.spend("a")
+    assert budget.check("a")[1] is False  # a new 429 within the minute: not recorded
+    now[0] = 61.0
+    budget.spend("a")
+    budget.spend("a")
+    assert budget.check("a")[1] is True
+
+
+def test_prune_keeps_the_retention_and_the_newest_rows(core):
+    from lxd_deployments.store import audit as store
+
+    with core.db.write() as conn:
+        for n in range(10):
+            store.record(conn, store.AuditEntry(
+                auth_method="tls", caller_kind="governor", identity="g", method="POST",
+                path="/x", status_code=403, created_at=f"2026-01-01T00:00:{n:02d}+00:00"))
+        assert store.prune(conn, recorded_before="2026-01-01T00:00:03+00:00",
+                           keep_rows=100) == 3
+        assert store.prune(conn, recorded_before="2000-01-01T00:00:00+00:00",
+                           keep_rows=4) == 3
+        assert [e.created_at[-8:-6] for e in store.list_entries(conn)] == \
+            ["06", "07", "08", "09"]
+        assert store.prune(conn, recorded_before="2027-01-01T00:00:00+00:00",
+                           keep_rows=4) == 4
+        assert store.size(conn) == 0

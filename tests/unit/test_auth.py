@@ -13,7 +13,7 @@ import re
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import WebSocketDenialResponse
 
 from lxd_deployments.api import create_app
 from lxd_deployments.auth import Authenticators, Caller, Listener, certificate_caller
@@ -255,11 +255,15 @@ def test_each_route_declares_who_may_call_it(core):
 def test_websockets_need_an_authenticated_caller(world):
     paths = [route.path for route in api_routes(world.anonymous.app.app.app)
              if isinstance(route, APIWebSocketRoute)]
+    assert paths
     for path in paths:
-        with pytest.raises(WebSocketDisconnect) as refused, \
+        # The same 401 in LXD's envelope as every other route (not a refused handshake).
+        with pytest.raises(WebSocketDenialResponse) as refused, \
                 world.anonymous.websocket_connect(path):
             pass
-        assert refused.value.code == 4401
+        assert refused.value.status_code == 401
+        body = refused.value.json()
+        assert (body["type"], body["error_code"]) == ("error", 401), body
 
 
 # --- operations ----------------------------------------------------------------------------
@@ -384,3 +388,61 @@ def test_the_unix_listener_is_an_admin_whatever_the_request_carries(core, world)
     caller = identify(core.db, credentials)
     assert (caller.kind, caller.method, caller.identity) == ("admin", "unix", "unix (uid 1000)")
     assert identify(core.db, Credentials(listener=None)).is_authenticated is False
+
+
+def test_a_long_lived_callers_access_is_read_again_from_the_store(world, api, core):
+    """What the events stream checks on an open connection: a deleted key leaves the
+    grants, a removed certificate makes the caller anonymous."""
+    from lxd_deployments.auth.identify import certificate_caller, refreshed
+
+    with core.db.read() as conn:
+        caller = certificate_caller(conn, world.certificates.rw.fingerprint)
+    assert [g.key_name for g in caller.grants] == ["autoscaler"]
+    assert api.delete("/1.0/deployments/web/keys/autoscaler").status_code == 200
+    with core.db.read() as conn:
+        assert refreshed(conn, caller).grants == ()
+    assert api.delete(f"/1.0/certificates/{world.certificates.rw.fingerprint}"
+                      ).status_code == 200
+    with core.db.read() as conn:
+        assert not refreshed(conn, caller).is_authenticated
+
+
+# --- no existence oracle -------------------------------------------------------------------
+
+TAKEN = 'Instance name "{}" is not available: choose another name'
+
+
+def test_a_governor_at_its_maximum_gets_the_bound_answer_for_every_name(world, fake_lxd,
+                                                                         nothing_changes):
+    wait(world.shop, launch(world.shop, "shop", "theirs"))  # another tenant's instance
+    fake_lxd.add_instance("default", "outside")  # not the service's at all
+    for n in range(3):
+        assert wait(world.rw, launch(world.rw, "web", f"mine{n}"))["status"] == "Success"
+    at_maximum = ('Shape "front" is at its scaling_maximum (3): cannot launch another '
+                  "instance")
+    with nothing_changes:
+        for name in ("theirs", "outside", "mine0", "nobody"):
+            assert error_of(launch(world.rw, "web", name)) == (409, at_maximum)
+        for names in (["theirs"], ["nobody"], ["theirs", "nobody"]):
+            status, _ = error_of(world.rw.post(INSTANCES.format(d="web"), json={
+                "instance_names": names, "best_effort": True}))
+            assert status == 409
+
+
+def test_a_governor_below_its_maximum_learns_nothing_of_names_taken_elsewhere(
+        world, api, fake_lxd, nothing_changes):
+    wait(world.shop, launch(world.shop, "shop", "theirs"))
+    fake_lxd.add_instance("default", "outside")
+    with nothing_changes:
+        for name in ("theirs", "outside"):
+            # The same answer for another tenant's instance and for one of LXD's.
+            assert error_of(launch(world.rw, "web", name)) == (409, TAKEN.format(name))
+            assert error_of(world.rw.post(INSTANCES.format(d="web"), json={
+                "instance_names": ["fresh", name]})) == (409, TAKEN.format(name))
+        # An admin is told what holds it.
+        assert error_of(launch(api, "web", "outside")) == (
+            409, 'Instance "outside" already exists in project "default"')
+    # With best effort, only the names that fit are looked at: room 3, the 4th not.
+    answer = world.rw.post(INSTANCES.format(d="web"), json={
+        "instance_names": ["n1", "n2", "n3", "theirs"], "best_effort": True})
+    assert wait(world.rw, answer)["status"] == "Success"

@@ -165,3 +165,66 @@ def test_operations_outside_the_default_project_name_it_in_their_url(api, fake_l
         path = operation_url.partition("?")[0]
         waited = api.get(f"{path}/wait", params={"timeout": 10, "project": "p1"})
         assert waited.json()["metadata"]["status"] == "Success", waited.json()
+
+
+def _wait(api, response) -> dict:
+    assert response.status_code == 202, response.json()
+    return api.get(response.json()["operation"] + "/wait",
+                   params={"timeout": 10}).json()["metadata"]
+
+
+def test_a_delete_supersedes_a_state_change_that_has_not_reached_lxd(api, core, shape,
+                                                                     fake_lxd):
+    """The state change and the delete both accepted while another change of the
+    instance holds it: whichever runs first, the delete wins and is never lost."""
+    launch(api, "c0")
+    launch(api, "c1")
+    with core.instance_locks.hold("default", "c1"):  # a change of ours in flight
+        stop = api.put(f"{BASE}/c1/state", json={"action": "stop", "force": True})
+        delete = api.delete(f"{BASE}/c1")
+        assert (stop.status_code, delete.status_code) == (202, 202)
+    stopped, deleted = _wait(api, stop), _wait(api, delete)
+    assert deleted["status"] == "Success", deleted
+    assert (stopped["status"], stopped["err"]) == (
+        "Failure", 'Instance "c1" is being deleted: the state change ("stop") gave way to '
+                   "the delete")
+    assert ("default", "c1") not in fake_lxd.instances
+    assert len(core.instance_locks) == 0  # nothing left behind
+
+
+def test_a_delete_lxd_finds_busy_is_retried(api, core, shape, fake_lxd, monkeypatch):
+    from lxd_deployments.errors import LXDBusy
+
+    launch(api, "c0")
+    launch(api, "c1")
+    real, refusals = fake_lxd.delete_instance, []
+
+    def busy_twice(project: str, name: str) -> None:
+        if len(refusals) < 2:
+            refusals.append(name)
+            raise LXDBusy('LXD refused to delete c1: Instance is busy running a "start" '
+                          "operation")
+        real(project, name)
+
+    monkeypatch.setattr(fake_lxd, "delete_instance", busy_twice)
+    assert _wait(api, api.delete(f"{BASE}/c1"))["status"] == "Success"
+    assert refusals == ["c1", "c1"] and ("default", "c1") not in fake_lxd.instances
+
+
+def test_retry_busy_gives_up_past_its_deadline():
+    from lxd_deployments.core.inflight import retry_busy
+    from lxd_deployments.errors import LXDBusy
+
+    now, pauses = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    def always_busy():
+        raise LXDBusy("Instance is busy")
+
+    with pytest.raises(LXDBusy):
+        retry_busy(always_busy, "x", deadline=5.0, clock=lambda: now[0], sleep=sleep)
+    assert pauses[:4] == [0.1, 0.2, 0.4, 0.8] and sum(pauses) <= 5.0
+    assert retry_busy(lambda: 7, "x") == 7

@@ -8,6 +8,7 @@ ever appears in the logs.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -248,6 +249,43 @@ def test_keys_that_cannot_sign_are_refused(api, verify):
         certificate = trust_as_type(api, key_type)
         value = forged({"alg": alg, "kid": certificate.fingerprint}, claims())
         assert refused(verify, value) == f"the certificate in kid cannot sign tokens: {reason}"
+
+
+def _dated_governor(api, name: str, not_before: float, not_after: float):
+    """A governor certificate valid only between the two times (epoch seconds), trusted
+    with an rw key on web."""
+    certificate = make_certificate(
+        name, not_before=datetime.datetime.fromtimestamp(not_before, datetime.timezone.utc),
+        not_after=datetime.datetime.fromtimestamp(not_after, datetime.timezone.utc))
+    assert api.post("/1.0/certificates", json={
+        "certificate": certificate.pem, "type": "deployments", "name": name}).status_code == 201
+    give_key(api, "web", name, certificate, "rw")
+    return certificate
+
+
+def test_a_certificate_out_of_its_validity_signs_no_token(api, keys, verify):
+    expired = _dated_governor(api, "expired", NOW - 7200, NOW - 1)
+    early = _dated_governor(api, "early", NOW + 1, NOW + 7200)
+    # The token itself is fine: only the signer's dates are wrong (no leeway for them).
+    assert refused(verify, token(expired)) == \
+        "the certificate in kid cannot sign tokens: the certificate has expired"
+    assert refused(verify, token(early)) == \
+        "the certificate in kid cannot sign tokens: the certificate is not valid yet"
+    # Within its dates, the same kind of certificate signs.
+    fresh = _dated_governor(api, "fresh", NOW - 1, NOW + 1)
+    assert verify(token(fresh)).grants[0].key_name == "fresh"
+
+
+def test_an_expired_certificate_is_no_caller_on_an_open_connection(api, keys, core):
+    """mTLS: a connection opened before the certificate expired is refused after."""
+    from lxd_deployments.auth.identify import certificate_caller
+
+    certificate = _dated_governor(api, "lapsing", NOW - 7200, NOW + 10)
+    with core.db.read() as conn:
+        assert certificate_caller(conn, certificate.fingerprint, now=NOW).is_governor
+        late = certificate_caller(conn, certificate.fingerprint, now=NOW + 11)
+    assert (late.is_authenticated, late.reason) == \
+        (False, "Not authorized: the certificate has expired")
 
 
 def test_a_signature_by_another_key_is_refused(keys, verify):

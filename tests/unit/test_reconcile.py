@@ -170,6 +170,33 @@ def test_a_lost_database_is_rebuilt_from_lxd(api, core, fake_lxd, shape, tmp_pat
         fresh.db.close()
 
 
+def test_reattaching_stays_within_the_bound_and_reports_the_rest_once(api, core, fake_lxd):
+    """A lost database, a shape of max 2 and three instances of ours: the running ones
+    (oldest first) are re-attached, the third is reported once and left as it is."""
+    make_shape(api, maximum=2)
+    fake_lxd.add_instance("default", "old-stopped", our_keys(core), status="Stopped")
+    fake_lxd.add_instance("default", "b-running", our_keys(core), status="Running")
+    fake_lxd.add_instance("default", "a-running", our_keys(core), status="Running")
+    before = {k: dict(v, config=dict(v["config"])) for k, v in fake_lxd.instances.items()}
+    rec.reconcile(core, startup=True)
+    assert statuses(core) == {"a-running": "ready", "b-running": "ready"}
+    assert scaling_current(api) == 2
+    found = changes(api)
+    assert sorted((c, n) for c, n, _ in found) == [
+        ("attached", "a-running"), ("attached", "b-running"), ("not-attached", "old-stopped")]
+    detail = next(d for c, _, d in found if c == "not-attached")
+    assert detail["maximum"] == 2 and "scaling_maximum (2)" in detail["reason"]
+    assert fake_lxd.instances == before and fake_lxd.deleted_instances == []
+    # Reported once, not at every reconcile.
+    rec.reconcile(core, startup=False)
+    assert len(changes(api)) == 3
+    # Room again (the admin raised the maximum): the next reconcile takes it.
+    assert api.patch(BASE, json={"scaling_maximum": 3}).status_code == 200
+    rec.reconcile(core, startup=False)
+    assert statuses(core) == {"a-running": "ready", "b-running": "ready",
+                              "old-stopped": "failed"}
+
+
 def test_instances_are_attached_to_the_shape_their_keys_name(api, core, fake_lxd, shape):
     make_shape(api, shape="back")
     fake_lxd.add_instance("default", "b1", our_keys(core, shape="back"))

@@ -22,6 +22,9 @@ def _nothing_written(api):
     ("web_app", "Deployment name may only contain letters, digits and dashes"),
     ("wéb", "Deployment name may only contain letters, digits and dashes"),
     ("a" * 64, "Deployment name must be at most 63 characters long"),
+    # `$` of `re.match` accepts a final newline: names are matched whole.
+    ("web\n", "Deployment name may only contain letters, digits and dashes"),
+    ("web\r\n", "Deployment name may only contain letters, digits and dashes"),
 ])
 def test_bad_names(api, name, message):
     assert error_of(api.post("/1.0/deployments", json={"name": name})) == (400, message)
@@ -37,6 +40,12 @@ def test_bad_names(api, name, message):
      'Invalid value for "governor_webhook_url": governor_webhook_url must be an http:// or '
      "https:// URL"),
     ({"name": "d", "surprise": True}, 'Unknown field "surprise"'),
+    ({"name": "d", "config": {"user.a\n": "1"}},
+     "Invalid deployment configuration key 'user.a\\n': at most 255 characters, without "
+     "control characters or surrounding whitespace"),
+    ({"name": "d", "governor_webhook_url": "https://x/\n"},
+     'Invalid value for "governor_webhook_url": governor_webhook_url must not contain '
+     "whitespace or control characters"),
     ({"description": "no name"}, 'Missing field "name"'),
     ({"name": 7}, 'Invalid value for "name": Input should be a valid string'),
 ])
@@ -132,3 +141,22 @@ def test_bodies_of_updates_are_checked_like_creations(api, url):
     assert error_of(api.post(url, json={})) == (400, 'Missing field "name"')
     assert error_of(api.post(url, json={"name": "x", "extra": 1})) == (
         400, 'Unknown field "extra"')
+
+
+def test_names_are_matched_whole_by_every_rule():
+    """Every name rule of the codebase refuses a trailing newline (`re.match` with `$`
+    would not): the service's, the project's, the CLI's remotes, the charm's result keys."""
+    from lxd_deployments.cli.remotes import _NAME as REMOTE_NAME
+    from lxd_deployments.core.capacity import parse_memory
+    from lxd_deployments.errors import InvalidInput
+    from lxd_deployments.names import validate_label, validate_name, validate_project
+    from lxd_deployments_charm.actions import _RESULT_KEY
+
+    for rule in (lambda n: validate_name(n, "X"), validate_project,
+                 lambda n: validate_label(n, "X")):
+        rule("web")
+        with pytest.raises(InvalidInput):
+            rule("web\n")
+    assert REMOTE_NAME.fullmatch("prod") and not REMOTE_NAME.fullmatch("prod\n")
+    assert _RESULT_KEY.fullmatch("web") and not _RESULT_KEY.fullmatch("web\n")
+    assert parse_memory("1GiB") == parse_memory(" 1GiB\n") == 2**30

@@ -8,6 +8,7 @@ from .. import __version__
 from ..auth.dependencies import default_policy
 from ..auth.identify import Authenticators
 from ..auth.middleware import Authenticate
+from ..config import AuditSettings
 from ..core import Core
 from .audit import AuditLog
 from .body import RequestBodyGuard
@@ -35,10 +36,12 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                authenticators: Authenticators | None = None,
-               server_certificate: str | None = None) -> FastAPI:
+               server_certificate: str | None = None,
+               audit_settings: AuditSettings | None = None) -> FastAPI:
     """The app; serve it through `auth.middleware.ListenerApp` (a request that no listener
     marked is anonymous). `authenticators` adds bearer tokens to client certificates;
-    `server_certificate` (PEM) is shown by `GET /1.0` when the service serves HTTPS."""
+    `server_certificate` (PEM) is shown by `GET /1.0` when the service serves HTTPS;
+    `audit_settings` bound the audit log and the refused requests of each caller."""
     app = FastAPI(
         title="LXD Deployments API",
         version=__version__,
@@ -61,6 +64,10 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     install_openapi(app)
     # The last added runs first: authenticate, then audit, then guard the body.
     app.add_middleware(RequestBodyGuard, max_bytes=max_body_bytes)
-    app.add_middleware(AuditLog, db=core.db)
+    audit_settings = audit_settings or AuditSettings()
+    app.add_middleware(AuditLog, db=core.db, retention=audit_settings.retention,
+                       max_rows=audit_settings.max_rows,
+                       refused_rate=audit_settings.refused_rate,
+                       refused_burst=audit_settings.refused_burst)
     app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators)
     return app

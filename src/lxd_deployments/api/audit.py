@@ -9,24 +9,39 @@ of a refusal). The row is written before the answer leaves, so whoever got an an
 finds it in `GET /1.0/audit`. Anonymous requests never reach a handler (401, logged by
 the authentication middleware) and are not stored, so that nobody unauthenticated can
 fill the store. Bodies, keys and tokens are never recorded.
+
+Bounded three ways: each row is small (texts cut, see `store.audit.FIELD_LIMITS`);
+rows older than `audit.retention` and past the newest `audit.max_rows` are pruned
+(every `PRUNE_EVERY_ROWS` rows or `PRUNE_EVERY_SECONDS`, whichever comes first); and a
+caller that spent its budget of refused changes (`refusals.RefusalBudget`) is answered
+429 without a row per request (one a minute at most is recorded).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs
 
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.middleware import request_auth
+from ..errors import TooManyRequests
 from ..store import Database
 from ..store import audit as store
+from .envelope import error_response
+from .errors import status_of
+from .refusals import RefusalBudget, budget_key
 
 logger = logging.getLogger("lxd_deployments.audit")
 
 AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PRUNE_EVERY_ROWS = 1000
+PRUNE_EVERY_SECONDS = 60.0
 _OPERATION_PREFIX = "/1.0/operations/"
 
 
@@ -55,9 +70,15 @@ def _project_of(path: str, query: str) -> str:
 
 
 class AuditLog:
-    def __init__(self, app: ASGIApp, db: Database) -> None:
+    def __init__(self, app: ASGIApp, db: Database, *, retention: float, max_rows: int,
+                 refused_rate: float, refused_burst: int) -> None:
         self.app = app
         self.db = db
+        self.retention = retention
+        self.max_rows = max_rows
+        self.budget = RefusalBudget(refused_rate, refused_burst)
+        self._since_prune = 0
+        self._last_prune = time.monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = request_auth(scope)
@@ -81,15 +102,22 @@ class AuditLog:
                 project=_project_of(scope["path"], query),
                 status_code=status, operation=_operation_id(headers) if status == 202 else "",
                 error=_error_of(body) if status >= 400 else "")
-            logger.info("%s %s by %s%s (%s): %d%s", entry.method, entry.path, entry.identity,
-                        f" key {entry.deployment_key}" if entry.deployment_key else "",
-                        entry.auth_method, status,
+            logger.info("%s %s by %s%s (%s): %d%s", entry.method, entry.path[:320],
+                        entry.identity, f" key {entry.deployment_key}"
+                        if entry.deployment_key else "", entry.auth_method, status,
                         f" operation {entry.operation}" if entry.operation else
-                        f" {entry.error}" if entry.error else "")
+                        f" {entry.error[:320]}" if entry.error else "")
             try:
                 await anyio.to_thread.run_sync(self._record, entry)
             except Exception:  # the change is made: answer it, but say the log lacks it
                 logger.exception("could not write the audit log entry above")
+
+        key = budget_key(auth.caller)
+        if key is not None:
+            wait, first = self.budget.check(key)
+            if wait > 0:
+                await self._too_many(scope, receive, send, wait, write if first else None)
+                return
 
         async def audited_send(message: Message) -> None:
             nonlocal start
@@ -98,7 +126,10 @@ class AuditLog:
                 return
             if message["type"] == "http.response.body" and start is not None:
                 held, start = start, None
-                await write(held["status"], list(held.get("headers") or []),
+                status = held["status"]
+                if key is not None and 400 <= status < 500:
+                    self.budget.spend(key)
+                await write(status, list(held.get("headers") or []),
                             message.get("body", b""))
                 await send(held)
             await send(message)
@@ -110,6 +141,30 @@ class AuditLog:
                 await write(500, [], b"")
             raise
 
+    async def _too_many(self, scope: Scope, receive: Receive, send: Send, wait: float,
+                        write) -> None:
+        """429 in LXD's envelope, with `Retry-After`; recorded only when `write` is given."""
+        seconds = max(1, math.ceil(wait))
+        error = TooManyRequests(
+            f"Too many refused requests from this certificate: try again in {seconds} s "
+            "(further refusals until then are answered 429 and not recorded one by one)")
+        response = error_response(status_of(error), error.message)
+        response.headers["Retry-After"] = str(seconds)
+        if write is not None:
+            await write(response.status_code, [], response.body)
+        await response(scope, receive, send)
+
     def _record(self, entry: store.AuditEntry) -> None:
         with self.db.write() as conn:
             store.record(conn, entry)
+            self._since_prune += 1
+            now = time.monotonic()
+            if self._since_prune >= PRUNE_EVERY_ROWS or now - self._last_prune >= \
+                    PRUNE_EVERY_SECONDS:
+                self._since_prune, self._last_prune = 0, now
+                cutoff = (datetime.now(timezone.utc)
+                          - timedelta(seconds=self.retention)).isoformat()
+                pruned = store.prune(conn, recorded_before=cutoff, keep_rows=self.max_rows)
+                if pruned:
+                    logger.info("audit log: %d row(s) pruned (retention %d s, at most %d "
+                                "rows)", pruned, self.retention, self.max_rows)

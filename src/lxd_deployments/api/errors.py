@@ -22,6 +22,7 @@ STATUS_OF: tuple[tuple[type[errors.DeploymentsError], int], ...] = (
     (errors.Conflict, 409),
     (errors.PreconditionFailed, 412),
     (errors.PayloadTooLarge, 413),
+    (errors.TooManyRequests, 429),
     (errors.LXDUnavailable, 503),
 )
 

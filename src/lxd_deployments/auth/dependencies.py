@@ -77,11 +77,13 @@ def _target(request: Request) -> tuple[str, str]:
 def _deployment_access(request: Request, *, write: bool) -> Access:
     caller = current_caller(request)
     project, deployment = _target(request)
-    grant = rules.require_deployment(caller, project, deployment, write=write)
+    grant = rules.require_deployment(caller, project, deployment, write=False)
     if grant is not None:
         auth = request_auth(request.scope)
         if auth is not None:
-            auth.grant = grant  # the audit log names the key used
+            auth.grant = grant  # the audit log names the key used, refused or not
+        if write:
+            rules.require_writable(grant)
     return Access(caller, grant)
 
 

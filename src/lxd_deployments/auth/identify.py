@@ -23,9 +23,12 @@ or certificate stops working on the next request, keep-alive connections include
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
+from cryptography import x509
 from sqlalchemy import Connection
 
 from ..errors import Unauthorized
@@ -37,6 +40,7 @@ from .caller import (
     GOVERNOR,
     METHOD_JWT,
     METHOD_TLS,
+    METHOD_UNIX,
     Caller,
     Grant,
     Listener,
@@ -91,8 +95,30 @@ class Authenticators:
         return ["tls", *(["jwt"] if self.bearer is not None else [])]
 
 
+@lru_cache(maxsize=1024)
+def _validity(pem: str) -> tuple[float, float]:
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    return (certificate.not_valid_before_utc.timestamp(),
+            certificate.not_valid_after_utc.timestamp())
+
+
+def out_of_date(pem: str, now: float | None = None) -> str:
+    """Why the certificate is not valid at `now` (expired, not yet valid), or "".
+
+    The TLS handshake refuses such a certificate; this holds every other way it is used
+    (a JWT it signed, a connection opened before it expired), with no leeway either."""
+    not_before, not_after = _validity(pem)
+    now = time.time() if now is None else now
+    if now > not_after:
+        return "the certificate has expired"
+    if now < not_before:
+        return "the certificate is not valid yet"
+    return ""
+
+
 def certificate_caller(conn: Connection, fingerprint: str, *, method: str = METHOD_TLS,
-                       deployment: tuple[str, str] | None = None) -> Caller:
+                       deployment: tuple[str, str] | None = None,
+                       now: float | None = None) -> Caller:
     """The caller a trusted certificate makes, from the store as it is now.
 
     `deployment` = (project, name) keeps only the key of that deployment (a JWT is for
@@ -101,6 +127,10 @@ def certificate_caller(conn: Connection, fingerprint: str, *, method: str = METH
     if row is None:
         return Caller.anonymous("Not authorized: the client certificate is not trusted",
                                 method=method, fingerprint=fingerprint)
+    stale = out_of_date(row.certificate, now)
+    if stale:
+        return Caller.anonymous(f"Not authorized: {stale}", method=method,
+                                fingerprint=fingerprint)
     if row.type == "client":
         return Caller(kind=ADMIN, method=method, name=row.name, fingerprint=row.fingerprint)
     grants = tuple(
@@ -146,3 +176,17 @@ def identify(db: Database, credentials: Credentials,
                                 "client certificate, or a bearer token where offered)")
     with db.read() as conn:
         return certificate_caller(conn, fingerprint_of_der(credentials.peer_certificate))
+
+
+def refreshed(conn: Connection, caller: Caller) -> Caller:
+    """The same caller as the store has it now, for a connection that outlives its
+    request (the events stream): a removed or expired certificate is anonymous, a deleted
+    key is gone from its grants. A JWT caller keeps at most the deployments it had (its
+    token named one audience); the token's own times are not checked again."""
+    if caller.method == METHOD_UNIX or not caller.is_authenticated:
+        return caller
+    now = certificate_caller(conn, caller.fingerprint, method=caller.method)
+    if caller.method == METHOD_JWT and now.is_governor:
+        had = {g.deployment_id for g in caller.grants}
+        now = replace(now, grants=tuple(g for g in now.grants if g.deployment_id in had))
+    return now

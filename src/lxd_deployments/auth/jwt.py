@@ -17,6 +17,8 @@ The rules (every refusal is a 401 with the reason, in LXD's error envelope):
   project (`?project=`); `iat` and `exp` are required, and `exp - iat` may not exceed
   `jwt.max_lifetime` (300 s by default); `exp`, `iat` (not in the future) and `nbf`
   (when present) are checked with `jwt.leeway` seconds of clock skew (30 by default).
+- the certificate in `kid` must be within its validity (`notBefore`..`notAfter`, no
+  leeway, as the TLS handshake checks it): an expired certificate signs no token.
 - the caller is a governor holding only the key of its certificate in the audience
   deployment, read from the store now: a token whose certificate has no key there (or no
   longer) reaches nothing (403), one whose certificate was removed is refused (401).
@@ -45,7 +47,7 @@ from ..errors import Unauthorized
 from ..pki import UnsupportedKey, jwt_algorithm
 from ..store import auth as queries
 from .caller import METHOD_JWT, Caller
-from .identify import Credentials, certificate_caller
+from .identify import Credentials, certificate_caller, out_of_date
 
 DEFAULT_MAX_LIFETIME = 300
 DEFAULT_LEEWAY = 30
@@ -96,7 +98,8 @@ class JWTAuthenticator:
     def __call__(self, conn: Connection, token: str, credentials: Credentials) -> Caller:
         fingerprint, deployment = self.verify(conn, token)
         return certificate_caller(conn, fingerprint, method=METHOD_JWT,
-                                  deployment=(credentials.project, deployment))
+                                  deployment=(credentials.project, deployment),
+                                  now=self._clock())
 
     def verify(self, conn: Connection, token: str) -> tuple[str, str]:
         """(certificate fingerprint, audience deployment) of a valid token; raise
@@ -121,6 +124,10 @@ class JWTAuthenticator:
         if row.type != "deployments":
             raise _refuse(f'the certificate in kid is of type "{row.type}": only certificates '
                           "of type deployments (governors) sign tokens")
+        stale = out_of_date(row.certificate, self._clock())
+        if stale:
+            # The same certificate fails the mTLS handshake: its key signs nothing either.
+            raise _refuse(f"the certificate in kid cannot sign tokens: {stale}")
         try:
             key, expected = _public_key(row.certificate)
         except (UnsupportedKey, ValueError) as err:

@@ -8,7 +8,7 @@ A request with no mark is anonymous: an app served without a listener fails clos
 (`request_auth(scope)`), where the route dependencies (`dependencies.py`) and the audit
 log find it. An anonymous caller is refused with 401 right here, on every route but
 the public ones (`GET /` and `GET /1.0`), unknown routes included, before any handler
-or body parsing runs.
+or body parsing runs; a websocket handshake (`GET /1.0/events`) gets the same 401.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ AUTH_KEY = "lxd_deployments.auth"
 # The connection-level facts a server puts in `scope["extensions"]` (see tls.py).
 TLS_EXTENSION = "tls"
 UNIX_PEER_EXTENSION = "lxd_deployments.unix_peer"
+
+# The ASGI extension that lets a websocket handshake be answered with an HTTP response.
+WEBSOCKET_DENIAL = "websocket.http.response"
 
 PUBLIC_ROUTES = frozenset({("GET", "/"), ("GET", "/1.0"), ("HEAD", "/"), ("HEAD", "/1.0")})
 
@@ -123,13 +126,21 @@ class Authenticate:
             return
         logger.warning("refused (401) %s %s from %s: %s", scope.get("method", "WS"),
                        scope["path"], _who(caller, scope), caller.reason)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4401})
-            return
         body = _unauthorized_body(caller.reason or "Not authorized")
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode())]})
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]
+        if scope["type"] == "websocket":
+            if WEBSOCKET_DENIAL not in (scope.get("extensions") or {}):
+                # A server without the denial-response extension can only refuse the
+                # handshake (a 403 on the wire).
+                await send({"type": "websocket.close", "code": 4401})
+                return
+            # The same 401 and envelope as every other route, as the handshake's answer.
+            await send({"type": "websocket.http.response.start", "status": 401,
+                        "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

@@ -42,10 +42,15 @@ def require_deployment(caller: Caller, project: str, deployment: str, *,
     if grant is None:
         raise Forbidden(f'Not authorized for deployment "{deployment}" in project '
                         f'"{project}"')
-    if write and not grant.writable:
+    if write:
+        require_writable(grant)
+    return grant
+
+
+def require_writable(grant: Grant) -> None:
+    if not grant.writable:
         raise Forbidden(f'Deployment key "{grant.key_name}" is read-only (role '
                         f'"{grant.role}"): it may not launch, delete or change instances')
-    return grant
 
 
 def require_operation_access(caller: Caller, owner: str | None, *, write: bool) -> None:

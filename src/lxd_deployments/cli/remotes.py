@@ -41,7 +41,7 @@ SERVER_CERTS = "servercerts"
 PROTOCOL = "lxd-deployments"
 DEFAULT_PORT = 8443
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # fullmatch: no final newline
 # The arguments a `REMOTE:` prefix may sit on: the first name of a command.
 PREFIXED_ARGUMENTS = ("remote_prefix", "deployment", "fingerprint")
 
@@ -55,7 +55,7 @@ def config_dir(environ: Mapping[str, str]) -> Path:
 
 
 def validate_remote_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise CommandError(f'Invalid remote name "{name}": use letters, digits, ".", "_" '
                            'and "-", starting with a letter or digit')
     return name

@@ -35,7 +35,7 @@ from ..store import instances as records
 from ..store.rows import InstanceRow
 from . import placement
 from .context import Core
-from .instances import Target, delete_operation, launch_operation, with_bound
+from .instances import Target, delete_operation, launch_operation, name_taken, with_bound
 from .operations import Operation, Status
 from .shapes import require_shape
 from .urls import instance_url, shape_instance_url, shape_url
@@ -99,6 +99,17 @@ def _reserve(conn: Connection, target: Target, names: list[str],
             for name, location in zip(names, locations, strict=True)]
 
 
+def _check_room(shape: str, bound: records.Bound, asked: int, best_effort: bool) -> int:
+    """How many of `asked` the bound grants (all, or with best effort what fits, at least
+    one); BoundReached otherwise."""
+    room = bound.scaling_maximum - bound.current
+    if asked <= room:
+        return asked
+    if not best_effort or room <= 0:
+        raise BoundReached(_room_message(shape, bound.scaling_maximum, room, asked))
+    return room
+
+
 def _room_message(shape: str, maximum: int, room: int, asked: int) -> str:
     if room <= 0:
         return (f'Shape "{shape}" is at its scaling_maximum ({maximum}): cannot launch '
@@ -123,27 +134,37 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
             raise InvalidInput("count must be at least 1")
         asked = count
     core.require_project_allowed(target.project)
-    in_lxd = core.lxd.instance_names(target.project)
-    for name in names or ():
-        if name in in_lxd:
-            raise Conflict(f'Instance "{name}" already exists in project "{target.project}"')
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
     shape = target.shape
+    admin = owner is None
+    # The bound before the names (a first look; the write transaction below decides):
+    # a batch past the room is refused whatever its names, and only the names that may
+    # be granted are looked up, so a governor probes at most its room per request.
+    with core.db.read() as conn:
+        early = records.bound(conn, shape.id, shape.name)
+    _check_room(shape.name, early, asked, best_effort)
+    in_lxd = core.lxd.instance_names(target.project)
+    for name in (names or [])[:early.scaling_maximum - early.current]:
+        if name in in_lxd:
+            raise name_taken(name, target.project, admin=admin)
+    members = placement.candidates(core, target.deployment.id, target.shape.name)
     with core.db.write() as conn:
         bound = records.bound(conn, shape.id, shape.name)
-        room = bound.scaling_maximum - bound.current
-        granted = asked
-        if asked > room:
-            if not best_effort or room <= 0:
-                raise BoundReached(_room_message(shape.name, bound.scaling_maximum, room,
-                                                 asked))
-            granted = room
+        granted = _check_room(shape.name, bound, asked, best_effort)
         if names is None:
             taken = in_lxd | records.names_in_project(conn, target.project)
             chosen = generate_names(target.deployment.name, shape.name, granted, taken)
         else:
             chosen = names[:granted]
-        planned = _reserve(conn, target, chosen, members)
+            for name in chosen:
+                if name in in_lxd:  # the room grew since the first look
+                    raise name_taken(name, target.project, admin=admin)
+        try:
+            planned = _reserve(conn, target, chosen, members)
+        except Conflict as err:
+            # `reserve` names the record's name: a governor is told no more than that
+            # one of its names is not available.
+            raise (err if admin else Conflict("An instance name of the batch is not "
+                                              "available: choose other names")) from None
     target = with_bound(target, bound, granted)
     logger.info("launching %d instance(s) (of %d asked) in shape %s/%s", granted, asked,
                 target.deployment.name, shape.name)

@@ -22,7 +22,7 @@ _UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15, "eb": 10**18,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50, "eib": 2**60,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 
 
 def parse_memory(value: str | None, host_total: int | None = None) -> int | None:
@@ -38,7 +38,7 @@ def parse_memory(value: str | None, host_total: int | None = None) -> int | None
             return int(host_total * float(value[:-1]) / 100)
         except ValueError:
             return None
-    match = _SIZE.match(value)
+    match = _SIZE.fullmatch(value)
     if not match or match.group(2).lower() not in _UNITS:
         return None
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])

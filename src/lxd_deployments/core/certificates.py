@@ -11,6 +11,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import InvalidInput, NotFound
 from ..models import Certificate, CertificatesPost
+from ..names import MAX_LABEL_LENGTH, has_control_characters, validate_label
 from ..store import repository as repo
 from ..store.rows import CertificateRow
 from .context import Core
@@ -47,7 +48,12 @@ def fingerprint_of(certificate: x509.Certificate) -> str:
 
 def _default_name(certificate: x509.Certificate, fingerprint: str) -> str:
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else fingerprint[:12]
+    name = str(names[0].value) if names else ""
+    # A subject's CN is the certificate maker's choice: one that is no fit name (a
+    # newline, 10 KB) gives way to the fingerprint.
+    if not name or len(name) > MAX_LABEL_LENGTH or has_control_characters(name):
+        return fingerprint[:12]
+    return name
 
 
 def present_certificate(row: CertificateRow) -> Certificate:
@@ -74,7 +80,8 @@ def add_certificate_in(conn, request: CertificatesPost) -> CertificateRow:
     parsed = parse_certificate(request.certificate)
     fingerprint = fingerprint_of(parsed)
     pem = parsed.public_bytes(Encoding.PEM).decode()
-    name = request.name or _default_name(parsed, fingerprint)
+    name = validate_label(request.name, "Certificate") if request.name else \
+        _default_name(parsed, fingerprint)
     certificate_id = repo.insert_certificate(conn, fingerprint, name, request.type, pem)
     return CertificateRow(id=certificate_id, fingerprint=fingerprint, name=name,
                           type=request.type, certificate=pem)
@@ -107,3 +114,4 @@ def remove_certificate(core: Core, fingerprint: str) -> None:
     with core.db.write() as conn:
         repo.delete_certificate(conn, require_certificate(conn, fingerprint).id)
     core.trust_changed()
+    core.access_changed()

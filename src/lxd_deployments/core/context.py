@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
-from .inflight import StateActions
+from .inflight import InstanceLocks, StateActions
 from .operations import Operations
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
 
@@ -29,7 +29,9 @@ class Core:
     service can be a tenant of a few projects of a shared LXD. `service_id` is written
     on every instance the service creates, so that two services sharing an LXD never
     adopt each other's instances. `state_actions` holds the state changes the service is
-    making itself, so that the watcher does not take their LXD events for outside changes.
+    making itself, so that the watcher does not take their LXD events for outside changes;
+    `instance_locks` makes the changes of one instance (state changes, deletes) go one
+    after the other.
     `events` publishes events to governors (webhooks, events stream); None: no events.
     """
 
@@ -39,10 +41,16 @@ class Core:
     projects: frozenset[str] | None = None
     service_id: str = "lxd-deployments"
     state_actions: StateActions = field(default_factory=StateActions)
+    # Orders the service's own changes of each instance (see inflight.py).
+    instance_locks: InstanceLocks = field(default_factory=InstanceLocks)
     events: EventBus | None = None
     # Called (with no argument) after the trust store changed: the HTTPS server reloads
     # its trusted certificates then. A listener must not raise.
     trust_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Called (with no argument) after an access was taken away or narrowed (a key deleted
+    # or changed, a certificate removed, a deployment deleted): long-lived connections
+    # (the events stream) check their caller again then. A listener must not block.
+    access_listeners: list[Callable[[], None]] = field(default_factory=list)
     # The host path of the in-instance socket, which governor-socket proxy devices connect
     # to (None: the service serves none).
     instance_socket: str | None = None
@@ -53,6 +61,13 @@ class Core:
                 listener()
             except Exception:
                 logger.exception("a trust store listener failed")
+
+    def access_changed(self) -> None:
+        for listener in list(self.access_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("an access listener failed")
 
     def require_project_allowed(self, project: str) -> None:
         if self.projects is not None and project not in self.projects:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import Conflict, NotFound
 from ..models import DeploymentPatch, DeploymentPut, DeploymentsPost
-from ..names import validate_config, validate_name
+from ..names import validate_config, validate_name, validate_project
 from ..store import repository as repo
 from ..store.rows import DeploymentRow
 from .context import Core
@@ -62,6 +62,7 @@ def get_deployment(core: Core, project: str, name: str) -> tuple[dict[str, Any],
 def create_deployment(core: Core, project: str, request: DeploymentsPost) -> None:
     validate_name(request.name, "Deployment")
     validate_config(request.config, "deployment", DEPLOYMENT_CONFIG_KEYS)
+    validate_project(project)
     core.require_project_allowed(project)
     if not core.lxd.project_exists(project):
         raise NotFound(f'Project "{project}" not found')
@@ -128,3 +129,4 @@ def delete_deployment(core: Core, project: str, name: str, force: bool) -> None:
     with core.db.write() as conn:
         row = require_deployment(conn, project, name)
         repo.delete_deployment(conn, row.id)
+    core.access_changed()  # its keys went with it

@@ -1,6 +1,13 @@
-"""The state changes the service itself is making, so the watcher can tell the LXD events
-they cause from outside ones.
+"""The changes the service itself is making to its instances: their order, and the state
+changes among them, so the watcher can tell the LXD events they cause from outside ones.
 
+Order (`InstanceLocks`): the service's own LXD changes of one instance (state changes,
+deletes) run one at a time, in the order their operations reach the instance: a delete
+waits for a state change in flight rather than being refused by LXD as busy, and a
+state change that finds its instance being deleted gives way (superseded). What LXD
+still refuses as busy (a change made through LXD itself) is retried (`retry_busy`).
+
+State changes in flight (`StateActions`):
 An entry lives while the service's own start/stop/restart/freeze/unfreeze runs, and a
 short grace period after it: LXD delivers the lifecycle event on the events websocket,
 which may reach the watcher after the state change's operation has already returned.
@@ -12,11 +19,69 @@ our own on the same instance is still seen.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+from ..errors import LXDBusy
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a change LXD refuses as busy is retried, and the pauses in between.
+BUSY_RETRY_SECONDS = 30.0
+BUSY_BACKOFF_INITIAL = 0.1
+BUSY_BACKOFF_MAX = 2.0
+
+
+def retry_busy(call: Callable[[], T], what: str, *, deadline: float = BUSY_RETRY_SECONDS,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call()`, again while LXD answers that the instance is busy, up to `deadline`
+    seconds (backing off); the last refusal is raised past it."""
+    give_up = clock() + deadline
+    pause = BUSY_BACKOFF_INITIAL
+    while True:
+        try:
+            return call()
+        except LXDBusy as err:
+            if clock() + pause > give_up:
+                raise
+            logger.info("%s: %s; trying again in %.1f s", what, err.message, pause)
+            sleep(pause)
+            pause = min(pause * 2, BUSY_BACKOFF_MAX)
+
+
+class InstanceLocks:
+    """One lock per (project, instance) for the service's own changes of it; an entry
+    lives only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[tuple[str, str], list[Any]] = {}  # key -> [lock, users]
+
+    @contextmanager
+    def hold(self, project: str, name: str) -> Iterator[None]:
+        key = (project, name)
+        with self._lock:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._locks)
 
 # The lifecycle events each state action of ours makes LXD send.
 EVENTS_OF_ACTION: dict[str, frozenset[str]] = {

@@ -20,6 +20,7 @@ from ..store import repository as repo
 from ..store.rows import DeploymentRow, InstanceRow, ShapeRow
 from . import notify, placement
 from .context import Core
+from .inflight import retry_busy
 from .operations import Ended, Operation
 from .shapes import require_shape
 from .templates import INSTANCE_KEY_PREFIX
@@ -127,23 +128,48 @@ def _delete_if_ours(core: Core, project: str, name: str) -> None:
     core.lxd.delete_instance(project, name)
 
 
+def name_taken(name: str, project: str, *, admin: bool) -> Conflict:
+    """The refusal of a name something else already has. An admin is told what holds it;
+    a governor only that it is not available: it may not learn what exists in LXD
+    outside its own deployment (another tenant's instances, or anyone's)."""
+    if admin:
+        return Conflict(f'Instance "{name}" already exists in project "{project}"')
+    return Conflict(f'Instance name "{name}" is not available: choose another name')
+
+
+def bound_reached(shape: str, maximum: int) -> BoundReached:
+    return BoundReached(f'Shape "{shape}" is at its scaling_maximum ({maximum}): cannot '
+                        "launch another instance")
+
+
 def launch(core: Core, target: Target, name: str, owner: str | None = None) -> Operation:
-    """Reserve a slot for `name` within the shape's maximum, then create and start it."""
+    """Reserve a slot for `name` within the shape's maximum, then create and start it.
+
+    The bound is checked before the name: at the maximum every name gets the same
+    answer, so names cannot be probed there (`owner` None is an admin's launch, told
+    more about a taken name than a governor, see `name_taken`)."""
     validate_name(name, "Instance")
     core.require_project_allowed(target.project)
-    if core.lxd.instance_exists(target.project, name):
-        raise Conflict(f'Instance "{name}" already exists in project "{target.project}"')
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
     shape = target.shape
+    with core.db.read() as conn:  # a first look; the write transaction below decides
+        early = records.bound(conn, shape.id, shape.name)
+    if early.current >= early.scaling_maximum:
+        raise bound_reached(shape.name, early.scaling_maximum)
+    if core.lxd.instance_exists(target.project, name):
+        raise name_taken(name, target.project, admin=owner is None)
+    members = placement.candidates(core, target.deployment.id, target.shape.name)
     with core.db.write() as conn:
         # The count and the reservation in one write transaction: the bound invariant.
         bound = records.bound(conn, shape.id, shape.name)
         maximum = bound.scaling_maximum
         if bound.current >= maximum:
-            raise BoundReached(f'Shape "{shape.name}" is at its scaling_maximum '
-                               f"({maximum}): cannot launch another instance")
+            raise bound_reached(shape.name, maximum)
         location = placement.place(conn, shape.id, members, 1)[0]
-        record_id = records.reserve(conn, shape.id, target.project, name, location=location)
+        try:
+            record_id = records.reserve(conn, shape.id, target.project, name,
+                                        location=location)
+        except Conflict:
+            raise name_taken(name, target.project, admin=owner is None) from None
     target = with_bound(target, bound)
     logger.info("launching %s in shape %s/%s (max %d)", name, target.deployment.name,
                 target.shape.name, maximum)
@@ -231,7 +257,11 @@ def delete_operation(core: Core, target: Target, record: InstanceRow, *,
 
     def work(op: Operation) -> dict[str, Any]:
         try:
-            _delete_if_ours(core, target.project, name)
+            # After any state change of ours in flight on it; what LXD still finds busy
+            # (a change made through LXD) is tried again.
+            with core.instance_locks.hold(target.project, name):
+                retry_busy(lambda: _delete_if_ours(core, target.project, name),
+                           f"deleting {name}")
         except Exception as err:
             restore()
             notify.failed(core, target, name, op, "delete", err)
@@ -258,8 +288,18 @@ def change_state(core: Core, target: Target, name: str, action: str, *, force: b
                        f'{"launched" if record.status == records.PENDING else "deleted"}')
 
     def work(op: Operation) -> dict[str, Any]:
-        with core.state_actions.running(target.project, name, action):
-            core.lxd.change_state(target.project, name, action, force=force, timeout=timeout)
+        with core.instance_locks.hold(target.project, name):
+            with core.db.read() as conn:
+                current = records.get(conn, target.shape.id, name)
+            if current is None or current.id != record.id or current.status in (
+                    records.PENDING, records.DELETING):
+                # A delete asked after this change came first: it supersedes it.
+                raise Conflict(f'Instance "{name}" is being deleted: the state change '
+                               f'("{action}") gave way to the delete')
+            with core.state_actions.running(target.project, name, action):
+                retry_busy(lambda: core.lxd.change_state(target.project, name, action,
+                                                         force=force, timeout=timeout),
+                           f"changing the state of {name} ({action})")
         if action in ("start", "restart") and record.status == records.FAILED:
             with core.db.write() as conn:
                 records.set_status(conn, record.id, records.READY)
@@ -288,7 +328,9 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
         with core.db.write() as conn:
             records.set_status(conn, instance.id, records.DELETING)
         try:
-            _delete_if_ours(core, instance.project, instance.instance_name)
+            with core.instance_locks.hold(instance.project, instance.instance_name):
+                retry_busy(lambda i=instance: _delete_if_ours(core, i.project, i.instance_name),
+                           f"deleting {instance.instance_name}")
         except Exception:
             with core.db.write() as conn:
                 records.set_status(conn, instance.id, instance.status)

@@ -86,6 +86,7 @@ def _update(core: Core, project: str, deployment: str, name: str, if_match: str 
         check_if_match(if_match, key_writable(row))
         new = merge(row)
         repo.update_key(conn, row.id, new.description, new.role)
+    core.access_changed()  # a role may have been lowered
 
 
 def replace_key(core: Core, project: str, deployment: str, name: str, request: KeyPut,
@@ -111,3 +112,4 @@ def delete_key(core: Core, project: str, deployment: str, name: str) -> None:
     with core.db.write() as conn:
         d = require_deployment(conn, project, deployment)
         repo.delete_key(conn, require_key(conn, d.id, name).id)
+    core.access_changed()

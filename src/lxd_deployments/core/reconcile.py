@@ -11,7 +11,11 @@ record whose same-named instance lacks our keys is a record whose instance is go
   instance of ours appeared in that shape, the record follows it (change `renamed`).
 - An instance of ours without a record is re-attached, `ready` when it runs, `failed`
   otherwise (change `attached`): a lost database is rebuilt this way once its
-  deployments and shapes exist again.
+  deployments and shapes exist again. Within the bound only: a shape takes as many as
+  its `scaling_maximum` leaves room for (running ones first, then the oldest, then by
+  name); each of the rest is reported once (change `not-attached`, which becomes an
+  event) and left untouched in LXD. A later reconcile re-attaches it when the shape has
+  room again.
 - At startup only (no operation can be in flight then), `pending` records, left by a
   launch a crash interrupted, become `ready`/`failed` if their instance exists (change
   `recovered`) or are released (change `released`); `deleting` records go back to
@@ -210,9 +214,31 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
         note(shapes[record.shape_id], name, log.RENAMED, old_name=record.instance_name,
              new_name=name)
     for shape_id, group in unrecorded.items():
-        for name, instance in group:
+        shape = shapes[shape_id]
+        # Counted in this transaction, after the releases above: the bound holds here too.
+        bound = records.bound(conn, shape_id, shape.shape_name)
+        room = bound.scaling_maximum - bound.current
+        for name, instance in sorted(group, key=_attach_order):
+            if room <= 0:
+                if log.last_change(conn, project, name) != log.NOT_ATTACHED:
+                    note(shape, name, log.NOT_ATTACHED, maximum=bound.scaling_maximum,
+                         reason=f'shape "{shape.shape_name}" is at its scaling_maximum '
+                                f"({bound.scaling_maximum}): the instance is left as it "
+                                "is in LXD, not counted nor managed")
+                    logger.warning("instance %s of %s/%s carries our keys but its shape is "
+                                   "at its maximum (%d): not re-attached", name,
+                                   shape.deployment_name, shape.shape_name,
+                                   bound.scaling_maximum)
+                continue
             status = records.READY if is_running(instance) else records.FAILED
             records.reserve(conn, shape_id, project, name, status=status,
                             location=placement.location_of(instance))
-            note(shapes[shape_id], name, log.ATTACHED, status=status)
+            note(shape, name, log.ATTACHED, status=status)
+            room -= 1
     return changes
+
+
+def _attach_order(item: tuple[str, dict[str, Any]]) -> tuple[bool, str, str]:
+    """Which unrecorded instances a shape takes first: running ones, then the oldest."""
+    name, instance = item
+    return (not is_running(instance), str(instance.get("created_at") or ""), name)

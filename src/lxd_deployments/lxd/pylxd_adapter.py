@@ -20,7 +20,7 @@ import urllib3
 from pylxd import exceptions as pylxd_errors
 
 from ..config import LXDSettings
-from ..errors import Conflict, InvalidInput, LXDUnavailable, NotFound
+from ..errors import Conflict, InvalidInput, LXDBusy, LXDUnavailable, NotFound
 from . import events
 from .adapter import ClusterMember, EventHandler, Profile
 
@@ -34,9 +34,17 @@ def _lxd_message(err: pylxd_errors.LXDAPIException) -> str:
         return str(err)
 
 
+def _is_busy(message: str) -> bool:
+    """LXD's words for an instance another change holds ("Instance is busy running a
+    "stop" operation"), which a moment later may go through."""
+    return "is busy" in message.lower()
+
+
 def _unavailable(err: Exception) -> LXDUnavailable:
     if isinstance(err, pylxd_errors.LXDAPIException):
-        return LXDUnavailable(f"LXD refused the request: {_lxd_message(err)}")
+        message = _lxd_message(err)
+        kind = LXDBusy if _is_busy(message) else LXDUnavailable
+        return kind(f"LXD refused the request: {message}")
     return LXDUnavailable(f"LXD is unreachable: {err}")
 
 
@@ -151,7 +159,11 @@ class PylxdAdapter:
         except pylxd_errors.NotFound:
             return
         except pylxd_errors.LXDAPIException as err:
-            raise LXDUnavailable(f"LXD refused to delete {name}: {_lxd_message(err)}") from err
+            message = _lxd_message(err)
+            # "Instance is running": started again between our stop and the delete.
+            kind = LXDBusy if _is_busy(message) or "is running" in message.lower() \
+                else LXDUnavailable
+            raise kind(f"LXD refused to delete {name}: {message}") from err
         except requests.RequestException as err:
             raise LXDUnavailable(f"LXD is unreachable: {err}") from err
 
@@ -270,7 +282,8 @@ class PylxdAdapter:
         result = self._client.api.operations[operation_id].wait.get(
             params={"timeout": 120}).json()["metadata"]
         if result.get("status_code") != 200:
-            raise LXDUnavailable(f"LXD operation failed: {result.get('err') or result}")
+            err = str(result.get("err") or result)
+            raise (LXDBusy if _is_busy(err) else LXDUnavailable)(f"LXD operation failed: {err}")
 
 
 # Reads and writes of an instance with If-Match before giving up (others changing it).

@@ -30,6 +30,9 @@ UNFROZEN = "unfrozen"  # unfrozen (resumed) through LXD
 ATTACHED = "attached"  # found in LXD with our keys but no record: re-attached (detail: status)
 RELEASED = "released"  # a reservation left by a crash was released (detail: status, reason)
 RECOVERED = "recovered"  # a launch or delete cut by a crash was settled (detail: from, status)
+# Found in LXD with our keys but no record, and not re-attached: its shape is at its
+# maximum (detail: reason, maximum). Left untouched in LXD; reported once.
+NOT_ATTACHED = "not-attached"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ def record(conn: Connection, deployment_id: int, shape_name: str, project: str,
         instance_name=instance_name, change=change,
         detail=json.dumps(dict(detail or {}), sort_keys=True),
         created_at=utcnow())).inserted_primary_key[0]
+
+
+def last_change(conn: Connection, project: str, instance_name: str) -> str | None:
+    """The latest change recorded for an instance name of the project, if any."""
+    return conn.execute(select(changes.c.change).where(
+        changes.c.project == project, changes.c.instance_name == instance_name)
+        .order_by(changes.c.id.desc()).limit(1)).scalar_one_or_none()
 
 
 def _row(r) -> ChangeRow:

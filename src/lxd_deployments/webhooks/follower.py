@@ -15,6 +15,7 @@ settled after a crash, `change_id` links the change log):
     started, restarted   -> instance-started       renamed, frozen, unfrozen,
     released (pending)   -> instance-failed        attached, other recoveries
     released (deleting)  -> instance-deleted          -> instance-changed
+                                                   (not-attached too)
     recovered (pending -> ready) -> instance-launched; (pending -> failed) -> instance-failed
 """
 
@@ -54,7 +55,7 @@ BATCH = 200
 # Seconds between prunes of the change log.
 PRUNE_EVERY = 3600.0
 
-_RECOVERY = {log.ATTACHED, log.RELEASED, log.RECOVERED}
+_RECOVERY = {log.ATTACHED, log.NOT_ATTACHED, log.RELEASED, log.RECOVERED}
 # Events after which a shape may have fewer instances than its minimum.
 _GONE = {ev.INSTANCE_DELETED, ev.INSTANCE_FAILED, ev.INSTANCE_CHANGED}
 _SIMPLE = {log.DELETED: ev.INSTANCE_DELETED, log.STOPPED: ev.INSTANCE_STOPPED,

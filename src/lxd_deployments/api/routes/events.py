@@ -7,6 +7,13 @@ Query: `type` (comma separated event types or classes: `lifecycle`, `scaling`,
 `all-projects=true`, `deployment` (one deployment of the project). A caller only ever
 gets the events of the deployments it may see: an admin every deployment's, a governor
 those of its keys' deployments (whatever it asks for).
+
+Revocation reaches an open stream: whenever an access is taken away (a key deleted or
+changed, a certificate removed, a deployment deleted: `Core.access_changed`), and at
+least every `RECHECK_SECONDS` in any case (a certificate that expires, a change made by
+another process), the caller is read again from the store; a stream whose caller is no
+longer identified, or no longer holds a key of every deployment it streams, is closed
+(1008, "access revoked").
 """
 
 from __future__ import annotations
@@ -17,9 +24,13 @@ import json
 import logging
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
+from ...auth.caller import Caller
 from ...auth.dependencies import visible_deployment_ids
+from ...auth.identify import refreshed
+from ...auth.middleware import request_auth
 from ...core.context import Core
 from ...core.deployments import require_deployment
 from ...errors import DeploymentsError
@@ -34,6 +45,8 @@ router = APIRouter(tags=["events"])
 # service stops, or the client fell too far behind).
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+# Seconds between checks of an open stream's caller when nothing signalled a change.
+RECHECK_SECONDS = 60.0
 
 
 def parse_types(value: str) -> frozenset[str] | None:
@@ -88,13 +101,30 @@ async def events_stream(websocket: WebSocket, type: str = "",
     scope = visible if only_id is None else frozenset({only_id})
     subscription = bus.subscribe(asyncio.get_running_loop(), accept, deployment_ids=scope)
     closed = asyncio.ensure_future(_until_disconnected(websocket))
+    access = _AccessWatch(core, asyncio.get_running_loop())
+    auth = request_auth(websocket.scope)
+    caller = auth.caller if auth is not None else None
     try:
         while True:
             getter = asyncio.ensure_future(subscription.queue.get())
-            done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            changed = asyncio.ensure_future(access.changed.wait())
+            done, _ = await asyncio.wait({getter, closed, changed}, timeout=RECHECK_SECONDS,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
             if closed in done:
                 getter.cancel()
                 return
+            if changed in done or not done:
+                access.changed.clear()
+                if caller is None or not await _still_allowed(core, caller, scope):
+                    getter.cancel()
+                    logger.info("events stream of %s closed: access revoked",
+                                caller.identity if caller else "?")
+                    await websocket.close(code=CLOSE_POLICY, reason="access revoked")
+                    return
+            if not getter.done():  # (it may have got an event during the check above)
+                getter.cancel()
+                continue
             event = getter.result()
             if event is None:  # fell too far behind
                 await websocket.close(code=CLOSE_TRY_AGAIN, reason="too slow: events dropped")
@@ -103,10 +133,43 @@ async def events_stream(websocket: WebSocket, type: str = "",
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
+        access.stop()
         bus.unsubscribe(subscription)
         closed.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await closed
+
+
+class _AccessWatch:
+    """An asyncio event set (from any thread) whenever the core says an access changed."""
+
+    def __init__(self, core: Core, loop: asyncio.AbstractEventLoop) -> None:
+        self._core = core
+        self._loop = loop
+        self.changed = asyncio.Event()
+        core.access_listeners.append(self._signal)
+
+    def _signal(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to wake
+            self._loop.call_soon_threadsafe(self.changed.set)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._core.access_listeners.remove(self._signal)
+
+
+async def _still_allowed(core: Core, caller: Caller, scope: frozenset[int] | None) -> bool:
+    """Whether the stream's caller, read again from the store, may still see all it gets."""
+    def read() -> Caller:
+        with core.db.read() as conn:
+            return refreshed(conn, caller)
+
+    now = await anyio.to_thread.run_sync(read)
+    if not now.is_authenticated:
+        return False
+    if now.is_admin:
+        return True
+    return scope is not None and scope <= {g.deployment_id for g in now.grants}
 
 
 async def _until_disconnected(websocket: WebSocket) -> None:

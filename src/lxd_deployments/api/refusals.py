@@ -1,0 +1,87 @@
+"""The budget of refused requests each caller has: a token bucket per certificate.
+
+A caller that keeps asking for changes that are refused (an `ro` key launching, a bad
+name, a bound reached) spends its budget, `burst` refusals at most, refilled at `rate`
+a second. Once it is spent, the caller's changes are answered 429 at once (nothing is
+run, and only the first of them is recorded in the audit log) until the budget has one
+refusal again: one caller can neither fill the store with audit rows nor keep the
+store's write lock busy. Of its 429s, one a minute at most is recorded
+(`RECORD_429_EVERY`). Accepted requests cost nothing.
+
+The unix socket's admins have no budget (`budget_key` is None for them): whoever may
+connect there may do anything anyway. Everything else is counted per certificate
+fingerprint, all its keys (and its mTLS and JWT requests) together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..auth.caller import METHOD_UNIX, Caller
+
+# Seconds between two recorded 429s of one caller.
+RECORD_429_EVERY = 60.0
+# Callers followed at most; full (idle) buckets go first past it, then the oldest.
+MAX_CALLERS = 10_000
+
+
+def budget_key(caller: Caller) -> str | None:
+    if caller.method == METHOD_UNIX or not caller.fingerprint:
+        return None
+    return caller.fingerprint
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+    recorded_429: float | None = None  # when a 429 of this caller was last recorded
+
+
+class RefusalBudget:
+    """Not thread-safe on purpose: the ASGI middleware runs it on the event loop."""
+
+    def __init__(self, rate: float, burst: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def _bucket(self, key: str) -> _Bucket:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= MAX_CALLERS:
+                self._evict(now)
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+        else:
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+        return bucket
+
+    def _evict(self, now: float) -> None:
+        full = [k for k, b in self._buckets.items()
+                if b.tokens + (now - b.updated) * self.rate >= self.burst]
+        for key in full or sorted(self._buckets, key=lambda k: self._buckets[k].updated)[
+                :max(1, len(self._buckets) // 10)]:
+            del self._buckets[key]
+
+    def check(self, key: str) -> tuple[float, bool]:
+        """(seconds until the caller may be refused again, whether this 429 is to be
+        recorded); (0, False) when it has budget left."""
+        bucket = self._bucket(key)
+        if bucket.tokens >= 1.0:
+            return 0.0, False
+        record = bucket.recorded_429 is None or \
+            bucket.updated - bucket.recorded_429 >= RECORD_429_EVERY
+        if record:
+            bucket.recorded_429 = bucket.updated
+        return (1.0 - bucket.tokens) / self.rate, record
+
+    def spend(self, key: str) -> None:
+        """One refusal."""
+        bucket = self._bucket(key)
+        bucket.tokens = max(0.0, bucket.tokens - 1.0)
