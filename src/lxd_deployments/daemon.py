@@ -200,11 +200,13 @@ async def serve(settings: Settings) -> None:
             # The app's lifespan runs once, with the first server.
             instance = make_server(app, Listener.INSTANCE, settings, caps=caps,
                                    lifespan="off")
-            listening.append(Listening(instance, bind_instance_socket(settings), "instance"))
+            listening.append(Listening(instance, bind_instance_socket(settings), "instance",
+                                       own_loop=True))
         if tls is not None:
             https = make_server(app, Listener.HTTPS, settings, tls=tls, caps=caps,
                                 lifespan="off")
-            listening.append(Listening(https, bind_tcp_socket(*settings.https_bind), "https"))
+            listening.append(Listening(https, bind_tcp_socket(*settings.https_bind), "https",
+                                       own_loop=True))
     except ConfigError:
         for item in listening:  # only what this process bound: another may own the rest
             bound = item.sock.getsockname() if item.sock.family == socket.AF_UNIX else None

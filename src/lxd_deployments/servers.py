@@ -62,11 +62,14 @@ class QuietServer(uvicorn.Server):
 
 @dataclass
 class Listening:
-    """A server and the socket it serves."""
+    """A server and the socket it serves; `own_loop`: on a thread with an event loop of
+    its own (the listeners anyone may reach), so that no work of theirs (TLS handshakes
+    above all) delays the admin socket's loop."""
 
     server: uvicorn.Server
     sock: socket.socket
     name: str
+    own_loop: bool = False
 
 
 def listener_limits(settings: Settings) -> ListenerLimits:
@@ -190,6 +193,34 @@ async def _keep_in_step(tls: ServerTLS) -> None:
             logger.exception("reloading the trusted certificates failed")
 
 
+async def _serve_on_thread(item: Listening) -> None:
+    """Serve `item` on a thread with its own event loop until its server stops.
+
+    OpenSSL releases the GIL during a handshake, so a flood of handshakes there runs
+    beside the admin socket's loop instead of stalling it for the whole batch."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            asyncio.run(item.server.serve(sockets=[item.sock]))
+        except BaseException as err:  # handed to the waiting loop, raised there
+            error = err
+        loop.call_soon_threadsafe(finish, error)
+
+    threading.Thread(target=run, name=f"{item.name}-server", daemon=True).start()
+    await done
+
+
 async def run_servers(listening: Sequence[Listening], tls: ServerTLS | None = None) -> None:
     """Serve until SIGTERM or SIGINT (or a server stops); then stop them all."""
     loop = asyncio.get_running_loop()
@@ -207,7 +238,8 @@ async def run_servers(listening: Sequence[Listening], tls: ServerTLS | None = No
             previous = signal.getsignal(sig)
             loop.add_signal_handler(sig, stop, sig)
             installed.append((sig, previous))
-    tasks = [asyncio.create_task(item.server.serve(sockets=[item.sock]), name=item.name)
+    tasks = [asyncio.create_task(_serve_on_thread(item) if item.own_loop
+                                 else item.server.serve(sockets=[item.sock]), name=item.name)
              for item in listening]
     resync = asyncio.create_task(_keep_in_step(tls)) if tls is not None else None
     try:

@@ -66,7 +66,7 @@ class AdminProbe(threading.Thread):
         self.interval = interval
         self.latencies: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def probe(self) -> float:
         started = time.perf_counter()
@@ -83,15 +83,15 @@ class AdminProbe(threading.Thread):
         return elapsed
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             try:
                 self.latencies.append(self.probe())
             except (OSError, AssertionError) as err:
                 self.failures.append(repr(err))
-            self._stop.wait(self.interval)
+            self._done.wait(self.interval)
 
     def stop(self) -> dict:
-        self._stop.set()
+        self._done.set()
         self.join(15)
         ordered = sorted(self.latencies)
         return {"probes": len(ordered), "failures": self.failures,

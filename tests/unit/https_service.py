@@ -79,7 +79,7 @@ def running_service(core: Core, directory: Path) -> Iterator[RunningService]:
     listening = [
         Listening(make_server(app, Listener.UNIX, settings), unix_sock, "unix"),
         Listening(make_server(app, Listener.HTTPS, settings, tls=tls, lifespan="off"),
-                  https_sock, "https"),
+                  https_sock, "https", own_loop=True),
     ]
     thread = threading.Thread(target=lambda: asyncio.run(run_servers(listening, tls)),
                               daemon=True)
