@@ -418,7 +418,7 @@ def test_the_service_starts_without_lxd_and_works_once_lxd_appears(services, lxd
         succeeded(service.http, service.http.post(
             "/1.0/deployments/web/shapes/front/instances", params=params,
             json={"instance_name": "c1"}))
-        assert lxd.states(lxd_project) == {"c1": "Running"}
+        assert lxd.states(lxd_project) == {"c1": "RUNNING"}
         # The background duties run: an instance deleted behind the service's back is
         # followed (the watcher of LXD's events, or the periodic reconcile).
         lxd.delete_instance(lxd_project, "c1")
