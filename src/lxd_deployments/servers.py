@@ -1,4 +1,7 @@
-"""The listeners: one uvicorn server per socket, all on the daemon's event loop.
+"""The listeners: one uvicorn server per socket. The admin socket's is on the daemon's
+event loop; HTTPS and the in-instance socket, which anyone (or any governor instance)
+may reach, each run on a thread with an event loop of its own (`Listening.own_loop`), so
+that no flood there delays the admin socket.
 
 - the admin unix socket (bound by the daemon with its mode and group): every request on
   it is an admin's;
@@ -13,9 +16,8 @@ refused at once over it, then given TLS (HTTPS) and `ServiceH11Protocol`, which 
 to the `http.*` deadlines and head size and adds the peer certificate (HTTPS) or the
 peer's uid (unix socket) to the scope. The caps fit in the open files limit, raised at
 start (`net/limits.py`), so that HTTPS can never take the fds the admin socket, the store
-and LXD need. The servers do not
-catch signals themselves (two servers would each take the other's); `run_servers`
-stops them all on SIGTERM or SIGINT.
+and LXD need. The servers do not catch signals themselves (two servers would each take
+the other's); `run_servers` stops them all on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations

@@ -86,8 +86,11 @@ class ServerTLS:
             fingerprints = frozenset(fp for fp, _ in trusted)
             if fingerprints == self._fingerprints:
                 return False
-            self._current = self._build([pem for _, pem in trusted])
+            context = self._build([pem for _, pem in trusted])
+            # The set first: a handshake in between is judged by the newer store (a
+            # removed certificate refused, an added one not yet in the context).
             self._fingerprints = fingerprints
+            self._current = context
         logger.info("TLS server context loaded with %d trusted certificate(s)",
                     len(fingerprints))
         return True
