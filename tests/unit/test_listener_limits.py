@@ -4,17 +4,25 @@ head cap, the settings' defaults, and what the service does while LXD is not the
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
 import socket
+import ssl
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import h11
 import pytest
 from fastapi.testclient import TestClient
 
+from lxd_deployments import daemon
 from lxd_deployments.config import HTTPSettings, LXDSettings, Settings
 from lxd_deployments.core import Core
 from lxd_deployments.core.readiness import LXDReadiness
+from lxd_deployments.core.reconcile import Summary
 from lxd_deployments.errors import LXDUnavailable
 from lxd_deployments.lxd.pylxd_adapter import PylxdAdapter, open_client
 from lxd_deployments.net.limits import RESERVED_FDS, ConnectionCounter, plan_connections
@@ -118,9 +126,6 @@ def test_a_head_within_the_limit_passes_and_is_reported():
 def test_tls_connections_read_into_a_small_buffer():
     """asyncio's own allocates 256 KiB per connection, idle or not: the class attribute
     this relies on must still be what sizes the buffer."""
-    import asyncio
-    import ssl
-
     loop = asyncio.new_event_loop()
     try:
         tls = CountedTLSProtocol(loop, asyncio.Protocol(),
@@ -180,3 +185,37 @@ def test_work_on_instances_waits_for_lxd(tmp_path, core, fake_lxd):
         assert api.get("/1.0").json()["metadata"]["environment"]["lxd_status"] == "ready"
         assert api.post("/1.0/deployments/dep1/shapes/web/instances",
                         json={"instance_name": "c1"}).status_code == 202
+
+
+def test_the_daemon_retries_lxd_with_backoff_then_brings_it_in(core, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="lxd_deployments")
+    waiting = Core(db=core.db, lxd=core.lxd, lxd_readiness=LXDReadiness(ready=False))
+    monkeypatch.setattr(daemon, "LXD_RETRY_MIN", 0.01)
+    monkeypatch.setattr(daemon, "LXD_RETRY_MAX", 0.04)
+    attempts: list[float] = []
+
+    def attach(_core, _settings):
+        attempts.append(time.monotonic())
+        if len(attempts) < 5:
+            raise LXDUnavailable("no LXD socket at /x/unix.socket (is LXD installed and "
+                                 "started?)")
+
+    monkeypatch.setattr(daemon, "attach_lxd", attach)
+    started: list[str] = []
+    watcher = SimpleNamespace(start=lambda: started.append("watcher"),
+                              reconcile=lambda startup: started.append(f"reconcile {startup}")
+                              or Summary())
+    webhooks = SimpleNamespace(start=lambda: started.append("webhooks"))
+
+    async def run():
+        await daemon.bring_up_lxd(waiting, Settings(), watcher, webhooks, asyncio.Event())
+
+    asyncio.run(run())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert len(attempts) == 5
+    assert gaps[0] >= 0.01 and gaps[-1] >= 0.04  # doubling, up to the most
+    assert started == ["reconcile True", "watcher", "webhooks"]
+    assert waiting.lxd_readiness.ready
+    # Said once in words (not once per attempt), and the connection when it came.
+    assert caplog.text.count("LXD is not available: no LXD socket at /x/unix.socket") == 1
+    assert "(it was not available at start)" in caplog.text
