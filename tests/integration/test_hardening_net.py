@@ -43,13 +43,20 @@ ADMIN_LATENCY_BOUND = 0.100
 FAST = {"header_timeout": 2, "tls_handshake_timeout": 2, "keepalive_timeout": 2,
         "https_connections": 2000, "https_connections_per_address": 2000}
 # What the service may take beyond a deadline to close (a busy machine).
-SLACK = 3.0
+SLACK = 5.0
+
+
+# The nice value added to the service and the probe where admin latency is measured: on
+# a machine shared with other jobs (2 cores, a load of 10 while these ran) their CPU
+# use, not the service, would decide a 100 ms figure. The attacker keeps the default
+# priority; the flood's work inside the service (its HTTPS thread) shares the raised one.
+PRIORITY = -10
 
 
 @pytest.fixture(scope="module")
 def fast(services):
     """A service with 2 s deadlines and caps high enough to let 1,000 connections in."""
-    return services(http=FAST)
+    return services(http=FAST, nice=PRIORITY)
 
 
 def https_port(service) -> int:
@@ -83,6 +90,7 @@ class AdminProbe(threading.Thread):
         return elapsed
 
     def run(self) -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRIORITY)  # this thread
         while not self._done.is_set():
             try:
                 self.latencies.append(self.probe())
@@ -303,7 +311,10 @@ def test_a_thousand_idle_tls_connections_never_starve_the_admin_socket(services)
     take every fd: even the admin socket stopped answering. The caps now fit in the
     limit: HTTPS gets what is left after the reserve and the other listeners' shares,
     the rest are refused at once, and the admin socket answers throughout."""
-    service = services(nofile=1024, http={"https_connections_per_address": 2000})
+    # A long head deadline: none of them is closed while the flood connects (a closed
+    # one would let another in, and the count below is of those open at once).
+    service = services(nofile=1024, nice=PRIORITY,
+                       http={"https_connections_per_address": 2000, "header_timeout": 120})
     assert "the open files limit (1024) leaves room for 256 connections where " \
            "http.https_connections asks for 1000" in service.log()
     probe = AdminProbe(service.socket_path)
@@ -317,9 +328,8 @@ def test_a_thousand_idle_tls_connections_never_starve_the_admin_socket(services)
         flood.kill()
         figures = probe.stop()
     print("fd exhaustion:", ready, {"fds": fds_under_attack}, figures)
-    assert ready["established"] <= 256 + 32, ready  # the cap (some refused mid-handshake)
-    assert ready["established"] + ready["refused"] == 1000
-    assert ready["refused"] >= 1000 - 256 - 32
+    assert ready["established"] == 256, ready  # the cap, and all the cap allows
+    assert ready["refused"] == 1000 - 256
     assert fds_under_attack < 1024 - 128, fds_under_attack
     assert not figures["failures"], figures
     assert figures["max_ms"] < ADMIN_LATENCY_BOUND * 1000, figures
