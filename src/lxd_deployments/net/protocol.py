@@ -42,6 +42,8 @@ from .limits import REFUSAL_LOG_INTERVAL, ConnectionCounter
 
 logger = logging.getLogger(__name__)
 
+# Seconds a refused connection is still read (and what comes dropped) before the close.
+LINGER = 2.0
 # Bytes asyncio's TLS protocol reads from the socket at once (its own default, 256 KiB,
 # is allocated for every connection, idle or not). A TLS record is at most 16 KiB.
 TLS_READ_BUFFER = 32 * 1024
@@ -104,6 +106,7 @@ class ServiceH11Protocol(H11Protocol):
         self.conn = BoundedConnection(limits.max_header_bytes, self._on_h11_event)
         self._tls = tls
         self._deadline: asyncio.TimerHandle | None = None
+        self._discarding = False
         # Called once when the connection ends (unix sockets; TLS ones count in TLS).
         self.release: Callable[[], None] | None = None
 
@@ -141,15 +144,38 @@ class ServiceH11Protocol(H11Protocol):
                            f"Request header not received within "
                            f"{self.limits.header_timeout:g} seconds")
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, *, linger: bool = False) -> None:
         """Answer an error in LXD's envelope and close: for what happens before the app
-        has a request (h11 cannot answer a request it has not read)."""
+        has a request (h11 cannot answer a request it has not read).
+
+        With `linger` (a refused head: the client is likely still sending it) what the
+        client sends is read and dropped for up to `LINGER` seconds before the close,
+        because closing a socket with unread data resets it, and the reset can destroy
+        the answer before the client reads it. A client cut at a deadline is closed at
+        once: holding it longer is what the deadline is against."""
         body = error_response(status, message).body
         head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n"
                 % (status, _REASONS.get(status, b"Error"), len(body)))
+        self._clear_deadline()
+        self._unset_keepalive_if_required()
         self.transport.write(head + body)
-        self.transport.close()
+        if not linger:
+            self.transport.close()
+            return
+        self._discarding = True
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return  # refused: what follows is read and dropped until the close
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._discarding:
+            self.transport.close()  # the client is done: no need to linger
+        return super().eof_received()
 
     # --- uvicorn's hooks --------------------------------------------------------------
 
@@ -227,9 +253,9 @@ class ServiceH11Protocol(H11Protocol):
         error = self.conn.last_error
         if error is not None and error.error_status_hint == 431:
             self._refuse(431, f"Request header fields too large (the limit is "
-                              f"{self.limits.max_header_bytes} bytes)")
+                              f"{self.limits.max_header_bytes} bytes)", linger=True)
         else:
-            self._refuse(400, f"Invalid HTTP request: {error or msg}")
+            self._refuse(400, f"Invalid HTTP request: {error or msg}", linger=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._clear_deadline()
