@@ -1,9 +1,11 @@
 """The daemon: read the config, open the store, serve the API on its sockets, and bring
 LXD in as soon as it answers.
 
-The service starts whether or not LXD answers: the sockets are served at once, and until
-LXD answered and the startup reconcile ran, work on instances answers 503 (in LXD's
-envelope) while everything that only needs the store works. `bring_up_lxd` retries with
+The service starts whether or not LXD answers. With LXD there (the common case) the
+startup reconcile runs before the first request is served, as it always did. Without,
+the sockets are served at once, and until LXD answered and the startup reconcile ran,
+work on instances answers 503 (in LXD's envelope) while everything that only needs the
+store works. `bring_up_lxd` retries with
 a backoff (`LXD_RETRY_MIN` doubling to `LXD_RETRY_MAX` seconds), logs what is wrong in
 words, then runs the startup reconcile and starts the background duties (the watcher of
 LXD's events and periodic reconciles, webhooks and their monitor).
@@ -139,15 +141,29 @@ def attach_lxd(core: Core, settings: Settings) -> None:
 
 
 async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
-                       webhooks: WebhookService, stop: asyncio.Event) -> None:
+                       webhooks: WebhookService, stop: asyncio.Event, *,
+                       first_attempt: asyncio.Event | None = None) -> None:
     """Connect to LXD (retrying with backoff until it answers or `stop` is set), run the
-    startup reconcile, then open work on instances and start the background duties."""
+    startup reconcile, then open work on instances and start the background duties.
+    `first_attempt` is set once the first attempt failed, or all that succeeded."""
+    try:
+        await _bring_up(core, settings, watcher, webhooks, stop, first_attempt)
+    finally:
+        if first_attempt is not None:
+            first_attempt.set()
+
+
+async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
+                    webhooks: WebhookService, stop: asyncio.Event,
+                    first_attempt: asyncio.Event | None) -> None:
     delay, logged_at = LXD_RETRY_MIN, None
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         try:
             await asyncio.to_thread(attach_lxd, core, settings)
         except LXDUnavailable as err:
+            if first_attempt is not None:
+                first_attempt.set()
             core.lxd_readiness.problem = err.message
             if logged_at is None or loop.time() - logged_at >= LXD_WAIT_LOG_INTERVAL:
                 logger.warning("LXD is not available: %s. Serving anyway: what needs LXD "
@@ -220,10 +236,13 @@ async def serve(settings: Settings) -> None:
         raise
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events)
-    stop = asyncio.Event()
-    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, webhooks, stop),
-                              name="bring-up-lxd")
+    stop, first_attempt = asyncio.Event(), asyncio.Event()
+    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, webhooks, stop,
+                                           first_attempt=first_attempt), name="bring-up-lxd")
     try:
+        # With LXD there at start (the common case) the startup reconcile ends before the
+        # first request is served, as it always did; without, serving starts at once.
+        await first_attempt.wait()
         logger.info("serving the deployments API on %s%s%s (connections at most: %d "
                     "HTTPS, %d per address, %d in-instance, %d admin)", settings.socket_path,
                     f", {settings.instance_socket_path} (in-instance)"
