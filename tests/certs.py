@@ -60,3 +60,38 @@ def make_certificate(common_name: str | None = "governor",
                                   serialization.NoEncryption()).decode(),
         fingerprint=certificate.fingerprint(hashes.SHA256()).hex(),
     )
+
+
+def make_ca_and_leaf(ca_name: str = "tests CA", leaf_name: str = "issued"
+                     ) -> tuple[TestCertificate, TestCertificate]:
+    """A CA certificate (basicConstraints CA:TRUE, self-signed) and a leaf it issued."""
+    ca_key, leaf_key = _private_key("ec384"), _private_key("ec384")
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+    leaf_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, leaf_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = (x509.CertificateBuilder()
+          .subject_name(ca_subject).issuer_name(ca_subject).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA384()))
+    leaf = (x509.CertificateBuilder()
+            .subject_name(leaf_subject).issuer_name(ca_subject)
+            .public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA384()))
+    return _test_certificate(ca, ca_key), _test_certificate(leaf, leaf_key)
+
+
+def _test_certificate(certificate, key) -> TestCertificate:
+    return TestCertificate(
+        pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        key_pem=key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()).decode(),
+        fingerprint=certificate.fingerprint(hashes.SHA256()).hex(),
+    )

@@ -131,6 +131,32 @@ class AuditSettings(_Frozen):
     refused_burst: int = Field(default=100, gt=0, le=100_000)
 
 
+class HTTPSettings(_Frozen):
+    """Limits of every listener (admin and in-instance sockets, HTTPS): how long a client
+    may take, how large a request head may be, how many connections may be open. A
+    connection over a limit is closed (or refused) at once, so that no client, slow or
+    many, can hold the service's file descriptors, memory or event loop."""
+
+    # Seconds the TLS handshake of an HTTPS connection may take.
+    tls_handshake_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Seconds a request's head (request line and headers) may take to arrive, counted
+    # from the connection (after the handshake) or from the end of the previous answer.
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Seconds a request's body may take to arrive after its head.
+    body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # Seconds an idle keep-alive connection stays open between requests.
+    keepalive_timeout: float = Field(default=5.0, gt=0, le=300)
+    # Bytes of a request's head; a larger one is refused with 431.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    # HTTPS connections open at once (lowered at start to what the fd limit allows)...
+    https_connections: int = Field(default=1000, gt=0, le=100_000)
+    # ...and from one client address.
+    https_connections_per_address: int = Field(default=64, gt=0, le=100_000)
+    # Connections open at once on the in-instance socket, and on the admin socket.
+    instance_connections: int = Field(default=256, gt=0, le=100_000)
+    unix_connections: int = Field(default=256, gt=0, le=100_000)
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
     unix_socket: Path | None = None
@@ -143,6 +169,7 @@ class Settings(_Frozen):
     # HTTPS for governors and remote admins (client certificates); none: unix socket only.
     https_address: str | None = None
     tls: TLSSettings = Field(default_factory=TLSSettings)
+    http: HTTPSettings = Field(default_factory=HTTPSettings)
     lxd: LXDSettings = Field(default_factory=LXDSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)

@@ -1,8 +1,21 @@
-"""The daemon: read the config, open the store and LXD, serve the API on its sockets."""
+"""The daemon: read the config, open the store, serve the API on its sockets, and bring
+LXD in as soon as it answers.
+
+The service starts whether or not LXD answers. With LXD there (the common case) the
+startup reconcile runs before the first request is served, as it always did. Without,
+the sockets are served at once, and until LXD answered and the startup reconcile ran,
+work on instances answers 503 (in LXD's envelope) while everything that only needs the
+store works. `bring_up_lxd` retries with
+a backoff (`LXD_RETRY_MIN` doubling to `LXD_RETRY_MAX` seconds), logs what is wrong in
+words, then runs the startup reconcile and starts the background duties (the watcher of
+LXD's events and periodic reconciles, webhooks and their monitor).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import grp
 import logging
 import os
@@ -20,15 +33,25 @@ from .auth.jwt import JWTAuthenticator
 from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.operations import Operations
+from .core.readiness import LXDReadiness
 from .core.watcher import Watcher
 from .errors import LXDUnavailable
-from .lxd import connect
+from .lxd.pylxd_adapter import PylxdAdapter, describe, open_client
+from .net.limits import plan_connections, raise_fd_limit
 from .servers import Listening, bind_tcp_socket, make_server, prepare_tls, run_servers
 from .statedir import UMASK, create_private, secure_state_dir
 from .store import open_database
 from .webhooks.service import WebhookService, make_bus
 
 logger = logging.getLogger("lxd_deployments")
+
+# Seconds between attempts to reach LXD at start: doubling from the first to the last.
+LXD_RETRY_MIN = 0.5
+LXD_RETRY_MAX = 10.0
+# Seconds a thread holds the GIL before another waiting for it gets it (Python's is 0.005).
+SWITCH_INTERVAL = 0.001
+# Seconds between two log lines saying LXD is still not there.
+LXD_WAIT_LOG_INTERVAL = 60.0
 
 
 def bind_unix_socket(settings: Settings) -> socket.socket:
@@ -87,10 +110,11 @@ def secure_state(settings: Settings) -> None:
 
 
 def build_core(settings: Settings) -> Core:
+    """The core, with an LXD adapter not connected yet (`bring_up_lxd` connects it)."""
     secure_state(settings)  # before the store opens: its secrets are never exposed
     create_private(settings.database_path)
     db = open_database(settings.database_path)
-    return Core(db=db, lxd=connect(settings.lxd),
+    return Core(db=db, lxd=PylxdAdapter(), lxd_readiness=LXDReadiness(ready=False),
                 operations=Operations(max_workers=settings.operation_workers,
                                       bulk_workers=settings.bulk_concurrency),
                 projects=frozenset(settings.projects) if settings.projects else None,
@@ -109,6 +133,64 @@ async def recover(watcher: Watcher) -> None:
         logger.error("startup reconcile of project %s failed: %s; its reservations left by "
                      "a crash stay until the next start", project, error)
     logger.info("startup reconcile done: %d change(s) recorded", summary.changes)
+
+
+def attach_lxd(core: Core, settings: Settings) -> None:
+    """Give the core's adapter a client to LXD, or raise `LXDUnavailable` saying why not
+    (which the adapter then tells every caller)."""
+    adapter = core.lxd
+    assert isinstance(adapter, PylxdAdapter)
+    try:
+        adapter.attach(open_client(settings.lxd))
+    except LXDUnavailable as err:
+        adapter.problem = err.message
+        raise
+
+
+async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
+                       webhooks: WebhookService, stop: asyncio.Event, *,
+                       first_attempt: asyncio.Event | None = None) -> None:
+    """Connect to LXD (retrying with backoff until it answers or `stop` is set), run the
+    startup reconcile, then open work on instances and start the background duties.
+    `first_attempt` is set once the first attempt failed, or all that succeeded."""
+    try:
+        await _bring_up(core, settings, watcher, webhooks, stop, first_attempt)
+    finally:
+        if first_attempt is not None:
+            first_attempt.set()
+
+
+async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
+                    webhooks: WebhookService, stop: asyncio.Event,
+                    first_attempt: asyncio.Event | None) -> None:
+    delay, logged_at = LXD_RETRY_MIN, None
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(attach_lxd, core, settings)
+        except LXDUnavailable as err:
+            if first_attempt is not None:
+                first_attempt.set()
+            core.lxd_readiness.problem = err.message
+            if logged_at is None or loop.time() - logged_at >= LXD_WAIT_LOG_INTERVAL:
+                logger.warning("LXD is not available: %s. Serving anyway: what needs LXD "
+                               "answers 503 until it answers; trying again every %g s at "
+                               "most", err.message, LXD_RETRY_MAX)
+                logged_at = loop.time()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, LXD_RETRY_MAX)
+            continue
+        logger.info("connected to LXD %s%s", describe(settings.lxd),
+                    " (it was not available at start)" if logged_at is not None else "")
+        core.lxd_readiness.problem = "the startup reconcile is running"
+        await recover(watcher)
+        if stop.is_set():
+            return
+        core.lxd_readiness.set_ready()
+        watcher.start()
+        webhooks.start()
+        return
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -130,6 +212,7 @@ def _unix_paths(settings: Settings) -> list[Path]:
 
 
 async def serve(settings: Settings) -> None:
+    caps = plan_connections(settings.http, raise_fd_limit())
     core = build_core(settings)
     tls = prepare_tls(settings, core) if settings.https_bind else None
     app = create_app(core, max_body_bytes=settings.max_body_bytes,
@@ -137,16 +220,20 @@ async def serve(settings: Settings) -> None:
                      server_certificate=tls.certificate_pem if tls else None,
                      audit_settings=settings.audit)
     unix_sock = bind_unix_socket(settings)
-    listening = [Listening(make_server(app, Listener.UNIX, settings), unix_sock, "unix")]
+    listening = [Listening(make_server(app, Listener.UNIX, settings, caps=caps), unix_sock,
+                           "unix")]
     try:
         if settings.jwt.enabled:
             # The app's lifespan runs once, with the first server.
-            instance = make_server(app, Listener.INSTANCE, settings, lifespan="off")
-            listening.append(Listening(instance, bind_instance_socket(settings), "instance"))
+            instance = make_server(app, Listener.INSTANCE, settings, caps=caps,
+                                   lifespan="off")
+            listening.append(Listening(instance, bind_instance_socket(settings), "instance",
+                                       own_loop=True))
         if tls is not None:
-            https = make_server(app, Listener.HTTPS, settings, ssl_context=tls.context,
+            https = make_server(app, Listener.HTTPS, settings, tls=tls, caps=caps,
                                 lifespan="off")
-            listening.append(Listening(https, bind_tcp_socket(*settings.https_bind), "https"))
+            listening.append(Listening(https, bind_tcp_socket(*settings.https_bind), "https",
+                                       own_loop=True))
     except ConfigError:
         for item in listening:  # only what this process bound: another may own the rest
             bound = item.sock.getsockname() if item.sock.family == socket.AF_UNIX else None
@@ -159,16 +246,27 @@ async def serve(settings: Settings) -> None:
     secure_state(settings)
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events)
+    stop, first_attempt = asyncio.Event(), asyncio.Event()
+    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, webhooks, stop,
+                                           first_attempt=first_attempt), name="bring-up-lxd")
     try:
-        await recover(watcher)
-        watcher.start()
-        webhooks.start()
-        logger.info("serving the deployments API on %s%s%s", settings.socket_path,
+        # With LXD there at start (the common case) the startup reconcile ends before the
+        # first request is served, as it always did; without, serving starts at once.
+        await first_attempt.wait()
+        logger.info("serving the deployments API on %s%s%s (connections at most: %d "
+                    "HTTPS, %d per address, %d in-instance, %d admin)", settings.socket_path,
                     f", {settings.instance_socket_path} (in-instance)"
                     if settings.jwt.enabled else "",
-                    f" and https://{settings.https_address}" if tls else "")
+                    f" and https://{settings.https_address}" if tls else "",
+                    caps.https, caps.https_per_address, caps.instance, caps.unix)
+        # What start-up made (modules, the app, the store's machinery) lives as long as
+        # the process: out of the collector's sight, a full collection (which holds the
+        # GIL, every loop waiting) walks only what requests and connections make.
+        gc.freeze()
         await run_servers(listening, tls)
     finally:
+        stop.set()
+        await lxd  # a startup reconcile under way ends first (it uses the store)
         await asyncio.to_thread(webhooks.stop)
         await asyncio.to_thread(watcher.stop)
         for item in listening:
@@ -188,6 +286,10 @@ def run(config_path: str | Path | None = None) -> int:
     os.umask(UMASK)  # what the daemon makes is its own (see statedir.py)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The admin socket's loop shares the GIL with the HTTPS and in-instance loops: hand it
+    # over every millisecond rather than every 5, so that a flood there delays an admin's
+    # answer by a few ms, not by tens.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if threading.current_thread() is threading.main_thread():
         # While serving, `run_servers` stops the servers on SIGTERM; before (the startup
         # reconcile) and after, make SIGTERM an exit that runs serve()'s clean-up (stop

@@ -1,4 +1,7 @@
-"""The listeners: one uvicorn server per socket, all on the daemon's event loop.
+"""The listeners: one uvicorn server per socket. The admin socket's is on the daemon's
+event loop; HTTPS and the in-instance socket, which anyone (or any governor instance)
+may reach, each run on a thread with an event loop of its own (`Listening.own_loop`), so
+that no flood there delays the admin socket.
 
 - the admin unix socket (bound by the daemon with its mode and group): every request on
   it is an admin's;
@@ -7,10 +10,14 @@
 - HTTPS (`https_address`): client certificates or JWTs decide, per request, from the store.
 
 Each server hands the same app its requests through `ListenerApp`, which marks them
-with their listener, and speaks HTTP through `ServiceH11Protocol`, which adds the peer
-certificate (HTTPS) or the peer's uid (unix socket) to the scope. The servers do not
-catch signals themselves (two servers would each take the other's); `run_servers`
-stops them all on SIGTERM or SIGINT.
+with their listener. Each new connection meets the listener's `ConnectionGate` first
+(`net/protocol.py`): counted against the listener's cap (and, on HTTPS, its address's),
+refused at once over it, then given TLS (HTTPS) and `ServiceH11Protocol`, which holds it
+to the `http.*` deadlines and head size and adds the peer certificate (HTTPS) or the
+peer's uid (unix socket) to the scope. The caps fit in the open files limit, raised at
+start (`net/limits.py`), so that HTTPS can never take the fds the admin socket, the store
+and LXD need. The servers do not catch signals themselves (two servers would each take
+the other's); `run_servers` stops them all on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ from starlette.types import ASGIApp
 
 from .auth.caller import Listener
 from .auth.middleware import ListenerApp
-from .auth.tls import ServerTLS, ServiceH11Protocol
+from .auth.tls import ServerTLS
 from .config import ConfigError, Settings
 from .core import Core
+from .net.limits import ConnectionCaps, ConnectionCounter, fd_limit, plan_connections
+from .net.protocol import ConnectionGate, ListenerLimits
 from .pki import CertificateFilesError, ensure_key_pair, fingerprint_of_pem, read_certificate
 from .store import auth as trust_queries
 
@@ -46,6 +55,8 @@ TLS_RESYNC_INTERVAL = 30.0
 class QuietServer(uvicorn.Server):
     """A uvicorn server that leaves signals to `run_servers`."""
 
+    gate: ConnectionGate
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
@@ -53,23 +64,50 @@ class QuietServer(uvicorn.Server):
 
 @dataclass
 class Listening:
-    """A server and the socket it serves."""
+    """A server and the socket it serves; `own_loop`: on a thread with an event loop of
+    its own (the listeners anyone may reach), so that no work of theirs (TLS handshakes
+    above all) delays the admin socket's loop."""
 
     server: uvicorn.Server
     sock: socket.socket
     name: str
+    own_loop: bool = False
+
+
+def listener_limits(settings: Settings) -> ListenerLimits:
+    http = settings.http
+    return ListenerLimits(header_timeout=http.header_timeout, body_timeout=http.body_timeout,
+                          keepalive_timeout=http.keepalive_timeout,
+                          tls_handshake_timeout=http.tls_handshake_timeout,
+                          max_header_bytes=http.max_header_bytes)
+
+
+def make_counter(listener: Listener, caps: ConnectionCaps) -> ConnectionCounter:
+    if listener is Listener.HTTPS:
+        return ConnectionCounter("https", caps.https, caps.https_per_address)
+    if listener is Listener.INSTANCE:
+        return ConnectionCounter("instance socket", caps.instance)
+    return ConnectionCounter("admin socket", caps.unix)
 
 
 def make_server(app: ASGIApp, listener: Listener, settings: Settings, *,
-                ssl_context=None, lifespan: str = "auto") -> QuietServer:
-    def ssl_context_factory(_config, _default):
-        return ssl_context
-
+                tls: ServerTLS | None = None, caps: ConnectionCaps | None = None,
+                lifespan: str = "auto") -> QuietServer:
+    """The server of one listener; `caps` are the connection caps in force (default:
+    those of the settings, fitted to the current open files limit). The gate does the
+    TLS (`tls`), so uvicorn serves a plain socket."""
+    if caps is None:
+        caps = plan_connections(settings.http, fd_limit())
+    gate = ConnectionGate(listener.value, listener_limits(settings), make_counter(listener, caps),
+                          tls=tls)
     config = uvicorn.Config(
-        ListenerApp(app, listener), http=ServiceH11Protocol, log_level=settings.log_level,
+        ListenerApp(app, listener), http=gate, log_level=settings.log_level,
         access_log=False, timeout_graceful_shutdown=5, lifespan=lifespan,
-        ssl_context_factory=ssl_context_factory if ssl_context is not None else None)
-    return QuietServer(config)
+        timeout_keep_alive=settings.http.keepalive_timeout,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=settings.http.max_header_bytes)
+    server = QuietServer(config)
+    server.gate = gate
+    return server
 
 
 def bind_tcp_socket(host: str, port: int) -> socket.socket:
@@ -157,6 +195,34 @@ async def _keep_in_step(tls: ServerTLS) -> None:
             logger.exception("reloading the trusted certificates failed")
 
 
+async def _serve_on_thread(item: Listening) -> None:
+    """Serve `item` on a thread with its own event loop until its server stops.
+
+    OpenSSL releases the GIL during a handshake, so a flood of handshakes there runs
+    beside the admin socket's loop instead of stalling it for the whole batch."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            asyncio.run(item.server.serve(sockets=[item.sock]))
+        except BaseException as err:  # handed to the waiting loop, raised there
+            error = err
+        loop.call_soon_threadsafe(finish, error)
+
+    threading.Thread(target=run, name=f"{item.name}-server", daemon=True).start()
+    await done
+
+
 async def run_servers(listening: Sequence[Listening], tls: ServerTLS | None = None) -> None:
     """Serve until SIGTERM or SIGINT (or a server stops); then stop them all."""
     loop = asyncio.get_running_loop()
@@ -174,7 +240,8 @@ async def run_servers(listening: Sequence[Listening], tls: ServerTLS | None = No
             previous = signal.getsignal(sig)
             loop.add_signal_handler(sig, stop, sig)
             installed.append((sig, previous))
-    tasks = [asyncio.create_task(item.server.serve(sockets=[item.sock]), name=item.name)
+    tasks = [asyncio.create_task(_serve_on_thread(item) if item.own_loop
+                                 else item.server.serve(sockets=[item.sock]), name=item.name)
              for item in listening]
     resync = asyncio.create_task(_keep_in_step(tls)) if tls is not None else None
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import resource
 import shutil
 import socket
 import sqlite3
@@ -145,8 +146,14 @@ class Service:
     systemd would after a crash or a reconfiguration."""
 
     def __init__(self, *, socket_path: Path, state_dir: Path, config_path: Path,
-                 log_path: Path, cwd: Path, config: dict) -> None:
+                 log_path: Path, cwd: Path, config: dict, nofile: int | None = None,
+                 nice: int = 0) -> None:
         self.socket_path = socket_path
+        # The open files limit (soft and hard) the process starts with; None: inherited.
+        self.nofile = nofile
+        # Added to the process's nice value (negative: a higher priority, for latency
+        # figures that other processes on a shared machine must not decide).
+        self.nice = nice
         self.state_dir = state_dir
         self.config_path = config_path
         self.log_path = log_path
@@ -222,11 +229,17 @@ class Service:
                 [sys.executable, "-m", "lxd_deployments", "daemon",
                  "--config", str(self.config_path)],
                 env=_service_env(), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, cwd=self.cwd,
+                stderr=subprocess.STDOUT, cwd=self.cwd, preexec_fn=self._limits,
             )
         _wait_until_answering(self.socket_path, self.process, self.log_path)
         self.http = self.http_client(timeout=60.0)
         self.client = DeploymentsClient(self.socket_path, timeout=60.0)
+
+    def _limits(self) -> None:
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        if self.nice:
+            os.nice(self.nice)
 
     def _close_clients(self) -> None:
         if self.client is not None:
@@ -315,9 +328,11 @@ class ServiceFactory:
         self._tmp_path_factory = tmp_path_factory
         self.started: list[tuple[Service, Path]] = []
 
-    def __call__(self, **config: object) -> Service:
+    def __call__(self, *, nofile: int | None = None, nice: int = 0,
+                 **config: object) -> Service:
         """A started service; `config` adds to (or overrides) its config file's keys, e.g.
-        `projects=["p1"]` or `reconcile_interval=5`."""
+        `projects=["p1"]` or `reconcile_interval=5`; `nofile` is its open files limit,
+        `nice` is added to its nice value."""
         tmp_path = self._tmp_path_factory.mktemp("service")
         # A short directory for the socket: a unix socket path may not exceed 107 bytes.
         socket_dir = Path(tempfile.mkdtemp(prefix="lxdd-it-"))
@@ -330,7 +345,7 @@ class ServiceFactory:
                     "instance_socket": str(socket_dir / "instance.socket"),
                     "unix_socket_mode": "0600", "lxd": {"socket": str(self._lxd.socket_path)},
                     "log_level": "info", "https_address": f"127.0.0.1:{free_port()}",
-                    **config})
+                    **config}, nofile=nofile, nice=nice)
         self.started.append((service, socket_dir))
         service.start()
         return service

@@ -78,8 +78,8 @@ def running_service(core: Core, directory: Path) -> Iterator[RunningService]:
     unix_sock.listen(64)
     listening = [
         Listening(make_server(app, Listener.UNIX, settings), unix_sock, "unix"),
-        Listening(make_server(app, Listener.HTTPS, settings, ssl_context=tls.context,
-                              lifespan="off"), https_sock, "https"),
+        Listening(make_server(app, Listener.HTTPS, settings, tls=tls, lifespan="off"),
+                  https_sock, "https", own_loop=True),
     ]
     thread = threading.Thread(target=lambda: asyncio.run(run_servers(listening, tls)),
                               daemon=True)

@@ -420,7 +420,8 @@ def test_watch_opens_one_stream_per_allowed_project():
 
 # --- the daemon wires it in --------------------------------------------------------------------
 
-def test_daemon_recovers_before_serving_and_stops_the_watcher(tmp_path, fake_lxd, monkeypatch):
+def test_daemon_recovers_before_work_on_instances_and_stops_the_watcher(tmp_path, fake_lxd,
+                                                                        monkeypatch):
     import asyncio
 
     import uvicorn
@@ -447,11 +448,18 @@ def test_daemon_recovers_before_serving_and_stops_the_watcher(tmp_path, fake_lxd
     put_record(seed, "never", records.PENDING)
     db.close()
 
-    monkeypatch.setattr(daemon, "connect", lambda _: fake_lxd)
+    monkeypatch.setattr(daemon, "PylxdAdapter", lambda: fake_lxd)
+    monkeypatch.setattr(daemon, "attach_lxd", lambda core, settings: None)
     seen = {}
 
     async def fake_serve(self, sockets=None):
+        if self.config.app.listener != "unix":
+            return  # the in-instance server (on its own thread) has nothing to show
         core = self.config.app.state.core
+        # Serving starts at once; work on instances waits for the startup reconcile.
+        deadline = time.monotonic() + 5
+        while not core.lxd_readiness.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         seen["statuses"] = statuses(core)
         seen["threads"] = {t.name for t in threading.enumerate()}
         fake_lxd.delete_instance("default", "made")  # `lxc delete` while serving

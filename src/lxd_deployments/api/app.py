@@ -12,6 +12,7 @@ from ..config import AuditSettings
 from ..core import Core
 from .audit import AuditLog
 from .body import RequestBodyGuard
+from .dependencies import LXDReady
 from .errors import install_error_handlers
 from .openapi import install_openapi
 from .routes import (
@@ -57,10 +58,13 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     app.state.authenticators = authenticators or Authenticators()
     app.state.server_certificate = server_certificate
     install_error_handlers(app)
+    # Work on instances waits for LXD and the startup reconcile (503 until then).
+    on_instances = (instances, scaling, governor_sockets)
     for module in (server, deployments, shapes, instances, changes, keys, certificates,
                    operations, webhooks, scale_requests, scaling, governor_sockets,
                    events, audit):
-        app.include_router(module.router)
+        app.include_router(module.router,
+                           dependencies=[LXDReady] if module in on_instances else None)
     install_openapi(app)
     # The last added runs first: authenticate, then audit, then guard the body.
     app.add_middleware(RequestBodyGuard, max_bytes=max_body_bytes)

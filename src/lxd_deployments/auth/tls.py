@@ -4,7 +4,10 @@ uvicorn protocol that hands the peer certificate to the app.
 Python's ssl module completes a handshake with a client certificate only if it can
 verify it, so the trusted certificates (all types) are the server context's CAs, with
 `CERT_OPTIONAL` so that a client without a certificate still reaches the public
-`GET /1.0`. An untrusted certificate fails the handshake. Who a certificate is, and what
+`GET /1.0`. An untrusted certificate fails the handshake. OpenSSL also accepts a
+certificate issued by a trusted certificate that is a CA, and Python offers no verify
+callback to stop it: `is_trusted` tells the HTTP protocol, which closes such a
+connection right after the handshake (`net/protocol.py`). Who a certificate is, and what
 it may do, is still decided per request from its fingerprint alone (`identify.py`).
 
 When the trust store changes, `ServerTLS.reload()` builds a new context; the listening
@@ -13,10 +16,10 @@ not) switches each new connection to the newest one. Connections already open ke
 theirs: what they may do is decided per request from the store anyway, so a removed
 certificate loses access at once there too.
 
-Uvicorn does not put the peer certificate in the ASGI scope: `ServiceH11Protocol` reads
-it from the connection's SSL object and adds the ASGI TLS extension
-(`scope["extensions"]["tls"]`, with `client_cert_chain`), and on a unix socket the peer's
-credentials (`SO_PEERCRED`) for the audit log.
+Uvicorn does not put the peer certificate in the ASGI scope: `net.protocol.ServiceH11Protocol`
+reads it from the connection's SSL object and adds the ASGI TLS extension
+(`scope["extensions"]["tls"]`, with `client_cert_chain`, made by `tls_extension`), and on
+a unix socket the peer's credentials (`SO_PEERCRED`, `unix_peer`) for the audit log.
 """
 
 from __future__ import annotations
@@ -31,10 +34,6 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-from .middleware import TLS_EXTENSION, UNIX_PEER_EXTENSION
 
 logger = logging.getLogger("lxd_deployments.tls")
 
@@ -87,11 +86,19 @@ class ServerTLS:
             fingerprints = frozenset(fp for fp, _ in trusted)
             if fingerprints == self._fingerprints:
                 return False
-            self._current = self._build([pem for _, pem in trusted])
+            context = self._build([pem for _, pem in trusted])
+            # The set first: a handshake in between is judged by the newer store (a
+            # removed certificate refused, an added one not yet in the context).
             self._fingerprints = fingerprints
+            self._current = context
         logger.info("TLS server context loaded with %d trusted certificate(s)",
                     len(fingerprints))
         return True
+
+    def is_trusted(self, fingerprint: str) -> bool:
+        """Whether the certificate of this fingerprint is itself in the trust store (as
+        of the last reload), not merely issued by one that is."""
+        return fingerprint in (self._fingerprints or ())
 
     def _select_context(self, ssl_object: Any, _server_name: str | None,
                         _context: ssl.SSLContext) -> None:
@@ -127,39 +134,3 @@ def _no_delay(transport: asyncio.BaseTransport) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class ServiceH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, adding what the connection knows to every request's scope:
-    the TLS extension on HTTPS, the peer's credentials on a unix socket."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        _no_delay(transport)
-        extensions: dict[str, Any] = {}
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            extensions[TLS_EXTENSION] = tls_extension(ssl_object)
-        else:
-            peer = unix_peer(transport)
-            if peer is not None:
-                extensions[UNIX_PEER_EXTENSION] = peer
-        if not extensions:
-            return
-        app = self.app
-
-        async def with_extensions(scope, receive, send):
-            scope["extensions"] = {**(scope.get("extensions") or {}), **extensions}
-            await app(scope, receive, send)
-
-        self.app = with_extensions
-        # A websocket upgrade hands the connection to a new protocol object that calls
-        # the config's app: give it the same extensions (GET /1.0/events over mTLS).
-        ws_protocol_class = self.ws_protocol_class
-        if ws_protocol_class is not None:
-            def ws_protocol(**kwargs: Any) -> Any:
-                protocol = ws_protocol_class(**kwargs)
-                protocol.app = with_extensions
-                return protocol
-
-            self.ws_protocol_class = ws_protocol

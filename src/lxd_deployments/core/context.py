@@ -12,6 +12,7 @@ from ..lxd import LXDAdapter
 from ..store import Database
 from .inflight import InstanceLocks, StateActions
 from .operations import Operations
+from .readiness import LXDReadiness
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ class Core:
     # The host path of the in-instance socket, which governor-socket proxy devices connect
     # to (None: the service serves none).
     instance_socket: str | None = None
+    # Whether LXD answered and the startup reconcile ran (the daemon starts without
+    # LXD and waits for it; in tests a core is ready from the start).
+    lxd_readiness: LXDReadiness = field(default_factory=LXDReadiness)
 
     def trust_changed(self) -> None:
         for listener in list(self.trust_listeners):

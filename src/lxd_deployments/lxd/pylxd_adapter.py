@@ -2,6 +2,10 @@
 
 pylxd is synchronous: the API layer calls these methods from worker threads, never on
 the event loop.
+
+The adapter may start without a client (LXD not there yet when the service starts):
+every call then raises `LXDUnavailable` saying what is wrong, until `attach` gives it
+one (`open_client` makes it, the daemon retries with backoff).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pylxd
 import requests
@@ -19,7 +25,7 @@ import requests.adapters
 import urllib3
 from pylxd import exceptions as pylxd_errors
 
-from ..config import LXDSettings
+from ..config import ConfigError, LXDSettings
 from ..errors import Conflict, InvalidInput, LXDBusy, LXDUnavailable, NotFound
 from . import events
 from .adapter import ClusterMember, EventHandler, Profile
@@ -51,12 +57,29 @@ def _unavailable(err: Exception) -> LXDUnavailable:
 class PylxdAdapter:
     """Talks to one LXD (local socket or HTTPS) through a single pylxd client."""
 
-    def __init__(self, client: pylxd.Client) -> None:
-        self._client = client
+    def __init__(self, client: pylxd.Client | None = None, *,
+                 problem: str = "the service has not connected to LXD yet") -> None:
+        self._pylxd = client
+        self.problem = problem
         # (when read, members or None): whether LXD is clustered, asked at most every
         # few seconds (placement asks on every launch).
         self._cluster: tuple[float, list[ClusterMember] | None] | None = None
         self._cluster_lock = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._pylxd is not None
+
+    def attach(self, client: pylxd.Client) -> None:
+        """Use this client from now on (LXD answered)."""
+        self._pylxd = client
+
+    @property
+    def _client(self) -> pylxd.Client:
+        client = self._pylxd
+        if client is None:
+            raise LXDUnavailable(f"LXD is not available: {self.problem}")
+        return client
 
     def _get(self, node: Any, project: str | None = None) -> dict[str, Any] | None:
         """GET an API node: its metadata, None on 404, `LXDUnavailable` on anything else."""
@@ -358,21 +381,69 @@ def _unix_session(socket_path: str) -> requests.Session:
     return session
 
 
-def connect(settings: LXDSettings) -> PylxdAdapter:
-    """Open the pylxd client the settings describe (HTTPS URL, else the local socket)."""
+def _unix_problem(path: Path) -> str | None:
+    """What keeps us from LXD's socket, in words; None when something listens there."""
+    if not path.exists():
+        return f"no LXD socket at {path} (is LXD installed and started?)"
+    if not path.is_socket():
+        return f"{path} is not a socket"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(5)
     try:
-        if settings.url:
-            cert = None
-            if settings.client_cert and settings.client_key:
-                cert = (str(settings.client_cert), str(settings.client_key))
-            verify: bool | str = settings.verify
-            if settings.verify and settings.server_cert:
-                verify = str(settings.server_cert)
-            client = pylxd.Client(endpoint=settings.url, cert=cert, verify=verify)
-        else:
-            socket_path = str(settings.resolve_socket())
-            client = pylxd.Client(endpoint=socket_path, session=_unix_session(socket_path))
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        return f"nothing listens on {path} (is LXD stopped?)"
+    except PermissionError:
+        return (f"permission denied on {path} (the service must run as root or in "
+                "LXD's group)")
+    except OSError as err:
+        return f"cannot connect to {path}: {err.strerror or err}"
+    finally:
+        probe.close()
+    return None
+
+
+def open_client(settings: LXDSettings) -> pylxd.Client:
+    """A pylxd client to the LXD the settings describe (HTTPS URL, else the local
+    socket), once it answers; `LXDUnavailable` saying why not otherwise."""
+    if settings.url:
+        cert = None
+        if settings.client_cert and settings.client_key:
+            cert = (str(settings.client_cert), str(settings.client_key))
+        verify: bool | str = settings.verify
+        if settings.verify and settings.server_cert:
+            verify = str(settings.server_cert)
+        try:
+            return pylxd.Client(endpoint=settings.url, cert=cert, verify=verify)
+        except (pylxd_errors.ClientConnectionFailed, requests.RequestException) as err:
+            raise LXDUnavailable(f"LXD at {settings.url} does not answer: {err}") from err
+    try:
+        path = settings.resolve_socket()
+    except ConfigError as err:
+        raise LXDUnavailable(str(err)) from err
+    problem = _unix_problem(path)
+    if problem is not None:
+        raise LXDUnavailable(problem)
+    # The URL form (not the path), so that pylxd never looks at the file itself.
+    endpoint = f"http+unix://{quote(str(path), safe='')}"
+    try:
+        return pylxd.Client(endpoint=endpoint, session=_unix_session(str(path)))
     except (pylxd_errors.ClientConnectionFailed, requests.RequestException) as err:
-        raise LXDUnavailable(f"cannot connect to LXD: {err}") from err
-    logger.info("connected to LXD %s", settings.url or settings.resolve_socket())
-    return PylxdAdapter(client)
+        raise LXDUnavailable(f"LXD on {path} does not answer: {err}") from err
+
+
+def describe(settings: LXDSettings) -> str:
+    """Where the settings point at, for the log."""
+    if settings.url:
+        return settings.url
+    try:
+        return str(settings.resolve_socket())
+    except ConfigError:
+        return "the local LXD socket"
+
+
+def connect(settings: LXDSettings) -> PylxdAdapter:
+    """An adapter with a client to LXD now; `LXDUnavailable` if LXD does not answer."""
+    adapter = PylxdAdapter(open_client(settings))
+    logger.info("connected to LXD %s", describe(settings))
+    return adapter

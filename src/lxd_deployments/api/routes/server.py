@@ -34,6 +34,9 @@ def server_info(request: Request, caller: CallerDep):
         "environment": environment,
     }
     if caller.is_authenticated:
+        # Whether the service works with LXD yet (it starts without it, and waits).
+        readiness = request.app.state.core.lxd_readiness
+        environment["lxd_status"] = "ready" if readiness.ready else "unavailable"
         info["auth_user_name"] = caller.identity
         info["auth_user_method"] = caller.method
         info["auth_user_kind"] = caller.kind
