@@ -47,6 +47,11 @@ class Core:
     # to (None: the service serves none).
     instance_socket: str | None = None
 
+    def __post_init__(self) -> None:
+        # The events stream carries LXD's `operation` events (LXD's clients wait on them).
+        if self.events is not None:
+            self.operations.listen(self.events.operation_changed)
+
     def trust_changed(self) -> None:
         for listener in list(self.trust_listeners):
             try:
