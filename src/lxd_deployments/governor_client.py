@@ -214,10 +214,12 @@ class GovernorClient:
     def shape(self, shape: str) -> dict[str, Any]:
         return self.client.get(self._path("shapes", shape)).metadata
 
-    def instances(self, shape: str) -> list[dict[str, Any]]:
-        """The shape's instances as LXD instance objects, with their state."""
+    def instances(self, shape: str, *, with_state: bool = False) -> list[dict[str, Any]]:
+        """The shape's instances as LXD instance objects (`status` included); with their
+        state (addresses, usage: LXD's recursion=2, far slower) when `with_state`."""
         return list(self.client.get(self._path("shapes", shape, "instances"),
-                                    params={"recursion": 1}).metadata or [])
+                                    params={"recursion": 2 if with_state else 1}).metadata
+                    or [])
 
     def instance_names(self, shape: str) -> list[str]:
         return sorted(i["name"] for i in self.instances(shape))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -284,13 +285,19 @@ class InstancesPost(_Body):
 
     A bulk launch gives `count` (names generated: `<deployment>-<shape>-<6 chars>`) or
     `instance_names` instead of `instance_name`: all of them or none within the shape's
-    maximum, or as many as fit with `best_effort`."""
+    maximum, or as many as fit with `best_effort`.
+
+    LXD's draft client (PR #12284's `DeploymentInstancesPost`) names the shape
+    `deployment_shape_name`: accepted as an alias. `start` is LXD's InstancesPost field:
+    false creates the instance stopped (it still counts towards the bound)."""
 
     instance_name: StrictStr | None = None
-    shape_name: StrictStr | None = None
+    shape_name: StrictStr | None = Field(
+        None, validation_alias=AliasChoices("shape_name", "deployment_shape_name"))
     count: StrictInt | None = None
     instance_names: list[StrictStr] | None = None
     best_effort: StrictBool = False
+    start: StrictBool = True
 
     @property
     def bulk(self) -> bool:

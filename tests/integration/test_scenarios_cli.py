@@ -210,18 +210,21 @@ def test_deployment_shape(run, rest, lxd, lxd_project):
     assert cli_error(run("shape", "create", "dep1", "shape9", "--from-profile", "nope")) == (
         f'Profile "nope" not found in project "{lxd_project}"')
 
-    # From an image and a profile, for virtual machines.
-    cli_ok(run("shape", "create", "dep1", "complete-shape", "--from-profile", "test-profile",
-               "--from-image", "busybox", "--vm", "--scaling-max", "1"))
-    template = yaml.safe_load(cli_ok(run("shape", "show", "dep1", "complete-shape")))[
-        "instance_template"]
-    assert template["type"] == "virtual-machine"
-    assert template["source"]["alias"] == "busybox"
-    assert template["devices"] == TEST_PROFILE_DEVICES
-    assert cli_ok(run("shape", "get", "dep1", "complete-shape", "instance_template.type",
-                      "--property")) == "virtual-machine\n"
+    # From an image and a profile, for virtual machines: busybox is a container image,
+    # which a virtual machine cannot boot, so the shape is refused when it is created
+    # (README, Decisions), not at its first launch.
+    assert cli_error(run("shape", "create", "dep1", "complete-shape", "--from-profile",
+                         "test-profile", "--from-image", "busybox", "--vm",
+                         "--scaling-max", "1")) == (
+        'Image with alias "busybox" is a container image: a shape of type virtual-machine '
+        "cannot launch it")
+    assert cli_error(run("shape", "set", "dep1", "shape1", "instance_template.type",
+                         "virtual-machine", "--property")).startswith(
+        "Image with alias")  # nor can a shape of it become one
+    assert cli_ok(run("shape", "get", "dep1", "shape1", "instance_template.type",
+                      "--property")) == "container\n"
 
-    for name in ("shape1", "shape2", "complete-shape"):
+    for name in ("shape1", "shape2"):
         cli_ok(run("shape", "delete", "dep1", name))
     cli_ok(run("delete", "dep1"))
     assert rest("/1.0/deployments") == []
@@ -235,9 +238,11 @@ def test_deployment_key(run, rest, tmp_path):
     cert_file = tmp_path / "dep1-key1.crt"
     cert_file.write_text(certificate.pem)
     cli_ok(run("trust", "add", str(cert_file), "--type", "deployments"))
+    # lxc's columns: type, name (the file's whole name), common name, fingerprint, ...
     trusted = csv_rows(cli_ok(run("trust", "list", "--format", "csv")))
-    short = next(row[2] for row in trusted if row[0] == "dep1-key1")
-    assert next(row[1] for row in trusted if row[0] == "dep1-key1") == "deployments"
+    short = next(row[3] for row in trusted if row[1] == "dep1-key1.crt")
+    assert next(row[:3] for row in trusted if row[1] == "dep1-key1.crt") == [
+        "deployments", "dep1-key1.crt", "lxd.local"]
     full = yaml.safe_load(cli_ok(run("trust", "show", short)))["fingerprint"]
     assert full == certificate.fingerprint
 

@@ -21,6 +21,8 @@ class FakeLXD:
     images: dict[str, set[str]] = field(default_factory=lambda: {"default": {"busybox"}})
     fingerprints: dict[str, set[str]] = field(default_factory=lambda: {"default": {"a" * 64}})
     profiles: dict[tuple[str, str], Profile] = field(default_factory=dict)
+    # (project, alias or fingerprint) -> image type; absent: a container image.
+    image_types: dict[tuple[str, str], str] = field(default_factory=dict)
     deleted_instances: list[tuple[str, str]] = field(default_factory=list)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     fail_create: set[str] = field(default_factory=set)
@@ -52,13 +54,17 @@ class FakeLXD:
     def project_exists(self, project: str) -> bool:
         return project in self.projects
 
-    def image_exists(self, project: str, *, alias: str | None = None,
-                     fingerprint: str | None = None) -> bool:
+    def image_type(self, project: str, *, alias: str | None = None,
+                   fingerprint: str | None = None) -> str | None:
         if alias:
-            return alias in self.images.get(project, set())
-        if fingerprint:
-            return any(f.startswith(fingerprint) for f in self.fingerprints.get(project, set()))
-        return False
+            found = alias in self.images.get(project, set())
+        elif fingerprint:
+            found = any(f.startswith(fingerprint) for f in self.fingerprints.get(project, set()))
+        else:
+            found = False
+        if not found:
+            return None
+        return self.image_types.get((project, alias or fingerprint or ""), "container")
 
     def get_profile(self, project: str, name: str) -> Profile | None:
         return self.profiles.get((project, name))
@@ -79,7 +85,9 @@ class FakeLXD:
 
     def list_instances(self, project: str, *, with_state: bool = False) -> list[dict[str, Any]]:
         self.listing_calls += 1
-        return [i for (p, _), i in self.instances.items() if p == project]
+        # As LXD: recursion=1 objects carry no `state`, recursion=2 ones do.
+        return [i if with_state else {k: v for k, v in i.items() if k != "state"}
+                for (p, _), i in self.instances.items() if p == project]
 
     def instance_names(self, project: str) -> set[str]:
         return {name for (p, name) in self.instances if p == project}

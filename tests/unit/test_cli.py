@@ -797,7 +797,7 @@ def test_trust_add_names_the_certificate_after_its_file(fake_api, tmp_path):
     assert run(fake_api, "trust", "add", str(pem)).code == 0
 
     assert fake_api.body("POST") == {
-        "name": "admin-laptop",
+        "name": "admin-laptop.crt",  # the whole base name, as lxc names it
         "type": "client",
         "certificate": pem.read_text(),
     }
@@ -819,7 +819,8 @@ def test_trust_list_and_remove(fake_api):
     fake_api.on("GET", "/1.0/certificates", sync([cert]))
     fake_api.on("DELETE", "/1.0/certificates/ffff", sync(None))
 
-    assert run(fake_api, "trust", "list", "-f", "csv").out == "gov,deployments,ffffffffffff\n"
+    # lxc's columns: type, name, common name, fingerprint, issue and expiry dates.
+    assert run(fake_api, "trust", "list", "-f", "csv").out == "deployments,gov,,ffffffffffff,,\n"
     assert run(fake_api, "trust", "remove", "ffff").code == 0
 
 

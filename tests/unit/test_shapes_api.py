@@ -203,9 +203,27 @@ def test_template_profiles_must_exist(api, refused):
     assert shape_of(api)["instance_template"]["profiles"] == ["default"]
 
 
-def test_virtual_machine_type_is_kept(api):
-    create_shape(api, instance_template={**BUSYBOX, "type": "virtual-machine"})
+def test_virtual_machine_type_is_kept(api, fake_lxd):
+    fake_lxd.images["default"].add("busybox-vm")
+    fake_lxd.image_types[("default", "busybox-vm")] = "virtual-machine"
+    create_shape(api, instance_template={"source": {"type": "image", "alias": "busybox-vm"},
+                                         "type": "virtual-machine"})
     assert shape_of(api)["instance_template"]["type"] == "virtual-machine"
+
+
+def test_a_shape_whose_type_its_image_cannot_launch_is_refused(api):
+    """A container image in a virtual-machine shape would only fail at the first launch:
+    refused when the shape is created, and when it is changed."""
+    response = api.post(BASE, json={"name": "web", "scaling_maximum": 1, "instance_template":
+                                      {**BUSYBOX, "type": "virtual-machine"}})
+    assert response.status_code == 400
+    assert response.json()["error"] == ('Image with alias "busybox" is a container image: a '
+                                         "shape of type virtual-machine cannot launch it")
+    create_shape(api, instance_template=BUSYBOX)
+    response = api.patch(f"{BASE}/web", json={"instance_template":
+                                                {**BUSYBOX, "type": "virtual-machine"}})
+    assert response.status_code == 400
+    assert shape_of(api)["instance_template"]["type"] == "container"
 
 
 @pytest.mark.parametrize(("template", "message"), [
@@ -256,7 +274,8 @@ def test_patch_merges_and_leaves_empty_values_alone(api, web):
     assert shown["instance_template"]["source"] == BUSYBOX["source"]
 
 
-def test_patch_can_change_the_template(api, web):
+def test_patch_can_change_the_template(api, web, fake_lxd):
+    fake_lxd.image_types[("default", "aaaa")] = "virtual-machine"
     template = {"source": {"type": "image", "fingerprint": "aaaa"}, "type": "virtual-machine"}
     assert api.patch(f"{BASE}/web", json={"instance_template": template}).status_code == 200
     shown = shape_of(api)["instance_template"]

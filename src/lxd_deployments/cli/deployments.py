@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .context import Context
+from .context import CommandError, Context
 from .editing import read_stdin_document
 from .objects import STRING, ObjectKind, add_object_commands, parse_pairs
 from .output import Column, count_cell, field_cell
@@ -50,6 +50,11 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> None:
         body["governor_webhook_url"] = args.governor_webhook_url
     if args.config:
         body.setdefault("config", {}).update(parse_pairs(args.config))
+    for pair in args.config_pairs:  # lxc's `deployment create D KEY=VALUE...`
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"Bad key/value pair: {pair}")
+        body.setdefault("config", {})[key] = value
     ctx.client.post(DEPLOYMENT.collection(args), json=body)
     ctx.say(f"Deployment {args.deployment} created")
 
@@ -59,6 +64,9 @@ def _add_create(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "create", cmd_create, "Create a deployment", description=_CREATE_HELP
     )
     parser.add_argument("deployment", metavar="DEPLOYMENT")
+    parser.add_argument("config_pairs", nargs="*", metavar="KEY=VALUE",
+                        help="config keys, as -c KEY=VALUE")
+    parser.set_defaults(extra_positionals="config_pairs")
     parser.add_argument("--description", help="description of the deployment")
     parser.add_argument(
         "-c", "--config", action="append", metavar="KEY=VALUE", help="config key (repeatable)"

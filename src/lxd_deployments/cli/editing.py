@@ -28,10 +28,35 @@ class InvalidDocument(ValueError):
     """A YAML document that is not valid YAML or does not describe the object."""
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that names a key twice: PyYAML would keep the last one silently."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, as Go's YAML decoder
+    (and so lxc) does: a second `config:` must not silently replace the first."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    earlier = first_line.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if earlier is not None:
+                    raise _DuplicateKey(f'line {line}: mapping key "{key}" already defined '
+                                        f"at line {earlier}")
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_document(text: str, *, allow_empty: bool = True) -> dict[str, Any]:
     """Parse a YAML mapping; an empty document is `{}` unless `allow_empty` is False."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as err:
         raise InvalidDocument(f"Invalid YAML: {err}") from err
     if data is None:

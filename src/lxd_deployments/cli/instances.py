@@ -64,7 +64,8 @@ def wait_for(ctx: Context, answer: Response, label: str) -> Operation | None:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> None:
-    answer = ctx.client.get(_instances(args), params={"recursion": "1"})
+    # recursion=2, as `lxc list`: the table shows state (status, addresses).
+    answer = ctx.client.get(_instances(args), params={"recursion": "2"})
     ctx.stdout.write(render_list(args.format, as_list(answer.metadata), INSTANCE_COLUMNS))
 
 

@@ -7,13 +7,15 @@ import argparse
 from .context import Context, UsageError, api_path
 from .editing import read_stdin_document
 from .files import read_text_file
-from .objects import STRING, ObjectKind, add_object_commands
+from .objects import STRING, ObjectKind, Property, add_object_commands
 from .output import Column, field_cell, short_cell
 from .parsing import add_command
 
 # Least privilege unless asked: a read-only key can watch but not scale.
 DEFAULT_ROLE = "ro"
 ROLES = ("rw", "ro", "admin", "read-only")  # the seed's names are aliases of rw/ro
+# `key unset D K role` gives the role back its default, as a new key gets it.
+ROLE = Property(str, DEFAULT_ROLE)
 
 KEY = ObjectKind(
     noun="key",
@@ -22,7 +24,7 @@ KEY = ObjectKind(
     collection=lambda args: api_path("deployments", args.deployment, "keys"),
     writable=("description", "role"),
     read_only=("name", "certificate_fingerprint"),
-    properties={"description": STRING, "role": STRING},
+    properties={"description": STRING, "role": ROLE},
     columns=(
         Column("NAME", field_cell("name")),
         Column("ROLE", field_cell("role")),

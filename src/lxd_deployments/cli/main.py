@@ -13,7 +13,7 @@ from typing import TextIO
 from lxd_deployments import __version__
 from lxd_deployments.client import ClientError, DeploymentsClient, ServiceUnreachable
 
-from . import deployments, governor_sockets, keys, remote, shapes, trust, webhooks
+from . import deployments, governor_sockets, keys, project, remote, shapes, trust, webhooks
 from .context import CommandError, Context, UsageError
 from .editing import InvalidDocument
 from .parsing import add_command, add_global_flags, add_group
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks.register_shape_commands(shape_group)
     trust.register(add_group(subparsers, "trust", "Manage trusted certificates"))
     remote.register(add_group(subparsers, "remote", "Manage remote deployments services"))
+    project.register(add_group(subparsers, "project", "The current LXD project of a remote"))
     webhooks.register(add_group(subparsers, "webhook", "Webhook deliveries and secrets"))
     governor_sockets.register(add_group(subparsers, "governor-socket",
                                         "Expose the in-instance socket to governor containers"))
@@ -67,6 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = add_command(subparsers, "daemon", cmd_daemon, "Run the deployments service")
     daemon.add_argument("--config", metavar="FILE", help="service configuration file")
     return parser
+
+
+def parse_command_line(parser: argparse.ArgumentParser,
+                       argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse as lxc (cobra) does: a command's trailing positionals (`create D --description
+    X KEY=VALUE...`, `list -f csv FILTER`) may come after its flags. argparse stops a
+    `nargs="*"` positional at the first flag; the rest comes back unrecognised and goes
+    to the command's `extra_positionals` list, when it has one. Unknown flags stay
+    errors."""
+    args, extra = parser.parse_known_args(argv)
+    dest = getattr(args, "extra_positionals", None)
+    if extra and (dest is None or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, dest, [*(getattr(args, dest, None) or []), *extra])
+    return args
 
 
 def main(
@@ -85,7 +102,7 @@ def main(
     parser = build_parser()
     try:
         with redirect_stdout(stdout), redirect_stderr(stderr):
-            args = parser.parse_args(argv)
+            args = parse_command_line(parser, argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
 
@@ -94,12 +111,14 @@ def main(
     def make_client() -> DeploymentsClient:
         nonlocal chosen_remote
         if client is not None:
-            base = client
+            base, project_name = client, args.project
         else:
             remotes = Remotes.load(ctx.environ)
             chosen_remote = chosen_remote or getattr(args, "remote", None) or remotes.default
             base = remotes.client(chosen_remote, ctx.environ)
-        return base.use_project(args.project) if args.project else base
+            # --project wins over the remote's current project (`project switch`).
+            project_name = args.project or remotes.project_of(chosen_remote)
+        return base.use_project(project_name) if project_name else base
 
     ctx = Context(
         client_factory=make_client,
@@ -111,6 +130,7 @@ def main(
     )
     try:
         chosen_remote = split_remote_prefix(args)
+        args.chosen_remote = chosen_remote
         return int(args.handler(ctx, args) or 0)
     except UsageError as err:
         args.parser.print_usage(stderr)

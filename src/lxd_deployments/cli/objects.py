@@ -22,6 +22,7 @@ from .editing import (
     parse_document,
     string_map,
 )
+from .filters import list_filters, matches
 from .output import Column, cell_text, dump_yaml, render_list
 from .parsing import add_command, add_format_flag
 
@@ -51,7 +52,8 @@ class Property:
     """A field `set/unset --property` may change: how to read it and what unset means."""
 
     parse: Callable[[str], Any]
-    # `unset --property` resets a field to its zero value, as lxc does.
+    # `unset --property` resets a field to its zero value, as lxc does, or to its
+    # default where the zero value is not one (a key's role).
     zero: Any
 
 
@@ -191,7 +193,9 @@ def uses_properties(kind: ObjectKind, args: argparse.Namespace) -> bool:
 
 def cmd_list(kind: ObjectKind, ctx: Context, args: argparse.Namespace) -> None:
     answer = ctx.client.get(kind.collection(args), params={"recursion": "1"})
-    ctx.stdout.write(render_list(args.format, as_list(answer.metadata), kind.columns))
+    filters = list_filters(args)
+    shown = [obj for obj in as_list(answer.metadata) if matches(obj, filters)]
+    ctx.stdout.write(render_list(args.format, shown, kind.columns))
 
 
 def cmd_show(kind: ObjectKind, ctx: Context, args: argparse.Namespace) -> None:
@@ -297,7 +301,12 @@ def add_parent_positionals(parser: argparse.ArgumentParser, kind: ObjectKind) ->
     for parent in kind.parents:
         parser.add_argument(parent, metavar=parent.upper())
     if not kind.parents:  # `list prod:` names a remote, as `lxc list prod:`
-        parser.add_argument("remote_prefix", metavar="[REMOTE:]", nargs="?")
+        parser.add_argument("remote_prefix", metavar="[REMOTE:][FILTER]", nargs="?")
+        parser.add_argument(
+            "filters", metavar="FILTER", nargs="*",
+            help="NAME (a name prefix or regular expression) or KEY=VALUE (a config key "
+            "or field); all must match, as in `lxc list`")
+        parser.set_defaults(extra_positionals="filters")
 
 
 def add_object_commands(
@@ -367,7 +376,7 @@ def add_object_commands(
         partial(cmd_unset, kind),
         f"Unset {noun} {many}",
         description=f"Remove {noun} {many}.\nA property is reset to its zero value "
-        "(empty text, 0, false).",
+        "(empty text, 0, false), or its default where it has one (a key's role: ro).",
     )
     add_positionals(parser, kind)
     parser.add_argument("config_keys", nargs="+", metavar="KEY" if kind.has_config else "PROPERTY")

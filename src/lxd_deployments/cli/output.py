@@ -1,4 +1,5 @@
-"""Output formats as lxc prints them: bordered tables, headerless CSV, compact JSON, YAML."""
+"""Output formats as lxc prints them: bordered tables, borderless compact tables,
+headerless CSV, compact JSON, YAML."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import yaml
 
-FORMATS = ("table", "csv", "json", "yaml")
+FORMATS = ("table", "compact", "csv", "json", "yaml")
 DEFAULT_FORMAT = "table"
 # lxc shows certificate fingerprints shortened to 12 characters in tables.
 SHORT_FINGERPRINT = 12
@@ -51,6 +52,8 @@ def render_list(fmt: str, objects: Sequence[dict[str, Any]], columns: Sequence[C
         return render_csv(rows)
     if fmt == "table":
         return render_table([c.header for c in columns], rows)
+    if fmt == "compact":
+        return render_compact([c.header for c in columns], rows)
     raise ValueError(f"Unknown output format {fmt!r}")
 
 
@@ -93,6 +96,16 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
             out.append(line([lines[depth] if depth < len(lines) else "" for lines in row]))
         out.append(rule)
     return "\n".join(out) + "\n"
+
+
+def render_compact(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """lxc's `--format compact`: the table's columns without borders or rules, a header
+    line, then one line per row (a multi-line cell shows its first line)."""
+    lines = [list(headers), *([cell.split("\n")[0] for cell in row] for row in rows)]
+    widths = [max(len(line[index]) for line in lines) for index in range(len(headers))]
+    return "".join(
+        "  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        .rstrip() + "\n" for line in lines)
 
 
 def _centre(text: str, width: int) -> str:

@@ -11,11 +11,14 @@ from .output import DEFAULT_FORMAT, FORMATS
 
 Handler = Callable[[Context, argparse.Namespace], int | None]
 
+PROJECT_HELP = ("LXD project to work in (default: the remote's current one, see "
+                "`project switch`, else default)")
+
 # Global flags repeated on every subcommand. SUPPRESS keeps a subcommand from overwriting
 # a value given before it with its own default.
 _GLOBALS = argparse.ArgumentParser(add_help=False)
 _GLOBALS.add_argument(
-    "--project", default=argparse.SUPPRESS, help="LXD project to work in (default: default)"
+    "--project", default=argparse.SUPPRESS, help=PROJECT_HELP
 )
 _GLOBALS.add_argument(
     "--remote", default=argparse.SUPPRESS, metavar="NAME",
@@ -32,7 +35,7 @@ _GLOBALS.add_argument(
 
 def add_global_flags(parser: argparse.ArgumentParser) -> None:
     """The global flags on the top-level parser, with their real defaults."""
-    parser.add_argument("--project", default=None, help="LXD project to work in (default: default)")
+    parser.add_argument("--project", default=None, help=PROJECT_HELP)
     parser.add_argument(
         "--remote", default=None, metavar="NAME",
         help="remote service to talk to (default: the default remote, see `remote list`)"

@@ -101,6 +101,8 @@ def cmd_add(ctx: Context, args: argparse.Namespace) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_text(server_pem)
     remotes.remotes[name] = {"addr": url, "protocol": PROTOCOL, "auth-type": "tls"}
+    if args.project:
+        remotes.remotes[name]["project"] = args.project
     remotes.save()
     if trusted.get("auth") != "trusted":
         client_fingerprint = fingerprint_of_pem(remotes.client_cert.read_text())
@@ -161,6 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "certificate.\nThe server certificate is pinned once its fingerprint is accepted.")
     parser.add_argument("name", metavar="NAME")
     parser.add_argument("url", metavar="URL", help="https://host[:port] (port 8443 by default)")
+    # (--project, the global flag, is saved as the remote's current project here.)
     parser.add_argument("--accept-certificate", action="store_true",
                         help="pin the server certificate without asking")
 

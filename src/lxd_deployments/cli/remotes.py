@@ -4,7 +4,9 @@ Everything lives in the CLI's config directory (`$LXD_DEPLOYMENTS_CONF`, else
 `$XDG_CONFIG_HOME/lxd-deployments`, else `~/.config/lxd-deployments`), as lxc's in
 `~/.config/lxc`:
 
-    config.yml             default-remote, and each remote's address
+    config.yml             default-remote, and each remote's address and current project
+                           (`project switch`, `remote add --project`; lxc's remotes
+                           carry one too)
     client.crt, client.key this CLI's client certificate (the key mode 0600), made on the
                            first `remote add`; an admin trusts client.crt on the service
     servercerts/NAME.crt   the server certificate pinned when NAME was added
@@ -43,7 +45,7 @@ DEFAULT_PORT = 8443
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # fullmatch: no final newline
 # The arguments a `REMOTE:` prefix may sit on: the first name of a command.
-PREFIXED_ARGUMENTS = ("remote_prefix", "deployment", "fingerprint")
+PREFIXED_ARGUMENTS = ("remote_prefix", "deployment", "fingerprint", "project_name")
 
 
 def config_dir(environ: Mapping[str, str]) -> Path:
@@ -142,6 +144,21 @@ class Remotes:
             raise CommandError(f'Remote "{name}" doesn\'t exist (see `lxd-deployments '
                                'remote list`)')
         return self.remotes[name]
+
+    def project_of(self, name: str) -> str | None:
+        """The remote's current project (None: LXD's default), as `lxc project switch`
+        leaves it."""
+        project = (self.remotes.get(name) or {}).get("project")
+        return str(project) if project else None
+
+    def set_project(self, name: str, project: str | None) -> None:
+        """Make `project` the remote's current one (None: back to LXD's default)."""
+        self.require(name)
+        entry = self.remotes.setdefault(name, {})
+        if project:
+            entry["project"] = project
+        else:
+            entry.pop("project", None)
 
     def client(self, name: str, environ: Mapping[str, str]) -> DeploymentsClient:
         """A client for the remote: the unix socket for `local`, else HTTPS with this

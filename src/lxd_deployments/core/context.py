@@ -59,6 +59,11 @@ class Core:
     # LXD and waits for it; in tests a core is ready from the start).
     lxd_readiness: LXDReadiness = field(default_factory=LXDReadiness)
 
+    def __post_init__(self) -> None:
+        # The events stream carries LXD's `operation` events (LXD's clients wait on them).
+        if self.events is not None:
+            self.operations.listen(self.events.operation_changed)
+
     def trust_changed(self) -> None:
         for listener in list(self.trust_listeners):
             try:

@@ -33,6 +33,10 @@ KEY_SHAPE = INSTANCE_KEY_PREFIX + "shape"
 KEY_SERVICE = INSTANCE_KEY_PREFIX + "service"
 
 STATE_ACTIONS = frozenset({"start", "stop", "restart", "freeze", "unfreeze"})
+# Actions that change nothing on an instance already in this LXD status: they succeed
+# doing nothing (a governor retries a start it is not sure went through; LXD would
+# answer "already running").
+_ALREADY = {"start": "Running", "stop": "Stopped"}
 
 
 @dataclass(frozen=True)
@@ -87,13 +91,15 @@ def list_instance_urls(core: Core, target: Target) -> list[str]:
                                name) for name in names]
 
 
-def list_instances_full(core: Core, target: Target) -> list[dict[str, Any]]:
-    """LXD's own instance objects (with state) for the shape's records, in one LXD call."""
+def list_instances_full(core: Core, target: Target, *,
+                        with_state: bool = False) -> list[dict[str, Any]]:
+    """LXD's own instance objects for the shape's records, in one LXD call: as LXD's
+    `recursion=1` (no state, cheap) or, `with_state`, its `recursion=2`."""
     with core.db.read() as conn:
         wanted = set(records.names(conn, target.shape.id))
     if not wanted:
         return []
-    found = core.lxd.list_instances(target.project, with_state=True)
+    found = core.lxd.list_instances(target.project, with_state=with_state)
     return sorted((i for i in found if i.get("name") in wanted and _ours(core, i, target)),
                   key=lambda i: i["name"])
 
@@ -142,8 +148,10 @@ def bound_reached(shape: str, maximum: int) -> BoundReached:
                         "launch another instance")
 
 
-def launch(core: Core, target: Target, name: str, owner: str | None = None) -> Operation:
-    """Reserve a slot for `name` within the shape's maximum, then create and start it.
+def launch(core: Core, target: Target, name: str, owner: str | None = None, *,
+           start: bool = True) -> Operation:
+    """Reserve a slot for `name` within the shape's maximum, then create it and (unless
+    `start` is false, LXD's InstancesPost field) start it.
 
     The bound is checked before the name: at the maximum every name gets the same
     answer, so names cannot be probed there (`owner` None is an admin's launch, told
@@ -173,7 +181,7 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
     target = with_bound(target, bound)
     logger.info("launching %s in shape %s/%s (max %d)", name, target.deployment.name,
                 target.shape.name, maximum)
-    return launch_operation(core, target, name, record_id, location, owner=owner)
+    return launch_operation(core, target, name, record_id, location, owner=owner, start=start)
 
 
 def with_bound(target: Target, bound: records.Bound, added: int = 1) -> Target:
@@ -185,10 +193,11 @@ def with_bound(target: Target, bound: records.Bound, added: int = 1) -> Target:
 
 def launch_operation(core: Core, target: Target, name: str, record_id: int, location: str,
                      *, owner: str | None = None, on_end: Ended | None = None,
-                     bulk: bool = False) -> Operation:
+                     bulk: bool = False, start: bool = True) -> Operation:
     """The operation that creates and starts an instance whose slot is reserved (record
     `record_id`), on cluster member `location` ("": LXD decides); a failed create
-    releases the slot, a failed start keeps the instance counted (`failed`)."""
+    releases the slot, a failed start keeps the instance counted (`failed`). With
+    `start` false the instance is left stopped, as LXD leaves it."""
     body = instance_body(core, target, name)
 
     def release() -> None:
@@ -206,8 +215,9 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
             notify.failed(core, target, name, op, "create", err)
             raise
         try:
-            with core.state_actions.running(target.project, name, "start"):
-                core.lxd.change_state(target.project, name, "start")
+            if start:
+                with core.state_actions.running(target.project, name, "start"):
+                    core.lxd.change_state(target.project, name, "start")
         except Exception as err:
             with core.db.write() as conn:
                 records.set_status(conn, record_id, records.FAILED)
@@ -215,7 +225,8 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
             raise
         with core.db.write() as conn:
             records.set_status(conn, record_id, records.READY)
-        notify.instance_event(core, target, name, "instance-launched", op)
+        extra = {} if start else {"started": False}
+        notify.instance_event(core, target, name, "instance-launched", op, **extra)
         return {"location": location} if location else {}
 
     return core.operations.start(
@@ -296,19 +307,32 @@ def change_state(core: Core, target: Target, name: str, action: str, *, force: b
                 # A delete asked after this change came first: it supersedes it.
                 raise Conflict(f'Instance "{name}" is being deleted: the state change '
                                f'("{action}") gave way to the delete')
-            with core.state_actions.running(target.project, name, action):
-                retry_busy(lambda: core.lxd.change_state(target.project, name, action,
-                                                         force=force, timeout=timeout),
-                           f"changing the state of {name} ({action})")
+            changed = not _already_in_state(core, target.project, name, action)
+            if changed:
+                with core.state_actions.running(target.project, name, action):
+                    retry_busy(lambda: core.lxd.change_state(target.project, name, action,
+                                                             force=force, timeout=timeout),
+                               f"changing the state of {name} ({action})")
         if action in ("start", "restart") and record.status == records.FAILED:
             with core.db.write() as conn:
                 records.set_status(conn, record.id, records.READY)
-        notify.state_changed(core, target, name, action, op)
+        if changed:
+            notify.state_changed(core, target, name, action, op)
         return {}
 
     return core.operations.start(
         f"Changing state of instance {name} ({action})", _resources(target, name), work,
         owner=owner, project=target.project)
+
+
+def _already_in_state(core: Core, project: str, name: str, action: str) -> bool:
+    """Whether `action` would change nothing: a start of a running instance, a stop of a
+    stopped one."""
+    wanted = _ALREADY.get(action)
+    if wanted is None:
+        return False
+    instance = core.lxd.get_instance(project, name)
+    return instance is not None and instance.get("status") == wanted
 
 
 def _resources(target: Target, name: str) -> dict[str, list[str]]:

@@ -125,6 +125,10 @@ class Operation:
 Work = Callable[[Operation], dict[str, Any] | None]
 Cleanup = Callable[[], None]
 Ended = Callable[[Operation], None]
+# Told of every operation's creation and every change of its status or metadata, with
+# the operation's API object as it was then and the operation (for its owner and
+# project): the events stream turns these into LXD's `operation` events.
+Listener = Callable[[dict[str, Any], Operation], None]
 
 # Members of bulk operations run at most this many at once (Settings.bulk_concurrency).
 DEFAULT_BULK_WORKERS = 3
@@ -157,6 +161,23 @@ class Operations:
         self._operations: dict[str, Operation] = {}
         self._on_cancel: dict[str, Cleanup] = {}
         self._on_end: dict[str, Ended] = {}
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener` on every change of every operation (it must not block)."""
+        self._listeners.append(listener)
+
+    def _changed(self, operation: Operation) -> None:
+        """Tell the listeners; a snapshot of the object, so later changes do not leak in."""
+        if not self._listeners:
+            return
+        with self._lock:
+            snapshot = operation.to_api()
+        for listener in list(self._listeners):
+            try:
+                listener(snapshot, operation)
+            except Exception:
+                logger.exception("an operation listener failed")
 
     def start(self, description: str, resources: dict[str, list[str]], work: Work,
               *, owner: str | None = None, on_cancel: Cleanup | None = None,
@@ -171,6 +192,7 @@ class Operations:
                 self._on_cancel[operation.id] = on_cancel
             if on_end is not None:
                 self._on_end[operation.id] = on_end
+        self._changed(operation)  # before the work can change it: events come in order
         try:
             (self._bulk_executor if bulk else self._executor).submit(self._run, operation,
                                                                      work)
@@ -193,6 +215,7 @@ class Operations:
         with self._lock:
             self._forget_old()
             self._operations[operation.id] = operation
+        self._changed(operation)
         return operation
 
     def end(self, operation: Operation, *, err: str = "",
@@ -208,6 +231,7 @@ class Operations:
             operation.status = Status.RUNNING
             operation.updated_at = _now()
             self._on_cancel.pop(operation.id, None)
+        self._changed(operation)
         try:
             result = work(operation)
         except DeploymentsError as err:
@@ -230,6 +254,7 @@ class Operations:
             operation.finished_at = time.monotonic()
             ended = self._on_end.pop(operation.id, None)
         self._ended(operation, ended)
+        self._changed(operation)
         operation.mark_done()
 
     @staticmethod
@@ -246,6 +271,7 @@ class Operations:
         with self._lock:
             operation.metadata = metadata
             operation.updated_at = _now()
+        self._changed(operation)
 
     def _forget_old(self) -> None:
         cutoff = time.monotonic() - self._keep_seconds
@@ -289,6 +315,7 @@ class Operations:
         if cleanup is not None:
             cleanup()
         self._ended(operation, ended)
+        self._changed(operation)
         operation.mark_done()
         return operation
 

@@ -35,10 +35,16 @@ def check_template(lxd: LXDAdapter, project: str, template: InstanceTemplate) ->
     if source.type == "image" and not source.is_remote:
         if not (source.alias or source.fingerprint):
             raise InvalidInput("A local image source needs an alias or a fingerprint")
-        if not lxd.image_exists(project, alias=source.alias, fingerprint=source.fingerprint):
-            wanted = f'alias "{source.alias}"' if source.alias else \
-                f'fingerprint "{source.fingerprint}"'
+        image_type = lxd.image_type(project, alias=source.alias,
+                                    fingerprint=source.fingerprint)
+        wanted = f'alias "{source.alias}"' if source.alias else \
+            f'fingerprint "{source.fingerprint}"'
+        if image_type is None:
             raise InvalidInput(f'Image with {wanted} not found in project "{project}"')
+        if image_type != template.type:
+            # LXD would only refuse at the first launch; the admin hears it now.
+            raise InvalidInput(f'Image with {wanted} is a {image_type} image: a shape of '
+                               f'type {template.type} cannot launch it')
     if source.type == "image" and source.is_remote and not (source.alias or source.fingerprint):
         raise InvalidInput("A remote image source needs an alias or a fingerprint")
     for profile in template.profiles or []:

@@ -51,9 +51,10 @@ class LXDAdapter(Protocol):
         """Whether the LXD project exists."""
         ...
 
-    def image_exists(self, project: str, *, alias: str | None = None,
-                     fingerprint: str | None = None) -> bool:
-        """Whether an image with this alias, or fingerprint (or prefix), is in the project."""
+    def image_type(self, project: str, *, alias: str | None = None,
+                   fingerprint: str | None = None) -> str | None:
+        """The type (`container` or `virtual-machine`) of the image with this alias, or
+        fingerprint (or prefix), in the project; None when there is none."""
         ...
 
     def get_profile(self, project: str, name: str) -> Profile | None:

@@ -96,13 +96,17 @@ class PylxdAdapter:
     def project_exists(self, project: str) -> bool:
         return self._get(self._client.api.projects[project]) is not None
 
-    def image_exists(self, project: str, *, alias: str | None = None,
-                     fingerprint: str | None = None) -> bool:
+    def image_type(self, project: str, *, alias: str | None = None,
+                   fingerprint: str | None = None) -> str | None:
         if alias:
-            return self._get(self._client.api.images.aliases[alias], project) is not None
-        if fingerprint:
-            return self._get(self._client.api.images[fingerprint], project) is not None
-        return False
+            found = self._get(self._client.api.images.aliases[alias], project)
+        elif fingerprint:
+            found = self._get(self._client.api.images[fingerprint], project)
+        else:
+            return None
+        if found is None:
+            return None
+        return str(found.get("type") or "container")  # LXD before image types: containers
 
     def get_profile(self, project: str, name: str) -> Profile | None:
         metadata = self._get(self._client.api.profiles[name], project)

@@ -59,6 +59,10 @@ CLASS_OF: Mapping[str, str] = {
 }
 EVENT_TYPES = frozenset(CLASS_OF)
 EVENT_CLASSES = frozenset(CLASS_OF.values())
+# LXD's own message type for an operation's changes, sent on the stream only (see
+# `lxd_shape.py`), and LXD's `location` of an event from a server that is not clustered.
+LXD_OPERATION = "operation"
+LXD_LOCATION = "none"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,20 @@ class Event:
                 "deployment": self.deployment, "metadata": self.metadata}
 
 
+@dataclass(frozen=True)
+class OperationEvent:
+    """An operation as it was at one change; `owner` says who may see it (None: admins)."""
+
+    timestamp: str
+    project: str
+    owner: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_api(self) -> dict[str, Any]:
+        return {"type": LXD_OPERATION, "timestamp": self.timestamp,
+                "metadata": self.metadata, "location": LXD_LOCATION, "project": self.project}
+
+
 def make_event(deployment: DeploymentRef, type_: str, metadata: Mapping[str, Any]) -> Event:
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
@@ -119,16 +137,17 @@ class Subscription:
     `maxsize` events pile up is cut off (`overflowed`), as LXD drops slow listeners.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Event], bool],
+    def __init__(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Any], bool],
                  deployment_ids: frozenset[int] | None, maxsize: int) -> None:
         self.loop = loop
         self.accept = accept
         self.deployment_ids = deployment_ids
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize + 1)
+        # Events, and LXD-shaped operation events (`lxd_shape.OperationEvent`).
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize + 1)
         self.maxsize = maxsize
         self.overflowed = False
 
-    def _put(self, event: Event) -> None:  # on the subscriber's loop
+    def _put(self, event: Any) -> None:  # on the subscriber's loop
         if self.overflowed:
             return
         if self.queue.qsize() >= self.maxsize:
@@ -137,7 +156,7 @@ class Subscription:
             return
         self.queue.put_nowait(event)
 
-    def offer(self, event: Event) -> bool:
+    def offer(self, event: Any) -> bool:
         """Hand the event over if accepted; False when the loop is gone."""
         try:
             if not self.accept(event):
@@ -171,7 +190,7 @@ class EventBus:
         """Call `callback` (the deliverer's kick) whenever deliveries were queued."""
         self._on_queued.append(callback)
 
-    def subscribe(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Event], bool], *,
+    def subscribe(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Any], bool], *,
                   deployment_ids: Iterable[int] | None = None) -> Subscription:
         """A stream client; `deployment_ids` (None: any) says whose events it may see."""
         subscription = Subscription(
@@ -234,6 +253,20 @@ class EventBus:
                     callback()
                 except Exception:
                     logger.exception("waking the webhook deliverer failed")
+        self._offer(events)
+
+    def operation_changed(self, snapshot: dict[str, Any], operation: Any) -> None:
+        """An `Operations` listener: the operation, as it is now, to the stream clients
+        (never to webhooks: an operation is news to whoever waits on it, not an event of
+        the deployment). Each client's filter keeps those of its caller."""
+        with self._lock:
+            if not self._subscriptions:
+                return
+        self._offer([OperationEvent(timestamp=snapshot.get("updated_at") or utcnow(),
+                                    project=operation.project, owner=operation.owner,
+                                    metadata=snapshot)])
+
+    def _offer(self, events: list[Any]) -> None:
         with self._lock:
             subscriptions = list(self._subscriptions)
         gone = []

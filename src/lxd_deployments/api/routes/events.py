@@ -14,6 +14,12 @@ least every `RECHECK_SECONDS` in any case (a certificate that expires, a change 
 another process), the caller is read again from the store; a stream whose caller is no
 longer identified, or no longer holds a key of every deployment it streams, is closed
 (1008, "access revoked").
+
+Beside them come LXD's own messages (`webhooks/lxd_shape.py`): `operation` events for
+the caller's own operations (an admin's: all), and LXD `lifecycle` events translated
+from the service's instance events. `type=operation`, `type=lifecycle` and `type=logging`
+select them as in LXD (`lifecycle` also selects the service's lifecycle class; no
+`logging` message is ever sent).
 """
 
 from __future__ import annotations
@@ -28,13 +34,13 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from ...auth.caller import Caller
-from ...auth.dependencies import visible_deployment_ids
+from ...auth.dependencies import current_caller, visible_deployment_ids
 from ...auth.identify import refreshed
-from ...auth.middleware import request_auth
 from ...core.context import Core
 from ...core.deployments import require_deployment
 from ...errors import DeploymentsError
-from ...webhooks.events import EVENT_CLASSES, EVENT_TYPES, Event
+from ...webhooks.events import EVENT_CLASSES, EVENT_TYPES, Event, OperationEvent
+from ...webhooks.lxd_shape import LIFECYCLE, LXD_TYPES, OPERATION, lifecycle_messages
 from ..dependencies import DEFAULT_PROJECT
 
 logger = logging.getLogger(__name__)
@@ -53,7 +59,7 @@ def parse_types(value: str) -> frozenset[str] | None:
     wanted = frozenset(t.strip() for t in value.split(",") if t.strip())
     if not wanted:
         return None
-    unknown = wanted - EVENT_TYPES - EVENT_CLASSES
+    unknown = wanted - EVENT_TYPES - EVENT_CLASSES - LXD_TYPES
     if unknown:
         raise ValueError(f"unknown event type(s): {', '.join(sorted(unknown))}")
     return wanted
@@ -88,22 +94,45 @@ async def events_stream(websocket: WebSocket, type: str = "",
             await websocket.close(code=CLOSE_POLICY, reason="Deployment not found")
             return
 
-    def accept(event: Event) -> bool:
+    caller = current_caller(websocket)
+
+    def ours_wanted(event: Event) -> bool:
+        return types is None or event.type in types or event.event_class in types
+
+    def lxd_lifecycle_wanted() -> bool:
+        return types is None or LIFECYCLE in types
+
+    def accept(event: Event | OperationEvent) -> bool:
+        if isinstance(event, OperationEvent):
+            if not (types is None or OPERATION in types) or not caller.owns(event.owner):
+                return False
+            return all_projects or event.project == project
         if visible is not None and event.deployment_id not in visible:
             return False
         if only_id is not None and event.deployment_id != only_id:
             return False
         if only_id is None and not all_projects and event.project != project:
             return False
-        return types is None or event.type in types or event.event_class in types
+        return ours_wanted(event) or (lxd_lifecycle_wanted()
+                                      and bool(lifecycle_messages(event)))
 
-    await websocket.accept()
+    def messages(event: Event | OperationEvent) -> list[dict]:
+        if isinstance(event, OperationEvent):
+            return [event.to_api()]
+        sent = [event.to_api()] if ours_wanted(event) else []
+        return sent + (lifecycle_messages(event) if lxd_lifecycle_wanted() else [])
+
     scope = visible if only_id is None else frozenset({only_id})
+    # Subscribed before the handshake completes: a client that sends a request once
+    # connected (LXD's Go client does, then waits on the operation's events) misses none.
     subscription = bus.subscribe(asyncio.get_running_loop(), accept, deployment_ids=scope)
+    try:
+        await websocket.accept()
+    except BaseException:
+        bus.unsubscribe(subscription)
+        raise
     closed = asyncio.ensure_future(_until_disconnected(websocket))
     access = _AccessWatch(core, asyncio.get_running_loop())
-    auth = request_auth(websocket.scope)
-    caller = auth.caller if auth is not None else None
     try:
         while True:
             getter = asyncio.ensure_future(subscription.queue.get())
@@ -116,10 +145,10 @@ async def events_stream(websocket: WebSocket, type: str = "",
                 return
             if changed in done or not done:
                 access.changed.clear()
-                if caller is None or not await _still_allowed(core, caller, scope):
+                if not await _still_allowed(core, caller, scope):
                     getter.cancel()
                     logger.info("events stream of %s closed: access revoked",
-                                caller.identity if caller else "?")
+                                caller.identity)
                     await websocket.close(code=CLOSE_POLICY, reason="access revoked")
                     return
             if not getter.done():  # (it may have got an event during the check above)
@@ -129,7 +158,8 @@ async def events_stream(websocket: WebSocket, type: str = "",
             if event is None:  # fell too far behind
                 await websocket.close(code=CLOSE_TRY_AGAIN, reason="too slow: events dropped")
                 return
-            await websocket.send_text(json.dumps(event.to_api(), separators=(",", ":")))
+            for message in messages(event):
+                await websocket.send_text(json.dumps(message, separators=(",", ":")))
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:

@@ -27,12 +27,12 @@ router = APIRouter(prefix="/1.0/deployments/{deployment}/shapes/{shape}/instance
 
 
 @router.get("", dependencies=[ReaderOnly],
-            summary="List a shape's instances (recursion=1: LXD's objects with state)")
+            summary="List a shape's instances (as LXD: recursion=1 objects, 2 with state)")
 def list_instances(deployment: str, shape: str, c: CoreDep,
                    project: ProjectQuery = DEFAULT_PROJECT, recursion: RecursionQuery = 0):
     target = core.resolve(c, project, deployment, shape)
     if recursion:
-        return sync_response(core.list_instances_full(c, target))
+        return sync_response(core.list_instances_full(c, target, with_state=recursion >= 2))
     return sync_response(core.list_instance_urls(c, target))
 
 
@@ -45,6 +45,9 @@ def _launch(c, project: str, deployment: str, shape: str, name: str | None,
         if name is not None or body.instance_name is not None:
             raise InvalidInput('"count" and "instance_names" launch a batch: they go '
                                'without "instance_name", on the instances collection')
+        if not body.start:
+            raise InvalidInput('"start": false is for a single launch: a batch starts '
+                               'its instances')
         target = core.resolve(c, project, deployment, shape)
         operation = bulk.launch_many(c, target, count=body.count, names=body.instance_names,
                                      best_effort=body.best_effort, owner=owner)
@@ -57,7 +60,7 @@ def _launch(c, project: str, deployment: str, shape: str, name: str | None,
     if not name:
         raise InvalidInput('Missing field "instance_name"')
     target = core.resolve(c, project, deployment, shape)
-    operation = core.launch(c, target, name, owner=owner)
+    operation = core.launch(c, target, name, owner=owner, start=body.start)
     return async_response(operation.to_api(), operation.url)
 
 

@@ -26,7 +26,9 @@ def server_info(request: Request, caller: CallerDep):
         environment["certificate_fingerprint"] = fingerprint_of_pem(certificate)
     info = {
         "api_version": "1.0",
-        "api_extensions": ["deployments"],
+        # What LXD's clients check before using a feature: pylxd refuses `project=`
+        # without "projects", LXD's Go client a deployment call without "deployments".
+        "api_extensions": ["deployments", "projects"],
         "api_status": "stable",
         "auth": "trusted" if caller.is_authenticated else "untrusted",
         "auth_methods": request.app.state.authenticators.methods,
