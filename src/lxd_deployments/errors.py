@@ -29,6 +29,10 @@ class BoundReached(Conflict):
     """A launch past `scaling_maximum` or a delete below `scaling_minimum` (409)."""
 
 
+class PlacementRefused(Conflict):
+    """A strict placement group's rule leaves no cluster member for a launch (409)."""
+
+
 class PreconditionFailed(DeploymentsError):
     """The `If-Match` ETag does not match the object's current state (412)."""
 

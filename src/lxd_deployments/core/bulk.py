@@ -33,11 +33,12 @@ from ..errors import BoundReached, Conflict, InvalidInput
 from ..names import MAX_NAME_LENGTH, validate_name
 from ..store import instances as records
 from ..store.rows import InstanceRow
-from . import placement
 from .context import Core
-from .instances import Target, delete_operation, launch_operation, with_bound
+from .instances import delete_operation, launch_operation, with_bound
 from .operations import Operation, Status
+from .reservation import Reservation, reserve_launches
 from .shapes import require_shape
+from .target import Target
 from .urls import instance_url, shape_instance_url, shape_url
 
 logger = logging.getLogger(__name__)
@@ -88,15 +89,9 @@ class Member:
     location: str = ""
 
 
-def _reserve(conn: Connection, target: Target, names: list[str],
-             members: list[str] | None) -> list[Member]:
-    """Reserve a slot for each name (in the caller's write transaction), each placed on
-    the cluster member with the fewest of the shape's instances, one after the other."""
-    locations = placement.place(conn, target.shape.id, members, len(names))
-    return [Member(name, record_id=records.reserve(conn, target.shape.id, target.project,
-                                                   name, location=location),
-                   location=location)
-            for name, location in zip(names, locations, strict=True)]
+def _members(reservation: Reservation) -> list[Member]:
+    return [Member(slot.name, record_id=slot.record_id, location=slot.location)
+            for slot in reservation.slots]
 
 
 def _room_message(shape: str, maximum: int, room: int, asked: int) -> str:
@@ -127,10 +122,9 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
     for name in names or ():
         if name in in_lxd:
             raise Conflict(f'Instance "{name}" already exists in project "{target.project}"')
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
     shape = target.shape
-    with core.db.write() as conn:
-        bound = records.bound(conn, shape.id, shape.name)
+
+    def ask(conn: Connection, bound: records.Bound) -> list[str]:
         room = bound.scaling_maximum - bound.current
         granted = asked
         if asked > room:
@@ -140,10 +134,12 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
             granted = room
         if names is None:
             taken = in_lxd | records.names_in_project(conn, target.project)
-            chosen = generate_names(target.deployment.name, shape.name, granted, taken)
-        else:
-            chosen = names[:granted]
-        planned = _reserve(conn, target, chosen, members)
+            return generate_names(target.deployment.name, shape.name, granted, taken)
+        return names[:granted]
+
+    reservation = reserve_launches(core, target, ask, best_effort=best_effort)
+    planned = _members(reservation)
+    bound, granted = reservation.bound, len(planned)
     target = with_bound(target, bound, granted)
     logger.info("launching %d instance(s) (of %d asked) in shape %s/%s", granted, asked,
                 target.deployment.name, shape.name)
@@ -165,14 +161,15 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
         raise InvalidInput("count must not be negative")
     core.require_project_allowed(target.project)
     in_lxd = core.lxd.instance_names(target.project)
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
-    with core.db.write() as conn:
+    # What the transaction found and decided, besides the launches it reserves.
+    seen: dict[str, Any] = {"current": 0, "deletes": [], "action": NOTHING}
+
+    def ask(conn: Connection, bound: records.Bound) -> list[str]:
         shape = require_shape(conn, target.deployment.id, target.shape.name, details=False)
-        bound = records.bound(conn, shape.id, shape.name)
         rows = records.list_all(conn, shape_ids=[shape.id])
         deleting = sum(r.status == records.DELETING for r in rows)
         pending = sum(r.status == records.PENDING for r in rows)
-        current = len(rows) - deleting
+        current = seen["current"] = len(rows) - deleting
         low, high = shape.scaling_minimum, shape.scaling_maximum
         wanted = count
         if not low <= wanted <= high:
@@ -180,11 +177,9 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
                 raise BoundReached(f'Shape "{shape.name}" cannot have {count} instance(s): '
                                    f"its bounds are {low} to {high}")
             wanted = min(max(wanted, low), high)
-        planned: list[Member] = []
-        action = NOTHING
         difference = abs(wanted - current)
         if wanted > current:
-            action = LAUNCH
+            seen["action"] = LAUNCH
             room = high - len(rows)  # instances being deleted still hold their slots
             number = difference
             if number > room:
@@ -195,10 +190,9 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
                         f"cannot launch {number}")
                 number = room
             taken = in_lxd | records.names_in_project(conn, target.project)
-            names = generate_names(target.deployment.name, shape.name, number, taken)
-            planned = _reserve(conn, target, names, members)
-        elif wanted < current:
-            action = DELETE
+            return generate_names(target.deployment.name, shape.name, number, taken)
+        if wanted < current:
+            seen["action"] = DELETE
             settled = records.newest_first(conn, shape.id, (records.READY, records.FAILED))
             # Launches in flight cannot be deleted yet, and only instances that exist
             # count towards the minimum.
@@ -213,8 +207,15 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
                 number = removable
             for record in settled[:number]:
                 records.set_status(conn, record.id, records.DELETING)
-                planned.append(Member(record.instance_name, record=record,
-                                      record_id=record.id, location=record.location))
+                seen["deletes"].append(Member(record.instance_name, record=record,
+                                              record_id=record.id,
+                                              location=record.location))
+        return []
+
+    reservation = reserve_launches(core, target, ask, best_effort=best_effort)
+    action, current, shape = seen["action"], seen["current"], target.shape
+    planned = _members(reservation) if action == LAUNCH else seen["deletes"]
+    bound = reservation.bound
     granted_count = current + len(planned) if action == LAUNCH else current - len(planned)
     if action == LAUNCH:
         target = with_bound(target, bound, len(planned))

@@ -9,7 +9,7 @@ that fails in LXD releases its slot; a delete that fails restores the record.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ..errors import BoundReached, Conflict, InvalidInput, NotFound
@@ -17,11 +17,13 @@ from ..models import InstanceTemplate
 from ..names import validate_name
 from ..store import instances as records
 from ..store import repository as repo
-from ..store.rows import DeploymentRow, InstanceRow, ShapeRow
-from . import notify, placement
+from ..store.rows import InstanceRow
+from . import notify
 from .context import Core
 from .operations import Ended, Operation
+from .reservation import reserve_launches
 from .shapes import require_shape
+from .target import Target
 from .templates import INSTANCE_KEY_PREFIX
 from .urls import instance_url, shape_instance_url
 
@@ -32,19 +34,6 @@ KEY_SHAPE = INSTANCE_KEY_PREFIX + "shape"
 KEY_SERVICE = INSTANCE_KEY_PREFIX + "service"
 
 STATE_ACTIONS = frozenset({"start", "stop", "restart", "freeze", "unfreeze"})
-
-
-@dataclass(frozen=True)
-class Target:
-    """A shape addressed by a request, resolved to its bare rows: no config, and the
-    shape's `scaling_current` is not counted (the bound is counted where it is held)."""
-
-    deployment: DeploymentRow
-    shape: ShapeRow
-
-    @property
-    def project(self) -> str:
-        return self.deployment.project
 
 
 def resolve(core: Core, project: str, deployment: str, shape: str) -> Target:
@@ -133,21 +122,21 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
     core.require_project_allowed(target.project)
     if core.lxd.instance_exists(target.project, name):
         raise Conflict(f'Instance "{name}" already exists in project "{target.project}"')
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
     shape = target.shape
-    with core.db.write() as conn:
-        # The count and the reservation in one write transaction: the bound invariant.
-        bound = records.bound(conn, shape.id, shape.name)
-        maximum = bound.scaling_maximum
-        if bound.current >= maximum:
+
+    def ask(_conn, bound: records.Bound) -> list[str]:
+        if bound.current >= bound.scaling_maximum:
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_maximum '
-                               f"({maximum}): cannot launch another instance")
-        location = placement.place(conn, shape.id, members, 1)[0]
-        record_id = records.reserve(conn, shape.id, target.project, name, location=location)
+                               f"({bound.scaling_maximum}): cannot launch another instance")
+        return [name]
+
+    reservation = reserve_launches(core, target, ask)
+    bound, slot = reservation.bound, reservation.slots[0]
+    maximum = bound.scaling_maximum
     target = with_bound(target, bound)
     logger.info("launching %s in shape %s/%s (max %d)", name, target.deployment.name,
                 target.shape.name, maximum)
-    return launch_operation(core, target, name, record_id, location, owner=owner)
+    return launch_operation(core, target, name, slot.record_id, slot.location, owner=owner)
 
 
 def with_bound(target: Target, bound: records.Bound, added: int = 1) -> Target:
