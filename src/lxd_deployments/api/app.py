@@ -23,6 +23,7 @@ from .routes import (
     instances,
     keys,
     operations,
+    placement_groups,
     scale_requests,
     scaling,
     server,
@@ -54,8 +55,8 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     app.state.authenticators = authenticators or Authenticators()
     app.state.server_certificate = server_certificate
     install_error_handlers(app)
-    for module in (server, deployments, shapes, instances, changes, keys, certificates,
-                   operations, webhooks, scale_requests, scaling, governor_sockets,
+    for module in (server, deployments, shapes, placement_groups, instances, changes, keys,
+                   certificates, operations, webhooks, scale_requests, scaling, governor_sockets,
                    events, audit):
         app.include_router(module.router)
     install_openapi(app)

@@ -42,7 +42,7 @@ from ..store import repository as repo
 from ..store.instances import ReservationScope
 from ..store.rows import PlacementGroupRow
 from .context import Core
-from .shapes import PLACEMENT_GROUP_KEY
+from .shapes import CLUSTER_GROUP_KEY
 
 
 def candidates(core: Core, deployment_id: int | None = None,
@@ -59,7 +59,7 @@ def candidates(core: Core, deployment_id: int | None = None,
         online = [member for member in online if group in member.groups]
         if not online:
             raise Conflict(f'No online cluster member in group "{group}" (the '
-                           f'{PLACEMENT_GROUP_KEY} of shape "{shape}")')
+                           f'{CLUSTER_GROUP_KEY} of shape "{shape}")')
     return sorted(member.name for member in online)
 
 
@@ -72,7 +72,7 @@ def unavailable(core: Core) -> dict[str, str]:
 def _group(core: Core, deployment_id: int | None, shape: str) -> str:
     with core.db.read() as conn:
         row = repo.get_shape(conn, deployment_id, shape) if deployment_id else None
-    return (row.config.get(PLACEMENT_GROUP_KEY) or "") if row is not None else ""
+    return (row.config.get(CLUSTER_GROUP_KEY) or "") if row is not None else ""
 
 
 def spread(members: list[str], counts: Mapping[str, int], number: int) -> list[str]:
@@ -177,7 +177,8 @@ def decide(rule: Rule | None, members: list[str] | None, number: int, *,
         return Decision([""] * number, ["no cluster member is online"] * number)
     if len(locations) < number and not (best_effort and locations):
         full = ", ".join(f"{_shown(m)} ({group_counts.get(m, 0)}/{rule.limit})" for m in pool)
-        refused = f"members full: {full}" if pool else "no cluster member is online"
+        label = "members" if locations else "members full"
+        refused = f"{label}: {full}" if pool else "no cluster member is online"
         if unavailable:
             refused += "; not available: " + ", ".join(
                 f"{m} ({status})" for m, status in sorted(unavailable.items()))

@@ -183,7 +183,11 @@ def patch_group(core: Core, project: str, deployment: str, name: str,
     def merge(row: PlacementGroupRow) -> PlacementGroupPut:
         before = _put_of(row)
         config = dict(row.config)
-        config.update({k: v for k, v in (request.config or {}).items() if v != ""})
+        for key, value in (request.config or {}).items():
+            if value == "":
+                config.pop(key, None)  # LXD's PATCH: an empty value unsets the key
+            else:
+                config[key] = value
         changes = request.model_dump(exclude_none=True, exclude={"config"})
         policy = changes.get("policy", before.policy)
         if policy == placement.COMPACT and "max_per_member" not in changes:
@@ -212,16 +216,6 @@ def delete_group(core: Core, project: str, deployment: str, name: str) -> None:
                            f'{", ".join(s for _, s in shapes)}: remove their '
                            f"{GROUP_KEY} first")
         store.delete_group(conn, row.id)
-
-
-def check_shape_group(conn: Connection, deployment_id: int, config: dict[str, str]) -> None:
-    """A shape's `placement.group` must name a group of its deployment (400)."""
-    name = config.get(GROUP_KEY)
-    if name is None:
-        return
-    if store.get_group(conn, deployment_id, name) is None:
-        raise InvalidInput(f'Placement group "{name}" does not exist in this deployment '
-                           f"({GROUP_KEY})")
 
 
 # --- reports ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ..lxd import LifecycleEvent
 from ..store import changes as log
 from ..store import instances as records
 from ..store.rows import InstanceRow
+from . import placement_groups
 from .context import Core
 from .reconcile import SETTLED, Summary, belongs_to, projects_to_reconcile, reconcile_project
 
@@ -179,6 +180,9 @@ class Watcher:
             with self._lock:
                 try:
                     summary.add(reconcile_project(self.core, project, startup=startup))
+                    # Records now say where LXD has the instances: any placement group
+                    # broken by a move or a lost member is told to its governor.
+                    placement_groups.check_project(self.core, project)
                 except Exception as err:
                     logger.exception("reconcile of project %s failed", project)
                     summary.failed[project] = str(err)
