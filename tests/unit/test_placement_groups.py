@@ -485,3 +485,28 @@ def test_placement_module_reads_members_not_online_for_its_messages(core, fake_l
     assert placement.unavailable(core) == {}
     fake_lxd.cluster = [ClusterMember("m1"), ClusterMember("m2", status="Evacuated")]
     assert placement.unavailable(core) == {"m2": "Evacuated"}
+
+
+def test_a_move_between_members_in_flight_is_neither_a_delete_nor_a_new_instance(
+        eapi, ecore, fake_lxd):
+    """`lxc move --target` copies the instance as `lxd-move-of-<uuid>`, deletes the
+    original, then renames the copy back: the record waits, then follows."""
+    from lxd_deployments.core import watcher
+    from lxd_deployments.lxd import LifecycleEvent
+
+    fake_lxd.cluster = [ClusterMember(m) for m in THREE]
+    make_group(eapi)
+    make_shape(eapi, "primary", **{"placement.group": "db"})
+    launch(eapi, "primary", "p1")
+    original = fake_lxd.instances.pop(("default", "p1"))
+    copy = {**original, "name": "lxd-move-of-0c1d", "location": "m3"}
+    fake_lxd.instances[("default", "lxd-move-of-0c1d")] = copy
+    deleted = LifecycleEvent(project="default", action="instance-deleted", name="p1")
+    assert watcher.handle_event(ecore, deleted) is False
+    assert reconcile.reconcile(ecore, startup=False).changes == 0
+    assert [(m["name"], m["location"]) for m in group(eapi)["members"]] == [("p1", "m1")]
+    fake_lxd.instances[("default", "p1")] = {
+        **fake_lxd.instances.pop(("default", "lxd-move-of-0c1d")), "name": "p1"}
+    assert reconcile.reconcile(ecore, startup=False).changes == 0
+    assert [(m["name"], m["location"]) for m in group(eapi)["members"]] == [("p1", "m3")]
+    assert eapi.get("/1.0/deployments/web/changes").json()["metadata"] == []
