@@ -392,6 +392,18 @@ def test_a_permissive_launch_is_placed_marked_and_reported(eapi, ecore, fake_lxd
     assert placement_groups.check_project(ecore, "default") == 0
 
 
+def test_the_events_stream_carries_placement_violated_too(eapi, ecore, fake_lxd):
+    fake_lxd.cluster = [ClusterMember("m1")]
+    make_group(eapi, rigor="permissive")
+    make_shape(eapi, "primary", **{"placement.group": "db"})
+    launch(eapi, "primary", "p1")
+    with eapi.websocket_connect("/1.0/events?deployment=web&type=placement") as ws:
+        launch(eapi, "primary", "p2")
+        event = ws.receive_json()
+    assert (event["type"], event["class"], event["metadata"]["instances"]) == (
+        "placement-violated", "placement", ["p2"])
+
+
 def test_a_strict_compact_group_stays_on_its_member_and_refuses_when_it_is_gone(
         eapi, ecore, fake_lxd):
     fake_lxd.cluster = [ClusterMember(m) for m in THREE]
