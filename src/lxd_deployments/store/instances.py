@@ -104,7 +104,7 @@ def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
     group_name = conn.execute(_SHAPE_GROUP, {"shape_id": shape_id}).scalar_one_or_none()
     group = None
     if group_name:
-        group = groups.get_group(conn, deployment_id, group_name, for_update=True)
+        group = groups.lock_group(conn, deployment_id, group_name)
     conn.execute(_LOCK_SHAPE, {"shape_id": shape_id}).first()
     if group is None:
         return ReservationScope(None, (shape_id,))
@@ -173,17 +173,19 @@ def count_by_location(conn: Connection, shape_id: int) -> dict[str, int]:
     return {location: number for location, number in rows}
 
 
+# Built once (every launch into a placement group counts the group).
+_BY_LOCATION_OF = (select(instances.c.location, func.count())
+                   .where(instances.c.shape_id.in_(bindparam("ids", expanding=True)))
+                   .group_by(instances.c.location))
+
+
 def count_by_location_of(conn: Connection, shape_ids: Iterable[int], *,
                          unknown: bool = False) -> dict[str, int]:
     """The records (whatever their status) of those shapes per cluster member; records
     whose location is not known ("") are left out unless `unknown` (LXD not clustered:
     every record is on the one server)."""
-    column = instances.c.location
-    query = select(column, func.count()).where(instances.c.shape_id.in_(list(shape_ids)))
-    if not unknown:
-        query = query.where(column != "")
-    return {location: number for location, number in
-            conn.execute(query.group_by(column)).all()}
+    rows = conn.execute(_BY_LOCATION_OF, {"ids": list(shape_ids)}).all()
+    return {location: number for location, number in rows if unknown or location}
 
 
 def newest_first(conn: Connection, shape_id: int, statuses: Iterable[str]) -> list[InstanceRow]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
@@ -36,15 +36,9 @@ def list_groups(conn: Connection, deployment_id: int) -> list[PlacementGroupRow]
     return [_row(r, configs.get(r.id, {})) for r in rows]
 
 
-def get_group(conn: Connection, deployment_id: int, name: str, *,
-              for_update: bool = False) -> PlacementGroupRow | None:
-    """The group; with `for_update` its row is locked until the transaction ends (a
-    no-op on SQLite, whose write transactions are serial already)."""
-    query = select(groups).where(groups.c.deployment_id == deployment_id,
-                                 groups.c.name == name)
-    if for_update:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+def get_group(conn: Connection, deployment_id: int, name: str) -> PlacementGroupRow | None:
+    row = conn.execute(select(groups).where(groups.c.deployment_id == deployment_id,
+                                            groups.c.name == name)).first()
     if row is None:
         return None
     return _row(row, _configs_of(conn, groups_config, "group_id", [row.id]).get(row.id, {}))
@@ -88,18 +82,32 @@ def delete_group(conn: Connection, group_id: int) -> None:
     conn.execute(delete(groups).where(groups.c.id == group_id))
 
 
+# Built once: the reservation of every launch into a group runs these two (building a
+# statement costs more than running it).
+_SHAPES_IN_GROUP = (
+    select(deployments_shapes.c.id, deployments_shapes.c.name)
+    .join(deployments_shapes_config,
+          deployments_shapes_config.c.shape_id == deployments_shapes.c.id)
+    .where(deployments_shapes.c.deployment_id == bindparam("deployment_id"),
+           deployments_shapes_config.c.key == GROUP_KEY,
+           deployments_shapes_config.c.value == bindparam("name"))
+    .order_by(deployments_shapes.c.name))
+_LOCK_GROUP = (select(groups).where(groups.c.deployment_id == bindparam("deployment_id"),
+                                    groups.c.name == bindparam("name")).with_for_update())
+
+
 def shapes_in_group(conn: Connection, deployment_id: int, name: str
                     ) -> list[tuple[int, str]]:
     """(id, name) of the deployment's shapes whose `placement.group` is `name`, by name."""
-    rows = conn.execute(
-        select(deployments_shapes.c.id, deployments_shapes.c.name)
-        .join(deployments_shapes_config,
-              deployments_shapes_config.c.shape_id == deployments_shapes.c.id)
-        .where(deployments_shapes.c.deployment_id == deployment_id,
-               deployments_shapes_config.c.key == GROUP_KEY,
-               deployments_shapes_config.c.value == name)
-        .order_by(deployments_shapes.c.name)).all()
+    rows = conn.execute(_SHAPES_IN_GROUP, {"deployment_id": deployment_id, "name": name})
     return [(r.id, r.name) for r in rows]
+
+
+def lock_group(conn: Connection, deployment_id: int, name: str) -> PlacementGroupRow | None:
+    """The group's rule (its config left out), its row locked until the transaction ends
+    (`FOR UPDATE`: not rendered by SQLite, whose write transactions are serial)."""
+    row = conn.execute(_LOCK_GROUP, {"deployment_id": deployment_id, "name": name}).first()
+    return None if row is None else _row(row, {})
 
 
 def group_names(conn: Connection, deployment_ids: Iterable[int]) -> set[tuple[int, str]]:
