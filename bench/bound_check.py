@@ -7,7 +7,7 @@ concurrent callers, in the same run, against a real LXD.
 
 What is timed. The bound is an invariant held by one SQLite write transaction per launch:
 it takes the write lock, counts the shape's records, picks a location and inserts the
-pending record, then commits (`core/instances.py: launch`). That transaction is what
+pending record, then commits (`core/reservation.py: reserve_launches`). That is what
 the bound adds to a launch; with many callers it includes the wait for the lock behind
 the other writers (other launches, and the operations settling their records), which is
 the real cost of serialising the count. It is timed in the service process itself: the
