@@ -4,19 +4,22 @@ shape keys checked when set, launches held by the rule over a fake cluster, and 
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 
-from lxd_deployments.core import Core, placement, placement_groups, reconcile
+from lxd_deployments.core import Core, placement, placement_groups, reconcile, watcher
 from lxd_deployments.core.placement import Rule, decide, violations
 from lxd_deployments.errors import PlacementRefused
-from lxd_deployments.lxd import ClusterMember
+from lxd_deployments.lxd import ClusterMember, LifecycleEvent
 from lxd_deployments.models import PlacementGroup
 from lxd_deployments.store import open_database
 from lxd_deployments.webhooks.events import EventBus
 
-from .conftest import error_of
+from .conftest import admin_app, error_of
 
 GROUPS = "/1.0/deployments/web/placement-groups"
 SHAPES = "/1.0/deployments/web/shapes"
@@ -286,10 +289,6 @@ def ecore(tmp_path, fake_lxd) -> Core:
 
 @pytest.fixture
 def eapi(ecore):
-    from fastapi.testclient import TestClient
-
-    from .conftest import admin_app
-
     with TestClient(admin_app(ecore)) as client:
         assert client.post("/1.0/deployments", json={
             "name": "web", "governor_webhook_url": "http://127.0.0.1:9/hook"}).status_code == 201
@@ -301,7 +300,6 @@ def queued(core: Core, type_: str = "placement-violated") -> list[dict]:
         rows = conn.exec_driver_sql(
             "SELECT payload FROM deployments_webhook_deliveries WHERE event_type = ? "
             "ORDER BY id", (type_,)).scalars().all()
-    import json
     return [json.loads(row) for row in rows]
 
 
@@ -464,8 +462,6 @@ def test_an_instance_moved_behind_our_back_is_reflected_and_reported(eapi, ecore
 
 def test_concurrent_launches_never_break_a_strict_rule(eapi, ecore, fake_lxd):
     """Threads race through the one reservation; the group's rule holds like the bound."""
-    import threading
-
     fake_lxd.cluster = [ClusterMember(m) for m in THREE]
     make_group(eapi, max_per_member=2)
     make_shape(eapi, "primary", **{"placement.group": "db"})
@@ -503,9 +499,6 @@ def test_a_move_between_members_in_flight_is_neither_a_delete_nor_a_new_instance
         eapi, ecore, fake_lxd):
     """`lxc move --target` copies the instance as `lxd-move-of-<uuid>`, deletes the
     original, then renames the copy back: the record waits, then follows."""
-    from lxd_deployments.core import watcher
-    from lxd_deployments.lxd import LifecycleEvent
-
     fake_lxd.cluster = [ClusterMember(m) for m in THREE]
     make_group(eapi)
     make_shape(eapi, "primary", **{"placement.group": "db"})
