@@ -7,7 +7,7 @@ concurrent callers, in the same run, against a real LXD.
 
 What is timed. The bound is an invariant held by one SQLite write transaction per launch:
 it takes the write lock, counts the shape's records, picks a location and inserts the
-pending record, then commits (`core/instances.py: launch`). That transaction is what
+pending record, then commits (`core/reservation.py: reserve_launches`). That is what
 the bound adds to a launch; with many callers it includes the wait for the lock behind
 the other writers (other launches, and the operations settling their records), which is
 the real cost of serialising the count. It is timed in the service process itself: the
@@ -72,6 +72,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hammer-seconds", type=float, default=10.0,
                         help="seconds of refused launches, for 1 and for C callers "
                              "(default 10)")
+    parser.add_argument("--placement-group", action="store_true",
+                        help="the shape joins a placement group (spread, permissive, "
+                             "max_per_member 1000: never refusing), so the transaction "
+                             "also takes the group's lock and counts the group per member")
     _common.add_common_arguments(parser)
     return parser.parse_args()
 
@@ -113,15 +117,22 @@ def unix_client(socket_path: Path) -> httpx.Client:
 
 
 class Bench:
-    def __init__(self, env_client, socket_path: Path, project: str) -> None:
+    def __init__(self, env_client, socket_path: Path, project: str, *,
+                 placement_group: bool = False) -> None:
         self.api = env_client
         self.socket_path = socket_path
         self.project = project
         self.instances = f"/1.0/deployments/{DEPLOYMENT}/shapes/{SHAPE}/instances"
         self.shape = f"/1.0/deployments/{DEPLOYMENT}/shapes/{SHAPE}"
         self.api.post("/1.0/deployments", json={"name": DEPLOYMENT})
+        config = {}
+        if placement_group:
+            self.api.post(f"/1.0/deployments/{DEPLOYMENT}/placement-groups", json={
+                "name": "pg", "policy": "spread", "rigor": "permissive",
+                "max_per_member": 1000})
+            config = {"placement.group": "pg"}
         self.api.post(f"/1.0/deployments/{DEPLOYMENT}/shapes", json={
-            "name": SHAPE, "scaling_minimum": 0, "scaling_maximum": 1,
+            "name": SHAPE, "scaling_minimum": 0, "scaling_maximum": 1, "config": config,
             "instance_template": {"source": {"type": "image", "alias": _common.BUSYBOX_ALIAS}}})
 
     def set_maximum(self, maximum: int) -> None:
@@ -216,7 +227,8 @@ def main() -> int:
             _common.lxd_project(lxd, args.pool) as project, \
             _common.service(lxd, log_level=args.service_log_level, keep_log=args.keep_log,
                             launcher=[str(HERE / "_timed_service.py")]) as svc:
-        bench = Bench(svc.client.use_project(project), svc.socket_path, project)
+        bench = Bench(svc.client.use_project(project), svc.socket_path, project,
+                      placement_group=args.placement_group)
 
         def phase(name: str, run) -> None:
             timings.take()  # drop what came before (setup, clean-up)
@@ -294,6 +306,7 @@ def main() -> int:
     _common.emit({
         "bench": "bound_check", "callers": args.callers, "rounds": args.rounds,
         "sequential": args.sequential, "hammer_seconds": args.hammer_seconds,
+        "placement_group": args.placement_group,
         "bound_ms_1": sequential_mean, "bound_ms_concurrent": concurrent_mean,
         "bound_concurrent_ms": concurrent, "bound_concurrent_wait_ms": concurrent_wait,
         "bound_concurrent_cpu_ms": concurrent_cpu,

@@ -25,8 +25,20 @@ class Conflict(DeploymentsError):
     """The object exists already, is in use, or a scaling bound would be crossed (409)."""
 
 
+class NameTaken(Conflict):
+    """An instance name already recorded in the project (409); `name` says which."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class BoundReached(Conflict):
     """A launch past `scaling_maximum` or a delete below `scaling_minimum` (409)."""
+
+
+class PlacementRefused(Conflict):
+    """A strict placement group's rule leaves no cluster member for a launch (409)."""
 
 
 class PreconditionFailed(DeploymentsError):

@@ -221,6 +221,77 @@ class Deployment(_Public):
     used_by: list[str]
 
 
+# --- placement groups ---------------------------------------------------------------
+
+
+PlacementPolicy = Literal["spread", "compact"]
+PlacementRigor = Literal["strict", "permissive"]
+MaxPerMember = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
+
+
+class PlacementGroupPut(_Body):
+    """The writable fields of a placement group (LXD 6.6's names); `PUT` replaces all of
+    them. `max_per_member` (Nova's `max_server_per_host`) is for spread groups only: 1
+    when not given."""
+
+    description: StrictStr = ""
+    policy: PlacementPolicy
+    rigor: PlacementRigor
+    max_per_member: MaxPerMember | None = None
+    config: ConfigMap = Field(default_factory=dict)
+
+
+class PlacementGroupPatch(_Body):
+    """`PATCH`: only the fields given change; config keys are merged."""
+
+    description: StrictStr | None = None
+    policy: PlacementPolicy | None = None
+    rigor: PlacementRigor | None = None
+    max_per_member: MaxPerMember | None = None
+    config: ConfigMap | None = None
+
+
+class PlacementGroupsPost(PlacementGroupPut):
+    """Body of `POST .../placement-groups`."""
+
+    name: StrictStr
+
+
+class PlacementGroupMember(_Public):
+    """One instance of the group: its shape, the cluster member it is on ("none" when
+    LXD is not clustered, "" when not known yet) and whether it breaks the rule."""
+
+    name: str
+    shape: str
+    location: str
+    status: str
+    violating: bool
+
+
+class PlacementGroupViolation(_Public):
+    member: str
+    instances: list[str]
+    message: str
+
+
+class ClusterMemberCount(_Public):
+    status: str
+    instances: int
+
+
+class PlacementGroup(_Public):
+    name: str
+    description: str
+    policy: str
+    rigor: str
+    max_per_member: int | None
+    config: dict[str, str]
+    used_by: list[str]
+    members: list[PlacementGroupMember]
+    cluster_members: dict[str, ClusterMemberCount]
+    violations: list[PlacementGroupViolation]
+
+
 # --- keys ------------------------------------------------------------------------------
 
 

@@ -12,12 +12,13 @@ answer must:
 - reject what breaks the schema with a 4xx (`negative_data_rejection`).
 
 Half the requests address objects that exist (a deployment `fz` with shapes `web` and
-`victim`, a key `k`, a trusted certificate, an instance `c1`, in the test's project), so
-that they reach past the 404s into validation and the core; the other half use whatever
-schemathesis generates. Writes through the fuzzed requests can only touch `victim`'s
-definition, not `web`'s, so that no fuzzed bound lets a launch make many instances (and
-the LXD project is limited to a few instances anyway); the objects are made again before
-each operation if a fuzzed request deleted or renamed them.
+`victim`, a placement group `pg`, a key `k`, a trusted certificate, an instance `c1`, in
+the test's project), so that they reach past the 404s into validation and the core; the
+other half use whatever schemathesis generates. Writes through the fuzzed requests can
+only touch `victim`'s definition, not `web`'s, so that no fuzzed bound lets a launch
+make many instances (and the LXD project is limited to a few instances anyway); the
+objects are made again before each operation if a fuzzed request deleted or renamed
+them.
 
 The default run is short and deterministic (a few examples per operation, derandomized);
 the long one generates far more, at random, only with `--long`:
@@ -79,7 +80,7 @@ class World:
             elif name == "name":
                 owner = path.split("/{name}")[0].rsplit("/", 1)[-1]
                 values[name] = {"deployments": "fz", "shapes": "victim", "keys": "k",
-                                "instances": "c1"}[owner]
+                                "instances": "c1", "placement-groups": "pg"}[owner]
             else:
                 return None
         return values or None
@@ -94,6 +95,9 @@ def ensure_world(api: API, lxd, world: World) -> None:
             ok(api.post("/1.0/deployments/fz/shapes", {
                 "name": shape, "scaling_minimum": 0, "scaling_maximum": 2,
                 "instance_template": {"source": BUSYBOX}}), 201)
+    if api.get("/1.0/deployments/fz/placement-groups/pg").status_code == 404:
+        ok(api.post("/1.0/deployments/fz/placement-groups", {
+            "name": "pg", "policy": "spread", "rigor": "permissive"}), 201)
     if api.get("/1.0/deployments/fz/keys/k").status_code == 404:
         certificate = make_certificate("fuzz")
         ok(api.post("/1.0/deployments/fz/keys", {

@@ -28,6 +28,8 @@ class FakeLXD:
     fail_create: set[str] = field(default_factory=set)
     # A clustered LXD: its members (None: not clustered), and each create's `target`.
     cluster: list[ClusterMember] | None = None
+    # Cluster groups without members (those of `cluster` members exist too).
+    empty_groups: set[str] = field(default_factory=set)
     create_targets: dict[str, str | None] = field(default_factory=dict)
     # While set to an unset Event, creates wait on it (tests hold launches in flight):
     # those of the names in `held`, or all when `held` is None. `creating` and
@@ -118,6 +120,11 @@ class FakeLXD:
 
     def cluster_members(self) -> list[ClusterMember] | None:
         return None if self.cluster is None else list(self.cluster)
+
+    def cluster_groups(self) -> set[str] | None:
+        if self.cluster is None:
+            return None
+        return {"default"} | {g for m in self.cluster for g in m.groups} | self.empty_groups
 
     def change_state(self, project: str, name: str, action: str, *, force: bool = False,
                      timeout: int = -1) -> None:

@@ -411,6 +411,12 @@ def test_a_shape_pinned_to_a_cluster_group_goes_to_its_members_only(api, fake_lx
     assert sorted(batch["metadata"]["locations"].values()) == ["m2", "m2", "m3", "m3"]
     assert wait(api, batch)["status"] == "Success"
 
+    # A cluster group that does not exist is refused when set; one with no member online
+    # is refused at launch.
+    assert error_of(api.patch(SHAPE, json={"config": {"placement.cluster_group": "cattle"}})
+                    ) == (400, 'Cluster group "cattle" does not exist in LXD '
+                               "(placement.cluster_group)")
+    fake_lxd.empty_groups = {"cattle"}
     assert api.patch(SHAPE, json={"config": {"placement.cluster_group": "cattle"}}
                      ).status_code == 200
     refused(lambda a: a.post(BASE, json={"count": 1}), 409,

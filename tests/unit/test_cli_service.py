@@ -187,3 +187,45 @@ def test_trust_and_keys(cli, tmp_path):
     ok(cli("key", "delete", "web", "k1"))
     ok(cli("trust", "remove", admin.fingerprint))
     assert "admin" not in ok(cli("trust", "list", "-f", "csv")).out
+
+
+def test_placement_group_lifecycle_and_the_group_in_shape_show(cli):
+    ok(cli("create", "web"))
+    ok(cli("placement-group", "create", "web", "db", "--description", "replicas apart"))
+    ok(cli("placement-group", "create", "web", "near", "--policy", "compact",
+           "--rigor", "permissive"))
+    assert ok(cli("placement-group", "list", "web", "-f", "csv")).out == (
+        "db,spread,strict,1,0,0,replicas apart\nnear,compact,permissive,,0,0,\n")
+    ok(cli("placement-group", "set", "web", "db", "max_per_member=2", "--property"))
+    ok(cli("placement-group", "set", "web", "db", "user.team=data"))
+    shown = yaml.safe_load(ok(cli("placement-group", "show", "web", "db")).out)
+    assert (shown["max_per_member"], shown["config"]) == (2, {"user.team": "data"})
+    assert ok(cli("placement-group", "get", "web", "db", "rigor", "-p")).out == "strict\n"
+    # Unset, the limit is the default again (1 for spread).
+    ok(cli("placement-group", "unset", "web", "db", "max_per_member", "--property"))
+    ok(cli("placement-group", "unset", "web", "db", "user.team"))
+    assert ok(cli("placement-group", "get", "web", "db", "max_per_member", "-p")).out == "1\n"
+    ok(cli("placement-group", "edit", "web", "db",
+           stdin=yaml.safe_dump({**shown, "rigor": "permissive", "max_per_member": 3})))
+    assert ok(cli("placement-group", "get", "web", "db", "rigor", "-p")).out == "permissive\n"
+    result = cli("placement-group", "set", "web", "near", "max_per_member=2", "-p")
+    assert (result.code, result.err) == (
+        1, "Error: max_per_member applies to spread placement groups only\n")
+
+    result = cli("shape", "create", "web", "primary", "--from-image", "busybox",
+                 "-c", "placement.group=nope")
+    assert (result.code, result.err) == (1, 'Error: Placement group "nope" does not exist in '
+                                            "this deployment (placement.group)\n")
+    ok(cli("shape", "create", "web", "primary", "--from-image", "busybox",
+           "-c", "placement.group=db"))
+    shown = ok(cli("shape", "show", "web", "primary")).out
+    assert shown.endswith("# placement group db: spread, permissive, max_per_member 3; "
+                          "0 instance(s), 0 violation(s)\n")
+    assert yaml.safe_load(shown)["config"] == {"placement.group": "db"}
+
+    ok(cli("placement-group", "rename", "web", "db", "data"))
+    assert ok(cli("shape", "get", "web", "primary", "placement.group")).out == "data\n"
+    result = cli("placement-group", "delete", "web", "data")
+    assert result.code == 1 and "is used by shape(s) primary" in result.err
+    ok(cli("placement-group", "delete", "web", "near"))
+    assert ok(cli("placement-group", "list", "web", "-f", "csv")).out.startswith("data,")

@@ -25,6 +25,7 @@ from .routes import (
     instances,
     keys,
     operations,
+    placement_groups,
     scale_requests,
     scaling,
     server,
@@ -60,8 +61,8 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     install_error_handlers(app)
     # Work on instances waits for LXD and the startup reconcile (503 until then).
     on_instances = (instances, scaling, governor_sockets)
-    for module in (server, deployments, shapes, instances, changes, keys, certificates,
-                   operations, webhooks, scale_requests, scaling, governor_sockets,
+    for module in (server, deployments, shapes, placement_groups, instances, changes, keys,
+                   certificates, operations, webhooks, scale_requests, scaling, governor_sockets,
                    events, audit):
         app.include_router(module.router,
                            dependencies=[LXDReady] if module in on_instances else None)

@@ -13,7 +13,17 @@ from typing import TextIO
 from lxd_deployments import __version__
 from lxd_deployments.client import ClientError, DeploymentsClient, ServiceUnreachable
 
-from . import deployments, governor_sockets, keys, project, remote, shapes, trust, webhooks
+from . import (
+    deployments,
+    governor_sockets,
+    keys,
+    placement_groups,
+    project,
+    remote,
+    shapes,
+    trust,
+    webhooks,
+)
 from .context import CommandError, Context, UsageError
 from .editing import InvalidDocument
 from .parsing import add_command, add_global_flags, add_group
@@ -58,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     shape_group = add_group(subparsers, "shape", "Manage deployment shapes and instances")
     shapes.register(shape_group)
     webhooks.register_shape_commands(shape_group)
+    placement_groups.register(add_group(subparsers, "placement-group",
+                                        "Manage placement groups (affinity across members)"))
     trust.register(add_group(subparsers, "trust", "Manage trusted certificates"))
     remote.register(add_group(subparsers, "remote", "Manage remote deployments services"))
     project.register(add_group(subparsers, "project", "The current LXD project of a remote"))

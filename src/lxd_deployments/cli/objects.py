@@ -80,6 +80,9 @@ class ObjectKind:
     normalise: Callable[[dict[str, Any]], None] | None = None
     forceable_delete: bool = False
     edit_help: str = field(default="")
+    # Lines `show` adds after the YAML (as comments, so that the output can be edited
+    # and fed back): e.g. a shape's placement group.
+    show_extra: Callable[[Context, argparse.Namespace, dict[str, Any]], str] | None = None
 
     @property
     def title(self) -> str:
@@ -87,7 +90,7 @@ class ObjectKind:
 
     @property
     def metavar(self) -> str:
-        return self.noun.upper()
+        return self.noun.upper().replace(" ", "_")
 
     def name_of(self, args: argparse.Namespace) -> str:
         return getattr(args, self.dest)
@@ -201,6 +204,8 @@ def cmd_list(kind: ObjectKind, ctx: Context, args: argparse.Namespace) -> None:
 def cmd_show(kind: ObjectKind, ctx: Context, args: argparse.Namespace) -> None:
     answer = ctx.client.get(kind.object_path(args))
     ctx.stdout.write(dump_yaml(answer.metadata))
+    if kind.show_extra is not None:
+        ctx.stdout.write(kind.show_extra(ctx, args, answer.metadata or {}))
 
 
 def cmd_get(kind: ObjectKind, ctx: Context, args: argparse.Namespace) -> None:

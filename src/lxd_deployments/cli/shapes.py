@@ -12,6 +12,7 @@ from .editing import InvalidDocument, read_stdin_document, string_map
 from .objects import BOOLEAN, INTEGER, STRING, ObjectKind, add_object_commands, parse_pairs
 from .output import Column, field_cell, render_list
 from .parsing import add_command, add_format_flag
+from .placement_groups import group_summary
 
 # Image servers `--from-image REMOTE:ALIAS` knows, as lxc's default remotes; `local:` (or
 # no prefix) means an image already in the LXD the service drives.
@@ -25,6 +26,8 @@ LOCAL_REMOTE = "local"
 # (the service refuses min = max = 0).
 DEFAULT_SCALING_MIN = 0
 DEFAULT_SCALING_MAX = 1
+# The shape config key naming its placement group.
+PLACEMENT_GROUP_KEY = "placement.group"
 
 
 def normalise_template(body: dict[str, Any]) -> None:
@@ -80,7 +83,15 @@ SHAPE = ObjectKind(
     normalise=normalise_template,
     forceable_delete=True,
     edit_help="instance_template is an LXD InstancesPost without a name.",
+    show_extra=lambda ctx, args, shape: _placement_group_line(ctx, args, shape),
 )
+
+
+def _placement_group_line(ctx: Context, args: argparse.Namespace, shape: dict[str, Any]
+                          ) -> str:
+    """`shape show` names the shape's placement group's rule and state in a comment."""
+    name = (shape.get("config") or {}).get(PLACEMENT_GROUP_KEY)
+    return group_summary(ctx, args.deployment, name) if name else ""
 
 
 def image_source(spec: str) -> dict[str, str]:

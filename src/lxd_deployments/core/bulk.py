@@ -29,15 +29,16 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ..errors import BoundReached, Conflict, InvalidInput
+from ..errors import BoundReached, Conflict, InvalidInput, NameTaken
 from ..names import MAX_NAME_LENGTH, validate_name
 from ..store import instances as records
 from ..store.rows import InstanceRow
-from . import placement
 from .context import Core
-from .instances import Target, delete_operation, launch_operation, name_taken, with_bound
+from .instances import delete_operation, launch_operation, name_taken, with_bound
 from .operations import Operation, Status
+from .reservation import Reservation, reserve_launches
 from .shapes import require_shape
+from .target import Target
 from .urls import instance_url, shape_instance_url, shape_url
 
 logger = logging.getLogger(__name__)
@@ -88,15 +89,9 @@ class Member:
     location: str = ""
 
 
-def _reserve(conn: Connection, target: Target, names: list[str],
-             members: list[str] | None) -> list[Member]:
-    """Reserve a slot for each name (in the caller's write transaction), each placed on
-    the cluster member with the fewest of the shape's instances, one after the other."""
-    locations = placement.place(conn, target.shape.id, members, len(names))
-    return [Member(name, record_id=records.reserve(conn, target.shape.id, target.project,
-                                                   name, location=location),
-                   location=location)
-            for name, location in zip(names, locations, strict=True)]
+def _members(reservation: Reservation) -> list[Member]:
+    return [Member(slot.name, record_id=slot.record_id, location=slot.location)
+            for slot in reservation.slots]
 
 
 def _check_room(shape: str, bound: records.Bound, asked: int, best_effort: bool) -> int:
@@ -136,9 +131,9 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
     core.require_project_allowed(target.project)
     shape = target.shape
     admin = owner is None
-    # The bound before the names (a first look; the write transaction below decides):
-    # a batch past the room is refused whatever its names, and only the names that may
-    # be granted are looked up, so a governor probes at most its room per request.
+    # The bound before the names (a first look; the reservation below decides): a batch
+    # past the room is refused whatever its names, and only the names that may be
+    # granted are looked up, so a governor probes at most its room per request.
     with core.db.read() as conn:
         early = records.bound(conn, shape.id, shape.name)
     _check_room(shape.name, early, asked, best_effort)
@@ -146,25 +141,26 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
     for name in (names or [])[:early.scaling_maximum - early.current]:
         if name in in_lxd:
             raise name_taken(name, target.project, admin=admin)
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
-    with core.db.write() as conn:
-        bound = records.bound(conn, shape.id, shape.name)
+
+    def ask(conn: Connection, bound: records.Bound) -> list[str]:
         granted = _check_room(shape.name, bound, asked, best_effort)
         if names is None:
             taken = in_lxd | records.names_in_project(conn, target.project)
-            chosen = generate_names(target.deployment.name, shape.name, granted, taken)
-        else:
-            chosen = names[:granted]
-            for name in chosen:
-                if name in in_lxd:  # the room grew since the first look
-                    raise name_taken(name, target.project, admin=admin)
-        try:
-            planned = _reserve(conn, target, chosen, members)
-        except Conflict as err:
-            # `reserve` names the record's name: a governor is told no more than that
-            # one of its names is not available.
-            raise (err if admin else Conflict("An instance name of the batch is not "
-                                              "available: choose other names")) from None
+            return generate_names(target.deployment.name, shape.name, granted, taken)
+        chosen = names[:granted]
+        for name in chosen:
+            if name in in_lxd:  # the room grew since the first look
+                raise name_taken(name, target.project, admin=admin)
+        return chosen
+
+    try:
+        reservation = reserve_launches(core, target, ask, best_effort=best_effort)
+    except NameTaken as err:
+        # A governor is told no more than that one of its names is not available.
+        raise (err if admin else Conflict("An instance name of the batch is not "
+                                          "available: choose other names")) from None
+    planned = _members(reservation)
+    bound, granted = reservation.bound, len(planned)
     target = with_bound(target, bound, granted)
     logger.info("launching %d instance(s) (of %d asked) in shape %s/%s", granted, asked,
                 target.deployment.name, shape.name)
@@ -186,14 +182,15 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
         raise InvalidInput("count must not be negative")
     core.require_project_allowed(target.project)
     in_lxd = core.lxd.instance_names(target.project)
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
-    with core.db.write() as conn:
+    # What the transaction found and decided, besides the launches it reserves.
+    seen: dict[str, Any] = {"current": 0, "deletes": [], "action": NOTHING}
+
+    def ask(conn: Connection, bound: records.Bound) -> list[str]:
         shape = require_shape(conn, target.deployment.id, target.shape.name, details=False)
-        bound = records.bound(conn, shape.id, shape.name)
         rows = records.list_all(conn, shape_ids=[shape.id])
         deleting = sum(r.status == records.DELETING for r in rows)
         pending = sum(r.status == records.PENDING for r in rows)
-        current = len(rows) - deleting
+        current = seen["current"] = len(rows) - deleting
         low, high = shape.scaling_minimum, shape.scaling_maximum
         wanted = count
         if not low <= wanted <= high:
@@ -201,11 +198,9 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
                 raise BoundReached(f'Shape "{shape.name}" cannot have {count} instance(s): '
                                    f"its bounds are {low} to {high}")
             wanted = min(max(wanted, low), high)
-        planned: list[Member] = []
-        action = NOTHING
         difference = abs(wanted - current)
         if wanted > current:
-            action = LAUNCH
+            seen["action"] = LAUNCH
             room = high - len(rows)  # instances being deleted still hold their slots
             number = difference
             if number > room:
@@ -216,10 +211,9 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
                         f"cannot launch {number}")
                 number = room
             taken = in_lxd | records.names_in_project(conn, target.project)
-            names = generate_names(target.deployment.name, shape.name, number, taken)
-            planned = _reserve(conn, target, names, members)
-        elif wanted < current:
-            action = DELETE
+            return generate_names(target.deployment.name, shape.name, number, taken)
+        if wanted < current:
+            seen["action"] = DELETE
             settled = records.newest_first(conn, shape.id, (records.READY, records.FAILED))
             # Launches in flight cannot be deleted yet, and only instances that exist
             # count towards the minimum.
@@ -234,8 +228,15 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
                 number = removable
             for record in settled[:number]:
                 records.set_status(conn, record.id, records.DELETING)
-                planned.append(Member(record.instance_name, record=record,
-                                      record_id=record.id, location=record.location))
+                seen["deletes"].append(Member(record.instance_name, record=record,
+                                              record_id=record.id,
+                                              location=record.location))
+        return []
+
+    reservation = reserve_launches(core, target, ask, best_effort=best_effort)
+    action, current, shape = seen["action"], seen["current"], target.shape
+    planned = _members(reservation) if action == LAUNCH else seen["deletes"]
+    bound = reservation.bound
     granted_count = current + len(planned) if action == LAUNCH else current - len(planned)
     if action == LAUNCH:
         target = with_bound(target, bound, len(planned))

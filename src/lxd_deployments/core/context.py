@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
-from .inflight import InstanceLocks, StateActions
+from .inflight import InstanceLocks, Reported, StateActions
 from .operations import Operations
 from .readiness import LXDReadiness
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
@@ -44,6 +44,9 @@ class Core:
     state_actions: StateActions = field(default_factory=StateActions)
     # Orders the service's own changes of each instance (see inflight.py).
     instance_locks: InstanceLocks = field(default_factory=InstanceLocks)
+    # The placement violations last reported per placement group, so that a lasting one
+    # is told once (by the launch that made it, or the check that found it).
+    placement_reports: Reported = field(default_factory=Reported)
     events: EventBus | None = None
     # Called (with no argument) after the trust store changed: the HTTPS server reloads
     # its trusted certificates then. A listener must not raise.

@@ -167,3 +167,20 @@ class StateActions:
                     del entries[entry_id]
             if not entries:
                 del self._entries[key]
+
+
+class Reported:
+    """What was last told about each key (e.g. a placement group's violations), so that a
+    lasting condition is told once per new value. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._told: dict[Any, Any] = {}
+
+    def changed(self, key: Any, value: Any) -> bool:
+        """Remember `value` for `key`; whether it differs from what was told before."""
+        with self._lock:
+            if self._told.get(key) == value:
+                return False
+            self._told[key] = value
+            return True

@@ -9,20 +9,24 @@ that fails in LXD releases its slot; a delete that fails restores the record.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from ..errors import BoundReached, Conflict, InvalidInput, NotFound
+from sqlalchemy import Connection
+
+from ..errors import BoundReached, Conflict, InvalidInput, NameTaken, NotFound
 from ..models import InstanceTemplate
 from ..names import validate_name
 from ..store import instances as records
 from ..store import repository as repo
-from ..store.rows import DeploymentRow, InstanceRow, ShapeRow
-from . import notify, placement
+from ..store.rows import InstanceRow
+from . import notify
 from .context import Core
 from .inflight import retry_busy
 from .operations import Ended, Operation
+from .reservation import reserve_launches
 from .shapes import require_shape
+from .target import Target
 from .templates import INSTANCE_KEY_PREFIX
 from .urls import instance_url, shape_instance_url
 
@@ -37,19 +41,6 @@ STATE_ACTIONS = frozenset({"start", "stop", "restart", "freeze", "unfreeze"})
 # doing nothing (a governor retries a start it is not sure went through; LXD would
 # answer "already running").
 _ALREADY = {"start": "Running", "stop": "Stopped"}
-
-
-@dataclass(frozen=True)
-class Target:
-    """A shape addressed by a request, resolved to its bare rows: no config, and the
-    shape's `scaling_current` is not counted (the bound is counted where it is held)."""
-
-    deployment: DeploymentRow
-    shape: ShapeRow
-
-    @property
-    def project(self) -> str:
-        return self.deployment.project
 
 
 def resolve(core: Core, project: str, deployment: str, shape: str) -> Target:
@@ -159,29 +150,29 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None, *,
     validate_name(name, "Instance")
     core.require_project_allowed(target.project)
     shape = target.shape
-    with core.db.read() as conn:  # a first look; the write transaction below decides
+    with core.db.read() as conn:  # a first look; the reservation below decides
         early = records.bound(conn, shape.id, shape.name)
     if early.current >= early.scaling_maximum:
         raise bound_reached(shape.name, early.scaling_maximum)
     if core.lxd.instance_exists(target.project, name):
         raise name_taken(name, target.project, admin=owner is None)
-    members = placement.candidates(core, target.deployment.id, target.shape.name)
-    with core.db.write() as conn:
-        # The count and the reservation in one write transaction: the bound invariant.
-        bound = records.bound(conn, shape.id, shape.name)
-        maximum = bound.scaling_maximum
-        if bound.current >= maximum:
-            raise bound_reached(shape.name, maximum)
-        location = placement.place(conn, shape.id, members, 1)[0]
-        try:
-            record_id = records.reserve(conn, shape.id, target.project, name,
-                                        location=location)
-        except Conflict:
-            raise name_taken(name, target.project, admin=owner is None) from None
+
+    def ask(_conn: Connection, bound: records.Bound) -> list[str]:
+        if bound.current >= bound.scaling_maximum:
+            raise bound_reached(shape.name, bound.scaling_maximum)
+        return [name]
+
+    try:
+        reservation = reserve_launches(core, target, ask)
+    except NameTaken:
+        raise name_taken(name, target.project, admin=owner is None) from None
+    bound, slot = reservation.bound, reservation.slots[0]
+    maximum = bound.scaling_maximum
     target = with_bound(target, bound)
     logger.info("launching %s in shape %s/%s (max %d)", name, target.deployment.name,
                 target.shape.name, maximum)
-    return launch_operation(core, target, name, record_id, location, owner=owner, start=start)
+    return launch_operation(core, target, name, slot.record_id, slot.location, owner=owner,
+                            start=start)
 
 
 def with_bound(target: Target, bound: records.Bound, added: int = 1) -> Target:

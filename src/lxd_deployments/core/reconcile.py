@@ -24,6 +24,10 @@ record whose same-named instance lacks our keys is a record whose instance is go
   At runtime `pending` and `deleting` records belong to operations in flight: left alone.
 - A record's `location` follows the cluster member its instance is on (no change is
   recorded: it only feeds placement, see `placement.py`).
+- A move between cluster members (`lxc move --target`) is a copy named
+  `lxd-move-of-<uuid>`, the original's delete, then the copy's rename back: while an
+  instance of ours has such a name, the shape's missing records are left alone (the
+  move is under way) and the copy is not attached.
 
 Races with operations in flight are ruled out by snapshotting the records *before*
 listing LXD and re-checking each one in the write transaction that changes it: a record
@@ -53,6 +57,14 @@ from .instances import KEY_DEPLOYMENT, KEY_SERVICE, KEY_SHAPE
 logger = logging.getLogger(__name__)
 
 SETTLED = (records.READY, records.FAILED)
+# The name LXD gives the copy while it moves an instance to another cluster member.
+LXD_MOVE_PREFIX = "lxd-move-of-"
+
+
+def moving_shapes(ours: dict[str, tuple[ShapeRef | None, dict[str, Any]]]) -> set[int]:
+    """The shapes one of whose instances LXD is moving between members right now."""
+    return {shape.shape_id for name, (shape, _) in ours.items()
+            if shape is not None and name.startswith(LXD_MOVE_PREFIX)}
 
 
 @dataclass
@@ -150,6 +162,7 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
 
     gone: dict[int, list[InstanceRow]] = defaultdict(list)
     freed: set[str] = set()
+    moving = moving_shapes(ours)
     for record in before:
         shape = shapes.get(record.shape_id)
         if shape is None or current.get(record.id) != record:
@@ -160,7 +173,7 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
             # Where it lives (the placement of the shape's next instances counts it).
             records.set_location(conn, record.id, placement.location_of(instance))
         if record.status in SETTLED:
-            if not present:
+            if not present and shape.shape_id not in moving:
                 gone[shape.shape_id].append(record)
         elif startup and record.status == records.PENDING:
             if present:
@@ -193,7 +206,8 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
     leaving = freed | {r.instance_name for group in gone.values() for r in group}
     unrecorded: dict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for name, (shape, instance) in sorted(ours.items()):
-        if shape is not None and (name not in known or name in leaving):
+        if shape is not None and not name.startswith(LXD_MOVE_PREFIX) and \
+                (name not in known or name in leaving):
             unrecorded[shape.shape_id].append((name, instance))
 
     renames: list[tuple[InstanceRow, str, dict[str, Any]]] = []

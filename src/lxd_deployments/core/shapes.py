@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import Conflict, InvalidInput, NotFound
 from ..models import InstanceTemplate, Shape, ShapePatch, ShapePut, ShapesPost
 from ..names import validate_config, validate_name
+from ..store import placement_groups as groups
 from ..store import repository as repo
 from ..store.rows import ShapeRow
 from .context import Core
@@ -19,9 +20,35 @@ from .urls import shape_url
 
 # Config keys a shape accepts besides `user.*`:
 # - `placement.cluster_group`: on a clustered LXD, the shape's instances go only to the
-#   members of this cluster group (spread over them as usual; see `placement.py`).
-PLACEMENT_GROUP_KEY = "placement.cluster_group"
-SHAPE_CONFIG_KEYS: frozenset[str] = frozenset({PLACEMENT_GROUP_KEY})
+#   members of this cluster group (spread over them as usual; see `placement.py`). It
+#   must name an existing cluster group when set (ignored when LXD is not clustered).
+# - `placement.group`: the deployment's placement group the shape joins (its rule spans
+#   every shape of the group; see `placement_groups.py`). It must exist when set.
+CLUSTER_GROUP_KEY = "placement.cluster_group"
+SHAPE_CONFIG_KEYS: frozenset[str] = frozenset({CLUSTER_GROUP_KEY, groups.GROUP_KEY})
+
+
+def check_cluster_group(core: Core, config: dict[str, str],
+                        before: dict[str, str] | None = None) -> None:
+    """A new `placement.cluster_group` must name one of LXD's cluster groups (400), so a
+    typo is refused when set, not at the first launch."""
+    name = config.get(CLUSTER_GROUP_KEY)
+    if not name or (before is not None and before.get(CLUSTER_GROUP_KEY) == name):
+        return
+    existing = core.lxd.cluster_groups()
+    if existing is not None and name not in existing:
+        raise InvalidInput(f'Cluster group "{name}" does not exist in LXD '
+                           f"({CLUSTER_GROUP_KEY})")
+
+
+def check_placement_group(conn, deployment_id: int, config: dict[str, str]) -> None:
+    """A shape's `placement.group` must name a placement group of its deployment (400);
+    call it in the write transaction that stores the config (a group in use cannot be
+    deleted, so it stays valid)."""
+    name = config.get(groups.GROUP_KEY)
+    if name is not None and groups.get_group(conn, deployment_id, name) is None:
+        raise InvalidInput(f'Placement group "{name}" does not exist in this deployment '
+                           f"({groups.GROUP_KEY})")
 
 
 def validate_bounds(minimum: int, maximum: int) -> None:
@@ -69,12 +96,14 @@ def create_shape(core: Core, project: str, deployment: str, request: ShapesPost)
     validate_config(request.config, "shape", SHAPE_CONFIG_KEYS)
     with core.db.read() as conn:
         require_deployment(conn, project, deployment)
+    check_cluster_group(core, request.config)
     template = request.instance_template
     if request.from_profile is not None:  # "" names no profile: refused, not ignored
         template = apply_profile(core.lxd, project, template, request.from_profile)
     check_template(core.lxd, project, template)
     with core.db.write() as conn:
         d = require_deployment(conn, project, deployment)
+        check_placement_group(conn, d.id, request.config)
         repo.insert_shape(conn, d.id, request.name, request.description,
                           template.model_dump_json(), request.scaling_minimum,
                           request.scaling_maximum, request.config)
@@ -89,6 +118,7 @@ def _update(core: Core, project: str, deployment: str, name: str, if_match: str 
     proposed = merge(before)
     if proposed.instance_template.model_dump_json() != before.instance_template:
         check_template(core.lxd, project, proposed.instance_template)
+    check_cluster_group(core, proposed.config, before.config)
     with core.db.write() as conn:
         d = require_deployment(conn, project, deployment)
         row = require_shape(conn, d.id, name)
@@ -98,6 +128,9 @@ def _update(core: Core, project: str, deployment: str, name: str, if_match: str 
             raise Conflict("The shape changed during the update; retry")
         validate_bounds(new.scaling_minimum, new.scaling_maximum)
         validate_config(new.config, "shape", SHAPE_CONFIG_KEYS)
+        if new.config.get(CLUSTER_GROUP_KEY) != proposed.config.get(CLUSTER_GROUP_KEY):
+            raise Conflict("The shape changed during the update; retry")
+        check_placement_group(conn, d.id, new.config)
         if new.scaling_maximum < row.scaling_current:
             raise Conflict(f"Shape has {row.scaling_current} instances: scaling_maximum "
                            f"cannot be set to {new.scaling_maximum}; delete instances first")

@@ -20,6 +20,10 @@ def shape_url(project: str, deployment: str, shape: str) -> str:
     return _with_project(f"/1.0/deployments/{deployment}/shapes/{shape}", project)
 
 
+def placement_group_url(project: str, deployment: str, group: str) -> str:
+    return _with_project(f"/1.0/deployments/{deployment}/placement-groups/{group}", project)
+
+
 def key_url(project: str, deployment: str, key: str) -> str:
     return _with_project(f"/1.0/deployments/{deployment}/keys/{key}", project)
 

@@ -35,8 +35,16 @@ from ..lxd import LifecycleEvent
 from ..store import changes as log
 from ..store import instances as records
 from ..store.rows import InstanceRow
+from . import placement_groups
 from .context import Core
-from .reconcile import SETTLED, Summary, belongs_to, projects_to_reconcile, reconcile_project
+from .reconcile import (
+    LXD_MOVE_PREFIX,
+    SETTLED,
+    Summary,
+    belongs_to,
+    projects_to_reconcile,
+    reconcile_project,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +93,8 @@ def _on_deleted(core: Core, event: LifecycleEvent) -> bool:
     record, shape = found
     if belongs_to(core, core.lxd.get_instance(event.project, event.name), shape):
         return False  # a late event: an instance of ours has the name again
+    if _being_moved(core, event.project, shape):
+        return False  # `lxc move --target`: its copy comes back under the name
     with core.db.write() as conn:
         if records.find(conn, event.project, event.name) != record:
             return False
@@ -94,6 +104,14 @@ def _on_deleted(core: Core, event: LifecycleEvent) -> bool:
     logger.info("instance %s of %s/%s was deleted in LXD: record dropped", event.name,
                 shape.deployment_name, shape.shape_name)
     return True
+
+
+def _being_moved(core: Core, project: str, shape: records.ShapeRef) -> bool:
+    """Whether LXD is moving one of the shape's instances to another cluster member (a
+    copy named `lxd-move-of-...` of ours exists): the reconcile settles it after."""
+    return any(instance.get("name", "").startswith(LXD_MOVE_PREFIX)
+               and belongs_to(core, instance, shape)
+               for instance in core.lxd.list_instances(project))
 
 
 def _on_renamed(core: Core, event: LifecycleEvent) -> bool:
@@ -179,6 +197,9 @@ class Watcher:
             with self._lock:
                 try:
                     summary.add(reconcile_project(self.core, project, startup=startup))
+                    # Records now say where LXD has the instances: any placement group
+                    # broken by a move or a lost member is told to its governor.
+                    placement_groups.check_project(self.core, project)
                 except Exception as err:
                     logger.exception("reconcile of project %s failed", project)
                     summary.failed[project] = str(err)

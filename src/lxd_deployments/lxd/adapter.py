@@ -91,6 +91,10 @@ class LXDAdapter(Protocol):
         may be a few seconds old)."""
         ...
 
+    def cluster_groups(self) -> set[str] | None:
+        """The names of LXD's cluster groups, or None when LXD is not clustered."""
+        ...
+
     def change_state(self, project: str, name: str, action: str, *, force: bool = False,
                      timeout: int = -1) -> None:
         """Start, stop, restart, freeze or unfreeze an instance and wait for it."""

@@ -214,6 +214,15 @@ class PylxdAdapter:
             self._cluster = (now, members)
         return members
 
+    def cluster_groups(self) -> set[str] | None:
+        if self.cluster_members() is None:
+            return None
+        try:
+            listing = self._client.api.cluster.groups.get().json()["metadata"] or []
+        except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+            raise _unavailable(err) from err
+        return {str(url).rstrip("/").rsplit("/", 1)[-1] for url in listing}
+
     def get_resources(self) -> dict[str, Any]:
         return self._get(self._client.api.resources) or {}
 

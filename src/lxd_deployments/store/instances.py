@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict, NotFound
+from ..errors import NameTaken, NotFound
+from . import placement_groups as groups
 from .database import utcnow
-from .rows import InstanceRow
-from .schema import deployments, deployments_shapes
+from .rows import InstanceRow, PlacementGroupRow
+from .schema import deployments, deployments_shapes, deployments_shapes_config
 from .schema import deployments_shapes_instances as instances
 
 PENDING = "pending"  # reserved; LXD is creating it
@@ -73,6 +74,44 @@ def bound(conn: Connection, shape_id: int, shape_name: str) -> Bound:
     return Bound(row[0], row[1], row[2])
 
 
+@dataclass(frozen=True)
+class ReservationScope:
+    """What a reservation holds locked: the shape, and its placement group if it has one
+    (whose rule counts the records of every shape in `shape_ids`)."""
+
+    group: PlacementGroupRow | None
+    shape_ids: tuple[int, ...]
+
+
+_SHAPE_GROUP = (select(deployments_shapes_config.c.value)
+                .where(deployments_shapes_config.c.shape_id == bindparam("shape_id"),
+                       deployments_shapes_config.c.key == groups.GROUP_KEY))
+_LOCK_SHAPE = (select(deployments_shapes.c.id)
+               .where(deployments_shapes.c.id == bindparam("shape_id")).with_for_update())
+
+
+def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
+                         ) -> ReservationScope:
+    """Take the locks a reservation of the shape's slots holds until it commits: its
+    placement group's row first (so that reservations of every shape of one group are
+    serial: the group's rule counts all of them), then the shape's row (the bound).
+
+    The first statement of every reservation transaction. On SQLite the write
+    transaction holds the database's single write lock from BEGIN, so the rows' `FOR
+    UPDATE` (not rendered by SQLite) adds nothing; on PostgreSQL the same statements
+    take the row locks, always in that order (group, then shape), so two reservations
+    never deadlock."""
+    group_name = conn.execute(_SHAPE_GROUP, {"shape_id": shape_id}).scalar_one_or_none()
+    group = None
+    if group_name:
+        group = groups.lock_group(conn, deployment_id, group_name)
+    conn.execute(_LOCK_SHAPE, {"shape_id": shape_id}).first()
+    if group is None:
+        return ReservationScope(None, (shape_id,))
+    members = [sid for sid, _ in groups.shapes_in_group(conn, deployment_id, group.name)]
+    return ReservationScope(group, tuple(sorted(set(members) | {shape_id})))
+
+
 def reserve(conn: Connection, shape_id: int, project: str, name: str,
             status: str = PENDING, location: str = "") -> int:
     """Insert a record; a name already recorded in the project is a conflict."""
@@ -82,7 +121,8 @@ def reserve(conn: Connection, shape_id: int, project: str, name: str,
             "status": status, "created_at": utcnow(), "location": location,
         }).inserted_primary_key[0]
     except IntegrityError as err:
-        raise Conflict(f'Instance "{name}" already exists in project "{project}"') from err
+        raise NameTaken(f'Instance "{name}" already exists in project "{project}"',
+                        name) from err
 
 
 def get(conn: Connection, shape_id: int, name: str) -> InstanceRow | None:
@@ -132,6 +172,21 @@ def count_by_location(conn: Connection, shape_id: int) -> dict[str, int]:
     rows = conn.execute(select(column, func.count()).where(
         instances.c.shape_id == shape_id, column != "").group_by(column)).all()
     return {location: number for location, number in rows}
+
+
+# Built once (every launch into a placement group counts the group).
+_BY_LOCATION_OF = (select(instances.c.location, func.count())
+                   .where(instances.c.shape_id.in_(bindparam("ids", expanding=True)))
+                   .group_by(instances.c.location))
+
+
+def count_by_location_of(conn: Connection, shape_ids: Iterable[int], *,
+                         unknown: bool = False) -> dict[str, int]:
+    """The records (whatever their status) of those shapes per cluster member; records
+    whose location is not known ("") are left out unless `unknown` (LXD not clustered:
+    every record is on the one server)."""
+    rows = conn.execute(_BY_LOCATION_OF, {"ids": list(shape_ids)}).all()
+    return {location: number for location, number in rows if unknown or location}
 
 
 def newest_first(conn: Connection, shape_id: int, statuses: Iterable[str]) -> list[InstanceRow]:

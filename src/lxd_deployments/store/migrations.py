@@ -187,6 +187,35 @@ def _add_instance_location(conn: Connection) -> None:
                       "ADD COLUMN location TEXT NOT NULL DEFAULT ''"))
 
 
+def _add_placement_groups(conn: Connection) -> None:
+    """Placement groups (assigned migration 8): a deployment's affinity (`compact`) and
+    anti-affinity (`spread`) rules over cluster members, which shapes join with their
+    `placement.group` config key. `max_per_member` is NULL when not set (1 applies to
+    spread groups then)."""
+    statements = [
+        """CREATE TABLE deployments_placement_groups (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            policy TEXT NOT NULL CHECK (policy IN ('spread', 'compact')),
+            rigor TEXT NOT NULL CHECK (rigor IN ('strict', 'permissive')),
+            max_per_member INTEGER CHECK (max_per_member IS NULL OR max_per_member >= 1),
+            UNIQUE (deployment_id, name)
+        )""",
+        """CREATE TABLE deployments_placement_groups_config (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            group_id INTEGER NOT NULL REFERENCES deployments_placement_groups (id)
+                ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            UNIQUE (group_id, key)
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
@@ -194,6 +223,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_webhooks,
     _add_audit_log,
     _add_instance_location,
+    _add_placement_groups,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -58,3 +58,15 @@ class InstanceRow:
     # The cluster member it lives on ("" when LXD is not clustered, or not known yet).
     location: str = ""
     created_at: str = ""
+
+
+@dataclass(frozen=True)
+class PlacementGroupRow:
+    id: int
+    deployment_id: int
+    name: str
+    description: str
+    policy: str  # spread | compact
+    rigor: str  # strict | permissive
+    max_per_member: int | None  # None: not set (spread groups hold 1 per member then)
+    config: dict[str, str] = field(default_factory=dict)

@@ -74,6 +74,28 @@ deployments_shapes_config = Table(
     Column("value", Text, nullable=False),
 )
 
+deployments_placement_groups = Table(
+    "deployments_placement_groups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("policy", Text, nullable=False),
+    Column("rigor", Text, nullable=False),
+    Column("max_per_member", Integer),
+)
+
+deployments_placement_groups_config = Table(
+    "deployments_placement_groups_config",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("group_id", Integer,
+           ForeignKey("deployments_placement_groups.id", ondelete="CASCADE")),
+    Column("key", Text, nullable=False),
+    Column("value", Text, nullable=False),
+)
+
 deployments_shapes_instances = Table(
     "deployments_shapes_instances",
     metadata,

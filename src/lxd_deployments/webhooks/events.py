@@ -45,6 +45,9 @@ SCALE_REQUEST = "scale-request"
 CAPACITY_OFFER = "capacity-offer"
 # Periodic usage per shape.
 METRICS = "metrics"
+# A placement group's rule is broken (a permissive launch, a member gone, an instance
+# moved behind the service's back).
+PLACEMENT_VIOLATED = "placement-violated"
 
 CLASS_OF: Mapping[str, str] = {
     INSTANCE_LAUNCHED: "lifecycle",
@@ -56,6 +59,7 @@ CLASS_OF: Mapping[str, str] = {
     SCALE_REQUEST: "scaling",
     CAPACITY_OFFER: "scaling",
     METRICS: "metrics",
+    PLACEMENT_VIOLATED: "placement",
 }
 EVENT_TYPES = frozenset(CLASS_OF)
 EVENT_CLASSES = frozenset(CLASS_OF.values())
