@@ -24,7 +24,7 @@ from .errors import CharmError
 # The service's package, and what it imports at run time besides the standard library.
 SERVICE_PACKAGE = "lxd_deployments"
 SERVICE_DEPENDENCIES = ("fastapi", "uvicorn", "sqlalchemy", "pylxd", "pydantic", "yaml",
-                        "httpx", "cryptography", "jwt")
+                        "httpx", "cryptography", "jwt", "prometheus_client")
 # Never copied: byte-code caches (anywhere), and the charm's own packages (top level).
 _CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 _CHARM_ONLY = ("ops", "ops-", "ops_", "scenario", "jinja2", "Jinja2", "markupsafe",

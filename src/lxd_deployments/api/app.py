@@ -22,6 +22,7 @@ from .routes import (
     governor_sockets,
     instances,
     keys,
+    metrics,
     operations,
     scale_requests,
     scaling,
@@ -56,7 +57,7 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     install_error_handlers(app)
     for module in (server, deployments, shapes, instances, changes, keys, certificates,
                    operations, webhooks, scale_requests, scaling, governor_sockets,
-                   events, audit):
+                   events, audit, metrics):
         app.include_router(module.router)
     install_openapi(app)
     # The last added runs first: authenticate, then audit, then guard the body.

@@ -37,6 +37,7 @@ from .caller import (
     GOVERNOR,
     METHOD_JWT,
     METHOD_TLS,
+    METRICS,
     Caller,
     Grant,
     Listener,
@@ -103,6 +104,8 @@ def certificate_caller(conn: Connection, fingerprint: str, *, method: str = METH
                                 method=method, fingerprint=fingerprint)
     if row.type == "client":
         return Caller(kind=ADMIN, method=method, name=row.name, fingerprint=row.fingerprint)
+    if row.type == "metrics":
+        return Caller(kind=METRICS, method=method, name=row.name, fingerprint=row.fingerprint)
     grants = tuple(
         Grant(key_id=k.key_id, key_name=k.key_name, role=k.role,
               deployment_id=k.deployment_id, project=k.project, deployment=k.deployment_name)

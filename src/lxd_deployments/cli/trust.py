@@ -14,7 +14,7 @@ from .files import read_text_file
 from .output import Column, dump_yaml, field_cell, render_list, short_cell
 from .parsing import add_command, add_format_flag
 
-CERTIFICATE_TYPES = ("client", "deployments")
+CERTIFICATE_TYPES = ("client", "deployments", "metrics")
 # As `lxc config trust add`: a new certificate is an admin's unless said otherwise.
 DEFAULT_TYPE = "client"
 

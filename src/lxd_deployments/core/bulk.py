@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from .. import metrics_export as metrics
 from ..errors import BoundReached, Conflict, InvalidInput
 from ..names import MAX_NAME_LENGTH, validate_name
 from ..store import instances as records
@@ -135,6 +136,8 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
         granted = asked
         if asked > room:
             if not best_effort or room <= 0:
+                metrics.launch(target.project, target.deployment.name, shape.name,
+                               metrics.REFUSED, asked)
                 raise BoundReached(_room_message(shape.name, bound.scaling_maximum, room,
                                                  asked))
             granted = room

@@ -9,9 +9,11 @@ that fails in LXD releases its slot; a delete that fails restores the record.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .. import metrics_export as metrics
 from ..errors import BoundReached, Conflict, InvalidInput, NotFound
 from ..models import InstanceTemplate
 from ..names import validate_name
@@ -140,6 +142,7 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None) -> O
         bound = records.bound(conn, shape.id, shape.name)
         maximum = bound.scaling_maximum
         if bound.current >= maximum:
+            metrics.launch(target.project, target.deployment.name, shape.name, metrics.REFUSED)
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_maximum '
                                f"({maximum}): cannot launch another instance")
         location = placement.place(conn, shape.id, members, 1)[0]
@@ -164,6 +167,9 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
     `record_id`), on cluster member `location` ("": LXD decides); a failed create
     releases the slot, a failed start keeps the instance counted (`failed`)."""
     body = instance_body(core, target, name)
+    labels = (target.project, target.deployment.name, target.shape.name)
+    metrics.launch(*labels, metrics.ACCEPTED)
+    reserved_at = time.monotonic()
 
     def release() -> None:
         with core.db.write() as conn:
@@ -177,6 +183,7 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
                 core.lxd.create_instance(target.project, body)
         except Exception as err:
             release()
+            metrics.launch(*labels, metrics.FAILED)
             notify.failed(core, target, name, op, "create", err)
             raise
         try:
@@ -185,10 +192,12 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
         except Exception as err:
             with core.db.write() as conn:
                 records.set_status(conn, record_id, records.FAILED)
+            metrics.launch(*labels, metrics.FAILED)
             notify.failed(core, target, name, op, "start", err)
             raise
         with core.db.write() as conn:
             records.set_status(conn, record_id, records.READY)
+        metrics.launched(*labels, reserved_at)
         notify.instance_event(core, target, name, "instance-launched", op)
         return {"location": location} if location else {}
 
@@ -211,6 +220,8 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
         remaining = records.count(conn, shape.id,
                                   leaving_out=[records.DELETING, records.PENDING])
         if remaining - 1 < shape.scaling_minimum:
+            metrics.delete(target.project, target.deployment.name, shape.name,
+                           metrics.REFUSED)
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
                                f"({shape.scaling_minimum}): cannot delete an instance")
         records.set_status(conn, record.id, records.DELETING)
@@ -224,6 +235,8 @@ def delete_operation(core: Core, target: Target, record: InstanceRow, *,
     `record.status` before): the record goes once LXD's instance is gone, and comes
     back as it was if LXD refuses."""
     name = record.instance_name
+    labels = (target.project, target.deployment.name, target.shape.name)
+    metrics.delete(*labels, metrics.ACCEPTED)
 
     def restore() -> None:
         with core.db.write() as conn:
@@ -234,6 +247,7 @@ def delete_operation(core: Core, target: Target, record: InstanceRow, *,
             _delete_if_ours(core, target.project, name)
         except Exception as err:
             restore()
+            metrics.delete(*labels, metrics.FAILED)
             notify.failed(core, target, name, op, "delete", err)
             raise
         with core.db.write() as conn:
