@@ -37,6 +37,9 @@ from lxd_deployments_charm.paths import SERVICE_NAME, Paths
 from lxd_deployments_charm.service import ClientError, Service, connect
 
 logger = logging.getLogger(__name__)
+# The HTTP client logs every request at debug level: juju-log is for the charm's words.
+for _noisy in ("httpx", "httpcore"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 PATHS = Paths()
 LXD_RELATION = "lxd"
@@ -73,7 +76,9 @@ class LXDDeploymentsCharm(ops.CharmBase):
                 ("list-keys", self._on_list_keys), ("scale", self._on_scale),
                 ("list-deployments", self._on_list_deployments), ("show", self._on_show),
                 ("add-trusted-certificate", self._on_add_trusted_certificate),
-                ("remove-trusted-certificate", self._on_remove_trusted_certificate)):
+                ("remove-trusted-certificate", self._on_remove_trusted_certificate),
+                ("force-delete-deployment", self._on_force_delete_deployment),
+                ("force-delete-shape", self._on_force_delete_shape)):
             framework.observe(self.on[name].action, handler)
 
     # --- events ------------------------------------------------------------------------
@@ -113,7 +118,7 @@ class LXDDeploymentsCharm(ops.CharmBase):
             return  # an action or removal: the status the last reconcile set stays
         for issue in self._issues:
             status = ops.WaitingStatus if isinstance(issue, WaitingError) else ops.BlockedStatus
-            event.add_status(status(issue.message))
+            event.add_status(status(one_line(issue.message)))
         if not install.is_installed(PATHS.install_dir):
             event.add_status(ops.MaintenanceStatus("installing the service"))
         if self._endpoint:
@@ -133,6 +138,9 @@ class LXDDeploymentsCharm(ops.CharmBase):
             restarted = self._ensure_service(options, spec, restart=restart)
             with connect(PATHS.socket) as service:
                 service.wait_ready(STARTUP_TIMEOUT if restarted else RUNNING_TIMEOUT)
+                # The new release runs: the old ones are no longer a way back.
+                for old in install.prune_releases(PATHS.install_dir):
+                    logger.info("removed the old release %s", old.name)
                 self._serve_governors(service, options, spec if spec_error is None else None)
         except CharmError as err:
             self._issues.append(err)
@@ -169,7 +177,14 @@ class LXDDeploymentsCharm(ops.CharmBase):
             code_dir=str(PATHS.current_release), config_file=str(PATHS.config_file)))
         if unit_changed:
             systemd.daemon_reload()
-            systemd.enable(SERVICE_NAME)
+        if unit_changed or not systemd.is_enabled(SERVICE_NAME):
+            # Until it succeeds, every hook tries again (a failed enable would leave a
+            # service that does not come back after a reboot).
+            try:
+                systemd.enable(SERVICE_NAME)
+            except CharmError as err:
+                self._issues.append(WaitingError(
+                    f"{err.message} (tried again at the next hook)"))
         self.unit.set_ports(*([options.port] if options.https_enabled else []))
         self._endpoint = self._https_endpoint(options)
         if changed or unit_changed or restart or not systemd.is_active(SERVICE_NAME):
@@ -190,12 +205,16 @@ class LXDDeploymentsCharm(ops.CharmBase):
         bags += [relation.data[unit] for unit in sorted(relation.units, key=lambda u: u.name)]
         return lxd_access.remote_access(PATHS, lxd_access.parse_remote(bags))
 
-    def _https_endpoint(self, options: CharmOptions) -> str | None:
+    def _https_endpoint(self, options: CharmOptions,
+                        relation: ops.Relation | None = None) -> str | None:
+        """This unit's URL; with `relation`, the address Juju gives for that relation
+        (across models, the ingress address the other model can reach)."""
         if not options.https_enabled:
             return None
         host = options.listen_address.strip("[]")
         if not host or host in ("0.0.0.0", "::"):
-            binding = self.model.get_binding(GOVERNOR_RELATION)
+            binding = self.model.get_binding(relation if relation is not None
+                                             else GOVERNOR_RELATION)
             address = binding.network.ingress_address if binding is not None else None
             host = str(address) if address is not None else "localhost"
         if ":" in host:
@@ -210,7 +229,7 @@ class LXDDeploymentsCharm(ops.CharmBase):
             managed = {(d.project, name) for name, d in spec.deployments.items()}
             try:
                 deployments.reconcile(service, spec, self.app.name,
-                                      governors.webhook_urls(requests))
+                                      governors.webhook_urls(requests), unit=self.unit.name)
             except BlockedError as err:  # governors are still served
                 self._issues.append(err)
         server_certificate = None
@@ -219,9 +238,10 @@ class LXDDeploymentsCharm(ops.CharmBase):
         for request in requests:
             relation = self.model.get_relation(GOVERNOR_RELATION, request.relation_id)
             previous = self.governors.provisioned(relation) if relation else None
+            endpoint = self._https_endpoint(options, relation) if relation else self._endpoint
             outcome = governors.provision(
                 service, request, previous, managed=managed,
-                endpoint=self._endpoint if server_certificate else None,
+                endpoint=endpoint if server_certificate else None,
                 server_certificate=server_certificate)
             if outcome.grant is not None:
                 self.governors.publish_grant(request.relation_id, outcome.grant)
@@ -263,6 +283,7 @@ class LXDDeploymentsCharm(ops.CharmBase):
                 # Juju): it is a secret, readable with `juju show-secret --reveal`.
                 secret = self.unit.add_secret(
                     {"private-key": pair.private_key, "certificate": pair.certificate},
+                    label=actions.key_secret_label(params),
                     description=f"private key of deployment key {params.name} "
                                 f"({params.project}/{params.deployment})")
                 results["private-key-secret"] = secret.id or ""
@@ -274,7 +295,19 @@ class LXDDeploymentsCharm(ops.CharmBase):
         params = self._params(event, actions.KeyParams)
         if params is None:
             return
-        self._run(event, lambda service: actions.delete_key(service, params))
+
+        def work(service: Service) -> dict[str, Any]:
+            results = actions.delete_key(service, params)
+            # The key's private key (if the charm made it) goes with the key.
+            try:
+                secret = self.model.get_secret(label=actions.key_secret_label(params))
+            except ops.SecretNotFoundError:
+                return results
+            secret.remove_all_revisions()
+            results["removed-secret"] = secret.id or ""
+            return results
+
+        self._run(event, work)
 
     def _on_list_keys(self, event: ops.ActionEvent) -> None:
         params = self._params(event, actions.DeploymentParams)
@@ -320,6 +353,26 @@ class LXDDeploymentsCharm(ops.CharmBase):
         if params is None:
             return
         self._run(event, lambda service: actions.remove_trusted_certificate(service, params))
+
+
+    def _on_force_delete_deployment(self, event: ops.ActionEvent) -> None:
+        params = self._params(event, actions.DeploymentParams)
+        if params is None:
+            return
+        self._run(event, lambda service: deployments.force_delete_deployment(
+            service, params.project, params.deployment))
+
+    def _on_force_delete_shape(self, event: ops.ActionEvent) -> None:
+        params = self._params(event, actions.ShapeParams)
+        if params is None:
+            return
+        self._run(event, lambda service: deployments.force_delete_shape(
+            service, params.project, params.deployment, params.shape))
+
+
+def one_line(message: str) -> str:
+    """Juju shows one line of status: newlines and runs of blanks become one space."""
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":  # pragma: nocover

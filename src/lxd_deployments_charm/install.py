@@ -113,10 +113,20 @@ def ensure_installed(sources: Sources, install_dir: Path) -> bool:
         raise InstallError(f"cannot install the service in {install_dir}: {err}") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for old in (install_dir / "releases").iterdir():
-        if old != release:
-            shutil.rmtree(old, ignore_errors=True)
     return True
+
+
+def prune_releases(install_dir: Path) -> list[Path]:
+    """Delete every release but `current`: call it once the service runs the new one,
+    so that a release that does not start can still be gone back to."""
+    releases = install_dir / "releases"
+    current = (install_dir / "current").resolve()
+    removed = []
+    for old in sorted(releases.iterdir()) if releases.is_dir() else []:
+        if old.resolve() != current and not old.name.endswith(".partial"):
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
 
 
 def is_installed(install_dir: Path) -> bool:

@@ -60,7 +60,8 @@ def test_every_action_has_a_description_and_valid_parameter_schema() -> None:
 
     assert set(actions) == {
         "create-key", "delete-key", "list-keys", "scale", "list-deployments", "show",
-        "add-trusted-certificate", "remove-trusted-certificate"}
+        "add-trusted-certificate", "remove-trusted-certificate", "force-delete-deployment",
+        "force-delete-shape"}
     for name, action in actions.items():
         assert action["description"].strip(), name
         # Juju checks an action's params as this JSON schema.
