@@ -230,6 +230,7 @@ def reconcile(service: Service, spec: DeploymentsSpec, app: str,
     if left:
         more = f" (and {len(left) - 1} more: see juju debug-log)" if len(left) > 1 else ""
         raise BlockedError(f"deployments: {left[0]}{more}")
+    return the_plan
 
 
 def force_delete_deployment(service: Service, project: str, name: str) -> dict[str, Any]:
@@ -254,4 +255,3 @@ def force_delete_shape(service: Service, project: str, deployment: str, shape: s
                    "instance(s)", deployment, shape, project, instances)
     return {"deleted": f"{deployment}/{shape}", "project": project,
             "instances": str(instances)}
-    return the_plan
