@@ -67,6 +67,9 @@ class ProcessSystemd:
     def enable(self, service: str) -> None:
         self.calls.append(f"enable {service}")
 
+    def is_enabled(self, service: str) -> bool:
+        return f"enable {service}" in self.calls
+
     def restart(self, service: str) -> None:
         self.calls.append(f"restart {service}")
         self.stop(service, record=False)
