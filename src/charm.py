@@ -406,6 +406,16 @@ class LXDDeploymentsCharm(ops.CharmBase):
             code_dir=str(PATHS.current_release), config_file=str(PATHS.config_file)))
         if unit_changed:
             systemd.daemon_reload()
+        if not plan.run:
+            # Stopped, and not started at boot either: it would serve a store that is
+            # not the application's (a second SQLite, or a stale one).
+            if systemd.is_active(SERVICE_NAME):
+                systemd.stop(SERVICE_NAME)
+            if systemd.is_enabled(SERVICE_NAME):
+                systemd.disable(SERVICE_NAME)
+            self.unit.set_ports(*([options.port] if options.https_enabled else []))
+            self._endpoint = None
+            return False
         if unit_changed or not systemd.is_enabled(SERVICE_NAME):
             # Until it succeeds, every hook tries again (a failed enable would leave a
             # service that does not come back after a reboot).
@@ -416,10 +426,6 @@ class LXDDeploymentsCharm(ops.CharmBase):
                     f"{err.message} (tried again at the next hook)"))
         self.unit.set_ports(*([options.port] if options.https_enabled else []))
         self._endpoint = self._https_endpoint(options)
-        if not plan.run:
-            if systemd.is_active(SERVICE_NAME):
-                systemd.stop(SERVICE_NAME)
-            return False
         if plan.copy:
             self._move_store(plan, sources.python)
             restart = True

@@ -58,6 +58,7 @@ class FakeSystemd:
 
     def disable(self, service: str) -> None:
         self.calls.append(("disable", service))
+        self.enabled = False
 
     def is_active(self, service: str) -> bool:
         return self.active
