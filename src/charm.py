@@ -297,9 +297,35 @@ class LXDDeploymentsCharm(ops.CharmBase):
                 f"database relation: the credentials secret cannot be read yet ({err})"))
         return True, None
 
+    def _store_holder(self) -> str | None:
+        """The unit whose SQLite store is the application's until it moves to PostgreSQL
+        (None: not chosen yet, the leader will). The leader pins it in the peer data:
+        itself at first, and again only when that unit has gone, so a change of leader
+        never swaps the store governors are served from."""
+        relation = self._peer_relation()
+        if relation is None:
+            return self.unit.name
+        holder = self._peer_data().sqlite_unit
+        if self.unit.is_leader():
+            alive = {self.unit.name} | {unit.name for unit in relation.units}
+            if holder not in alive:
+                holder = self.unit.name
+                relation.data[self.app]["sqlite-unit"] = holder
+        return holder
+
+    def _copied_by(self, holder: str | None, url: str) -> bool:
+        """Whether `holder` (another unit) reported its store copied into `url`."""
+        relation = self._peer_relation()
+        if relation is None or holder is None:
+            return False
+        return any(unit.name == holder and relation.data[unit].get("store-copied") == url
+                   for unit in relation.units)
+
     def _store_plan(self, *, retry_copy: bool) -> StorePlan:
         """Decide the store; never two stores serving governors, never a stale one."""
         leader, app = self.unit.is_leader(), self.app.name
+        holder = self._store_holder()
+        holds = holder == self.unit.name
         peer = self._peer_data()
         related, credentials = self._database()
         integrate = f"`juju integrate {app} postgresql`"
@@ -309,15 +335,23 @@ class LXDDeploymentsCharm(ops.CharmBase):
             if self._peer_relation() is None:
                 self._issues.append(WaitingError("waiting for the cluster peer relation"))
                 return StorePlan()
-            if not leader:
+            url = credentials.url
+            if leader and not holds and self._copied_by(holder, url):
+                self._record_move(url)
+                return StorePlan(credentials=credentials, leads=True)
+            if not holds:
                 self._issues.append(WaitingError(
-                    "waiting for the leader to copy its store into PostgreSQL "
-                    "(this unit's service is stopped until then)"))
+                    f"waiting for {holder or 'the leader'} to copy its store into "
+                    "PostgreSQL (this unit's service is stopped until then)"))
                 return StorePlan(run=False, leads=False)
-            if self._stored.copy_failed_url == credentials.url and not retry_copy:
+            relation = self._peer_relation()
+            assert relation is not None
+            if relation.data[self.unit].get("store-copied") == url:
+                return StorePlan(credentials=credentials, leads=leader)  # done, not recorded
+            if self._stored.copy_failed_url == url and not retry_copy:
                 self._issues.append(self._copy_blocked(self._stored.copy_failed_message))
                 return StorePlan()
-            return StorePlan(credentials=credentials, copy=True)
+            return StorePlan(credentials=credentials, copy=True, leads=leader)
         if peer.moved_to_postgresql:
             what = "has no credentials yet" if related else "is gone"
             self._issues.append((WaitingError if related else BlockedError)(
@@ -329,16 +363,22 @@ class LXDDeploymentsCharm(ops.CharmBase):
             self._issues.append(WaitingError("waiting for PostgreSQL's credentials"))
         units = self._unit_count()
         if units > 1:
-            if leader:
+            if holds:
                 self._issues.append(BlockedError(
                     f"{units} units and no shared store: {integrate} (until then only "
-                    "this unit, the leader, serves governors)"))
+                    "this unit serves governors, from its own store)"))
                 return StorePlan()
             self._issues.append(BlockedError(
                 f"{units} units and no shared store: {integrate} (until then this "
-                "unit's service is stopped; the leader serves)"))
+                f"unit's service is stopped; {holder or 'the leader'} serves)"))
             return StorePlan(run=False, leads=False)
         return StorePlan()
+
+    def _record_move(self, url: str) -> None:
+        """The leader: the application's store is PostgreSQL from now on."""
+        relation = self._peer_relation()
+        assert relation is not None and self.unit.is_leader()
+        relation.data[self.app].update({"store": cluster.STORE_POSTGRESQL, "store-url": url})
 
     def _copy_blocked(self, message: str) -> BlockedError:
         return BlockedError(
@@ -347,7 +387,7 @@ class LXDDeploymentsCharm(ops.CharmBase):
             "`juju remove-relation` and integrate again)")
 
     def _move_store(self, plan: StorePlan, python: str) -> None:
-        """The leader's first switch: stop, copy SQLite into PostgreSQL, record it."""
+        """The holder's first switch: stop, copy SQLite into PostgreSQL, record it."""
         assert plan.credentials is not None
         systemd.stop(SERVICE_NAME)
         result = store_move.copy_store(python, PATHS.current_release, PATHS.config_file)
@@ -357,8 +397,10 @@ class LXDDeploymentsCharm(ops.CharmBase):
                     result.message or "done")
         relation = self._peer_relation()
         assert relation is not None
-        relation.data[self.app].update({"store": cluster.STORE_POSTGRESQL,
-                                        "store-url": plan.credentials.url})
+        # Every unit can tell the others it copied; only the leader records the move.
+        relation.data[self.unit]["store-copied"] = plan.credentials.url
+        if self.unit.is_leader():
+            self._record_move(plan.credentials.url)
         self._stored.copy_failed_url = ""
         self._stored.copy_failed_message = ""
 

@@ -14,6 +14,12 @@ application databag, where every unit reads it:
                     leader copied its SQLite store there); from then on no unit falls back
                     to its own, stale, SQLite store
     store-url       the database (postgresql://USER@HOST:PORT/DB, no password) it moved to
+    sqlite-unit     until then, the unit whose SQLite store is the application's: the only
+                    unit whose service runs when there are several, and the one that
+                    copies its store into PostgreSQL (it tells the leader with
+                    `store-copied: <url>` in its own peer unit databag). Pinned by the
+                    leader, changed only when that unit has gone, so a new leader never
+                    swaps the store governors are served from.
 
 The first leader seeds the identity from its own service's (its `service-id` file and
 server certificate, when it already ran alone), so the instances and pinned certificate
@@ -46,6 +52,7 @@ class PeerAppData(BaseModel):
     server_secret: str | None = Field(default=None, alias="server-secret")
     store: str | None = None
     store_url: str | None = Field(default=None, alias="store-url")
+    sqlite_unit: str | None = Field(default=None, alias="sqlite-unit")
 
     @classmethod
     def read(cls, databag: dict[str, str]) -> PeerAppData:

@@ -167,10 +167,11 @@ def test_without_a_database_only_the_leader_serves_and_both_say_what_to_do(
         leader=True, relations={peer, governor}, config={"deployments": WEB}))
 
     assert leader.unit_status == testing.BlockedStatus(
-        f"{units} units and no shared store: {INTEGRATE} (until then only this unit, the "
-        "leader, serves governors)")
+        f"{units} units and no shared store: {INTEGRATE} (until then only this unit "
+        "serves governors, from its own store)")
     assert serving.systemd.active
     assert leader.get_relation(governor.id).local_unit_data["endpoint"]
+    assert leader.get_relation(peer.id).local_app_data["sqlite-unit"] == "lxd-deployments/0"
 
     serving.systemd.enabled = True
     follower = ctx.run(ctx.on.update_status(), testing.State(
@@ -179,7 +180,7 @@ def test_without_a_database_only_the_leader_serves_and_both_say_what_to_do(
 
     assert follower.unit_status == testing.BlockedStatus(
         f"{units} units and no shared store: {INTEGRATE} (until then this unit's service "
-        "is stopped; the leader serves)")
+        "is stopped; the leader serves)")  # the leader has not pinned the store yet
     assert not serving.systemd.active
     assert not serving.systemd.enabled  # not started at boot either
     assert ("stop", SERVICE_NAME) in serving.systemd.calls
@@ -367,3 +368,63 @@ def test_the_database_relation_departing_stops_the_service_and_keeps_the_data_th
     assert copy.configs == []
     _assert_on_postgresql(serving)
     assert back.unit_status.name == "active"
+
+
+def test_a_new_leader_without_a_database_does_not_swap_the_store_governors_use(
+        ctx, serving, service):
+    # lxd-deployments/1 served from its SQLite store; this unit (0) becomes the leader.
+    peer, governor = _peer(2, **{"sqlite-unit": "lxd-deployments/1"}), _governor()
+    serving.systemd.active = serving.systemd.enabled = True
+
+    state_out = ctx.run(ctx.on.leader_elected(), testing.State(
+        leader=True, relations={peer, governor}, config={"deployments": WEB}))
+
+    assert state_out.get_relation(peer.id).local_app_data["sqlite-unit"] == \
+        "lxd-deployments/1"
+    assert state_out.unit_status == testing.BlockedStatus(
+        f"2 units and no shared store: {INTEGRATE} (until then this unit's service is "
+        "stopped; lxd-deployments/1 serves)")
+    assert not serving.systemd.active
+    assert service.find_deployment("default", "web") is None  # it does not reconcile
+    assert _ours(state_out.get_relation(governor.id).local_unit_data) == {}
+
+
+def test_when_the_store_holder_has_gone_the_leader_holds_the_store(ctx, serving):
+    peer = _peer(2, **{"sqlite-unit": "lxd-deployments/7"})  # removed long ago
+
+    state_out = ctx.run(ctx.on.update_status(), testing.State(
+        leader=True, relations={peer}))
+
+    assert state_out.get_relation(peer.id).local_app_data["sqlite-unit"] == \
+        "lxd-deployments/0"
+    assert serving.systemd.active
+
+
+def test_a_non_leader_holding_the_store_copies_it_and_the_leader_records_the_move(
+        ctx, serving, copy):
+    secret, _ = _server_secret()
+    shared = {"service-id": str(uuid.uuid4()), "server-secret": secret.id,
+              "sqlite-unit": "lxd-deployments/0"}
+    database = _database(**_plain_credentials())
+
+    holder = ctx.run(ctx.on.relation_changed(database), testing.State(
+        leader=False, relations={_peer(2, **shared), database}, secrets={secret}))
+
+    assert len(copy.configs) == 1  # the unit with the data copies, not the leader
+    _assert_on_postgresql(serving)
+    told = next(r for r in holder.relations if r.endpoint == "cluster")
+    assert told.local_unit_data["store-copied"] == URL
+
+    # The leader (another unit) sees it: records the move and switches, without a copy.
+    leader_peer = testing.PeerRelation(
+        "cluster", interface="lxd_deployments_cluster",
+        local_app_data={**shared, "sqlite-unit": "lxd-deployments/1"},
+        peers_data={1: {"store-copied": URL}})
+    leader = ctx.run(ctx.on.relation_changed(leader_peer, remote_unit=1), testing.State(
+        leader=True, relations={leader_peer, database}, secrets={secret}))
+
+    assert len(copy.configs) == 1
+    data = leader.get_relation(leader_peer.id).local_app_data
+    assert (data["store"], data["store-url"]) == ("postgresql", URL)
+    _assert_on_postgresql(serving)
+    assert leader.unit_status.name == "active"
