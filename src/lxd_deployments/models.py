@@ -34,7 +34,7 @@ def _normalise_role(value: object) -> object:
 
 
 Role = Annotated[Literal["rw", "ro"], BeforeValidator(_normalise_role)]
-CertificateType = Literal["client", "deployments"]
+CertificateType = Literal["client", "deployments", "metrics"]
 
 
 # Integers the store keeps must fit SQLite's INTEGER (64 bits): a larger one is a 400,

@@ -61,6 +61,15 @@ class KeyParams(DeploymentParams):
     name: _Name
 
 
+class ShapeParams(DeploymentParams):
+    shape: _Name
+
+
+def key_secret_label(params: KeyParams) -> str:
+    """The label of the Juju secret holding the private key create-key made for a key."""
+    return f"key-{params.project}-{params.deployment}-{params.name}"
+
+
 class ScaleParams(DeploymentParams):
     shape: _Name
     count: StrictInt = Field(ge=0)

@@ -1,5 +1,12 @@
 """Reconcile the `deployments` option with the service: create, update, remove what the
-charm manages, and never remove a shape that still has instances.
+charm manages, and never remove anything that is still in use.
+
+Removal is the dangerous direction, so it is narrow: an empty (or never set) option
+removes nothing at all, because a redeploy with a kept store runs `install` before the
+operator's `juju config` arrives; a deployment left out of a non-empty option is removed
+only when it has neither instances nor keys, a shape only when it has no instances.
+Anything else blocks the unit with the action that removes it on purpose
+(`force-delete-deployment`, `force-delete-shape`).
 
 `plan()` compares what the option declares with what the service has and returns the
 steps, without side effects; `apply()` carries them out through the API. Deployments the
@@ -85,14 +92,17 @@ def _instances_of(shape: Mapping[str, Any]) -> int:
 
 
 def plan(spec: DeploymentsSpec, existing: list[Mapping[str, Any]], app: str,
-         webhooks: Mapping[tuple[str, str], str] | None = None) -> Plan:
+         webhooks: Mapping[tuple[str, str], str] | None = None,
+         keys: Mapping[tuple[str, str], int] | None = None, unit: str = "<unit>") -> Plan:
     """The steps that make the service match `spec`.
 
     `existing` is every deployment object of the service (with its `project`);
     `webhooks` gives a governor's webhook URL for (project, deployment) when the option
-    does not set one.
+    does not set one; `keys` the number of keys of each (project, deployment) that the
+    option no longer declares (see `removal_candidates`).
     """
     webhooks = webhooks or {}
+    keys = keys or {}
     by_ref = {(d["project"], d["name"]): d for d in existing}
     steps: list[Step] = []
     problems: list[str] = []
@@ -123,30 +133,57 @@ def plan(spec: DeploymentsSpec, existing: list[Mapping[str, Any]], app: str,
         for shape in sorted(set(shapes) - set(wanted_spec.shapes)):
             count = _instances_of(shapes[shape])
             if count:
-                problems.append(_still_has_instances(name, shape, count, ref[0]))
+                problems.append(_still_has_instances(name, shape, count, ref[0], unit))
             else:
                 steps.append(Step("delete", *ref, shape=shape))
-    for ref, current in sorted(by_ref.items()):
+    if not spec.deployments:
+        # Empty or never set: a redeploy on a kept store before `juju config` arrived, or
+        # an operator who cleared the option. Neither says "delete everything".
+        return Plan(tuple(steps), tuple(problems))
+    for ref in removal_candidates(spec, existing, app):
         project, name = ref
-        if (current.get("config") or {}).get(MANAGED_KEY) != app:
-            continue
-        if name in spec.deployments and spec.deployments[name].project == project:
-            continue
-        busy = {s: _instances_of(d) for s, d in (current.get("deployment_shapes") or {}).items()
-                if _instances_of(d)}
-        if busy:
-            problems.extend(_still_has_instances(name, s, n, project)
-                            for s, n in sorted(busy.items()))
+        current = by_ref[ref]
+        instances = sum(_instances_of(d) for d in (current.get("deployment_shapes") or {})
+                        .values())
+        if instances or keys.get(ref, 0):
+            problems.append(_deployment_in_use(name, project, instances, keys.get(ref, 0),
+                                               unit))
         else:
             steps.append(Step("delete", project, name))
     return Plan(tuple(steps), tuple(problems))
 
 
-def _still_has_instances(deployment: str, shape: str, count: int, project: str) -> str:
-    return (f'shape {deployment}/{shape} (project {project}) was removed from the '
-            f"deployments config but still has {count} instance(s): scale it to 0 first "
-            f"(put it back with min 0 and run the scale action), or delete it with "
-            f"`lxd-deployments shape delete {deployment} {shape} --force`")
+def removal_candidates(spec: DeploymentsSpec, existing: list[Mapping[str, Any]], app: str
+                       ) -> list[tuple[str, str]]:
+    """(project, name) of the charm's deployments that a non-empty option left out."""
+    if not spec.deployments:
+        return []
+    found = []
+    for current in existing:
+        ref = (current["project"], current["name"])
+        if (current.get("config") or {}).get(MANAGED_KEY) != app:
+            continue
+        wanted = spec.deployments.get(ref[1])
+        if wanted is None or wanted.project != ref[0]:
+            found.append(ref)
+    return sorted(found)
+
+
+def _still_has_instances(deployment: str, shape: str, count: int, project: str,
+                         unit: str) -> str:
+    return (f"shape {deployment}/{shape} (project {project}) left the deployments option "
+            f"but has {count} instance(s): put it back, or run "
+            f"`juju run {unit} force-delete-shape deployment={deployment} shape={shape} "
+            f"project={project}` to delete it and its instances")
+
+
+def _deployment_in_use(deployment: str, project: str, instances: int, keys: int,
+                       unit: str) -> str:
+    held = " and ".join(what for what in (f"{instances} instance(s)" if instances else "",
+                                          f"{keys} key(s)" if keys else "") if what)
+    return (f"deployment {deployment} (project {project}) left the deployments option but "
+            f"has {held}: put it back, or run `juju run {unit} force-delete-deployment "
+            f"deployment={deployment} project={project}` to delete it with them")
 
 
 def apply(service: Service, steps: tuple[Step, ...]) -> list[str]:
@@ -177,9 +214,13 @@ def _apply_one(service: Service, step: Step) -> None:
 
 
 def reconcile(service: Service, spec: DeploymentsSpec, app: str,
-              webhooks: Mapping[tuple[str, str], str] | None = None) -> Plan:
+              webhooks: Mapping[tuple[str, str], str] | None = None, *,
+              unit: str = "<unit>") -> Plan:
     """Plan and apply; a BlockedError lists what is left for a person to do."""
-    the_plan = plan(spec, service.list_deployments(), app, webhooks)
+    existing = service.list_deployments()
+    keys = {ref: len(service.list_keys(*ref))
+            for ref in removal_candidates(spec, existing, app)}
+    the_plan = plan(spec, existing, app, webhooks, keys, unit)
     failures = apply(service, the_plan.steps)
     for step in the_plan.steps:
         logger.info("deployments: %s", step.describe())
@@ -190,3 +231,27 @@ def reconcile(service: Service, spec: DeploymentsSpec, app: str,
         more = f" (and {len(left) - 1} more: see juju debug-log)" if len(left) > 1 else ""
         raise BlockedError(f"deployments: {left[0]}{more}")
     return the_plan
+
+
+def force_delete_deployment(service: Service, project: str, name: str) -> dict[str, Any]:
+    """Delete a deployment with its instances and keys, on an admin's explicit order."""
+    deployment = service.get_deployment(project, name)
+    instances = sum(_instances_of(d) for d in (deployment.get("deployment_shapes") or {})
+                    .values())
+    keys = len(service.list_keys(project, name))
+    service.delete_deployment(project, name, force=True)
+    logger.warning("deployments: force-deleted deployment %s (project %s) with %d "
+                   "instance(s) and %d key(s)", name, project, instances, keys)
+    return {"deleted": name, "project": project, "instances": str(instances),
+            "keys": str(keys)}
+
+
+def force_delete_shape(service: Service, project: str, deployment: str, shape: str
+                       ) -> dict[str, Any]:
+    """Delete a shape with its instances, on an admin's explicit order."""
+    instances = _instances_of(service.get_shape(project, deployment, shape))
+    service.delete_shape(project, deployment, shape, force=True)
+    logger.warning("deployments: force-deleted shape %s/%s (project %s) with %d "
+                   "instance(s)", deployment, shape, project, instances)
+    return {"deleted": f"{deployment}/{shape}", "project": project,
+            "instances": str(instances)}

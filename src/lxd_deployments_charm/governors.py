@@ -65,6 +65,26 @@ def provision(service: Service, request: GovernorRequest, previous: Grant | None
         server_certificate=server_certificate))
 
 
+def observe(service: Service, request: GovernorRequest, *, endpoint: str | None,
+            server_certificate: str | None) -> Outcome:
+    """A non-leader on the shared store: publish the key the leader made, never make one.
+
+    Every unit's service reads the same store, so the key the leader created works on
+    this unit too; two units creating (or revoking) it at once would race.
+    """
+    if request.problem or not request.is_complete:
+        return Outcome(request.relation_id, error=request.problem)
+    fingerprint = request.certificate_fingerprint
+    assert fingerprint is not None and request.deployment is not None
+    key = service.find_key(request.project, request.deployment, request.key_name)
+    if key is None or key.get("certificate_fingerprint") != fingerprint:
+        return Outcome(request.relation_id)  # the leader has not made it yet
+    return Outcome(request.relation_id, grant=Grant(
+        deployment=request.deployment, project=request.project, key_name=request.key_name,
+        role=str(key.get("role", request.role)), certificate_fingerprint=fingerprint,
+        endpoint=endpoint, server_certificate=server_certificate))
+
+
 def _ensure_key(service: Service, request: GovernorRequest, fingerprint: str) -> None:
     assert request.deployment is not None and request.certificate is not None
     key = service.find_key(request.project, request.deployment, request.key_name)

@@ -24,7 +24,7 @@ from .errors import CharmError
 # The service's package, and what it imports at run time besides the standard library.
 SERVICE_PACKAGE = "lxd_deployments"
 SERVICE_DEPENDENCIES = ("fastapi", "uvicorn", "sqlalchemy", "pylxd", "pydantic", "yaml",
-                        "httpx", "cryptography", "jwt")
+                        "httpx", "cryptography", "jwt", "prometheus_client")
 # Never copied: byte-code caches (anywhere), and the charm's own packages (top level).
 _CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 _CHARM_ONLY = ("ops", "ops-", "ops_", "scenario", "jinja2", "Jinja2", "markupsafe",
@@ -113,10 +113,20 @@ def ensure_installed(sources: Sources, install_dir: Path) -> bool:
         raise InstallError(f"cannot install the service in {install_dir}: {err}") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for old in (install_dir / "releases").iterdir():
-        if old != release:
-            shutil.rmtree(old, ignore_errors=True)
     return True
+
+
+def prune_releases(install_dir: Path) -> list[Path]:
+    """Delete every release but `current`: call it once the service runs the new one,
+    so that a release that does not start can still be gone back to."""
+    releases = install_dir / "releases"
+    current = (install_dir / "current").resolve()
+    removed = []
+    for old in sorted(releases.iterdir()) if releases.is_dir() else []:
+        if old.resolve() != current and not old.name.endswith(".partial"):
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
 
 
 def is_installed(install_dir: Path) -> bool:

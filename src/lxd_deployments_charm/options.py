@@ -60,6 +60,8 @@ class CharmOptions(_Frozen):
     projects: StrictStr = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     deployments: StrictStr = ""
+    # The service's worker processes (its `workers` setting, 1 to 64).
+    workers: StrictInt = Field(default=1, ge=1, le=64)
 
     @field_validator("listen_address")
     @classmethod

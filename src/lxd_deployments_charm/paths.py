@@ -46,6 +46,29 @@ class Paths:
         return self.lxd_dir / "server.crt"
 
     @property
+    def tls_cert(self) -> Path:
+        """The application's HTTPS server certificate (from the peer relation's secret)."""
+        return self.config_dir / "tls" / "server.crt"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.config_dir / "tls" / "server.key"
+
+    @property
+    def database_password_file(self) -> Path:
+        """The PostgreSQL user's password (0600): never in the config file or a URL."""
+        return self.config_dir / "database.password"
+
+    @property
+    def metrics_cert(self) -> Path:
+        """The client certificate the metrics scraper (cos-agent) presents."""
+        return self.config_dir / "metrics" / "client.crt"
+
+    @property
+    def metrics_key(self) -> Path:
+        return self.config_dir / "metrics" / "client.key"
+
+    @property
     def unit_file(self) -> Path:
         return self._at(f"/etc/systemd/system/{SERVICE_NAME}.service")
 

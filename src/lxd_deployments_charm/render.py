@@ -44,13 +44,26 @@ class ServiceConfig:
     https_address: str | None
     projects: tuple[str, ...]
     lxd: LXDAccess
+    # The shared store (database relation): postgresql://USER@HOST:PORT/DB and the file
+    # holding the password; None: the embedded SQLite store in state_dir.
+    database: str | None = None
+    database_password_file: str | None = None
+    # The application's identity (peer relation): one service id and server certificate.
+    service_id: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Worker processes. 1 (the service's default) is left out of the file, so the file
+    # stays valid for a service that predates the setting.
+    workers: int = 1
 
 
 def render_config(config: ServiceConfig) -> str:
     return _environment.get_template("config.yaml.j2").render(
         unit_name=config.unit_name, state_dir=config.state_dir, socket=config.socket,
         log_level=config.log_level, https_address=config.https_address,
-        projects=list(config.projects), lxd=config.lxd)
+        projects=list(config.projects), lxd=config.lxd, database=config.database,
+        database_password_file=config.database_password_file, service_id=config.service_id,
+        tls_cert=config.tls_cert, tls_key=config.tls_key, workers=config.workers)
 
 
 def render_unit(*, unit_name: str, python: str, code_dir: str, config_file: str) -> str:

@@ -137,9 +137,11 @@ class Service:
     def patch_deployment(self, project: str, name: str, body: Mapping[str, Any]) -> None:
         self._in(project).patch(_path("deployments", name), json=dict(body))
 
-    def delete_deployment(self, project: str, name: str) -> None:
-        """Never forced: a deployment whose shapes have instances is refused (409)."""
-        self._in(project).delete(_path("deployments", name))
+    def delete_deployment(self, project: str, name: str, *, force: bool = False) -> None:
+        """Unless forced, a deployment whose shapes have instances is refused (409);
+        forced (the force-delete-deployment action only), its instances go first."""
+        params = {"force": "true"} if force else None
+        self._in(project).delete(_path("deployments", name), params=params)
 
     def create_shape(self, project: str, deployment: str, body: Mapping[str, Any]) -> None:
         self._in(project).post(_path("deployments", deployment, "shapes"), json=dict(body))
@@ -149,9 +151,13 @@ class Service:
         self._in(project).put(_path("deployments", deployment, "shapes", shape),
                               json=dict(body))
 
-    def delete_shape(self, project: str, deployment: str, shape: str) -> None:
-        """Never forced: a shape with instances is refused (409)."""
-        self._in(project).delete(_path("deployments", deployment, "shapes", shape))
+    def delete_shape(self, project: str, deployment: str, shape: str, *,
+                     force: bool = False) -> None:
+        """Unless forced, a shape with instances is refused (409); forced (the
+        force-delete-shape action only), its instances go first."""
+        params = {"force": "true"} if force else None
+        self._in(project).delete(_path("deployments", deployment, "shapes", shape),
+                                 params=params)
 
     def get_shape(self, project: str, deployment: str, shape: str) -> dict[str, Any]:
         return self._in(project).get(_path("deployments", deployment, "shapes", shape)).metadata

@@ -34,6 +34,10 @@ def enable(service: str) -> None:
     _systemctl("enable", service)
 
 
+def is_enabled(service: str) -> bool:
+    return _systemctl("is-enabled", "--quiet", service, check=False).returncode == 0
+
+
 def restart(service: str) -> None:
     _systemctl("restart", service)
 

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,9 @@ class ProcessSystemd:
 
     def enable(self, service: str) -> None:
         self.calls.append(f"enable {service}")
+
+    def is_enabled(self, service: str) -> bool:
+        return f"enable {service}" in self.calls
 
     def restart(self, service: str) -> None:
         self.calls.append(f"restart {service}")
@@ -301,3 +305,73 @@ def test_config_change_restarts_the_service_and_remove_stops_it(lxd, lxd_project
     assert not machine.paths.config_file.exists()
     assert not machine.paths.install_dir.exists()
     assert (machine.paths.state_dir / "service-id").exists()  # the store is kept
+
+
+def _scrape(job: dict, cert_file: Path, limit: int = 1 << 20) -> tuple[str, bytes]:
+    """GET the job's metrics path as a Prometheus agent would: TLS verified against the
+    job's `ca` under its `server_name`, the job's client certificate and key file."""
+    tls = job["tls_config"]
+    context = ssl.create_default_context(cadata=tls["ca"])
+    context.load_cert_chain(str(cert_file), tls["key_file"])
+    (target,) = job["static_configs"][0]["targets"]
+    host, _, port = target.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=tls["server_name"]) as connection:
+        connection.sendall(f"GET {job['metrics_path']} HTTP/1.1\r\nHost: {target}\r\n"
+                           "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while len(answer) < limit:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(), body
+
+
+def _scrape_until(job: dict, cert_file: Path, *, ok: bool, timeout: float = 15.0
+                  ) -> tuple[str, bytes]:
+    """Scrape until the answer is (ok) or is not (not ok) a 200, or the deadline: the
+    service reloads its trust store in its own time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = _scrape(job, cert_file)
+        except (ssl.SSLError, OSError) as err:  # the handshake is not completed
+            status, body = f"refused: {err}", b""
+        if status.endswith("200 OK") == ok or time.monotonic() >= deadline:
+            return status, body
+        time.sleep(0.2)
+
+
+def test_the_cos_agent_scrape_job_scrapes_the_real_service(lxd, lxd_project, machine,
+                                                           tmp_path):
+    ctx = testing.Context(charm.LXDDeploymentsCharm)
+    state = _installed(ctx, machine, lxd_project)
+    relation = testing.Relation("cos-agent", interface="cos_agent",
+                                remote_app_name="grafana-agent")
+
+    state = ctx.run(ctx.on.relation_joined(relation, remote_unit=0), testing.State(
+        leader=True, config=state.config, relations={relation}))
+
+    config = json.loads(state.get_relation(relation.id).local_unit_data["config"])
+    (job,) = config["metrics_scrape_jobs"]
+    assert job["static_configs"] == [{"targets": [f"127.0.0.1:{machine.port}"]}]
+    cert_file = tmp_path / "metrics.crt"
+    cert_file.write_text(job["tls_config"]["cert"])
+    status, body = _scrape_until(job, cert_file, ok=True)
+    assert status.endswith("200 OK"), (status, body[:300])
+    maxima = [line for line in body.decode().splitlines()
+              if line.startswith("lxd_deployments_shape_maximum{")]
+    assert len(maxima) == 1, body.decode()[-2000:]
+    assert 'shape="frontend"' in maxima[0] and f'project="{lxd_project}"' in maxima[0]
+    assert float(maxima[0].rsplit(" ", 1)[1]) == 2
+
+    # The relation goes: the service no longer trusts the metrics certificate.
+    kept_key = tmp_path / "metrics.key"
+    kept_key.write_text(Path(job["tls_config"]["key_file"]).read_text())
+    ctx.run(ctx.on.relation_broken(state.get_relation(relation.id)), state)
+    assert not Path(job["tls_config"]["key_file"]).exists()
+    job["tls_config"]["key_file"] = str(kept_key)
+    status, _ = _scrape_until(job, cert_file, ok=False)
+    assert not status.endswith("200 OK")

@@ -248,8 +248,8 @@ def test_each_route_declares_who_may_call_it(core):
                 if route.endpoint.__module__ in CORE_MODULES}
     assert {k: v for k, v in policies.items() if v != "admin"} == GOVERNOR_ROUTES
     for method, route in _http_routes(app):
-        assert declared_policy(route) in (None, "admin", "reader", "writer", "authenticated",
-                                          "public"), (method, route.path)
+        assert declared_policy(route) in (None, "admin", "metrics", "reader", "writer",
+                                          "authenticated", "public"), (method, route.path)
 
 
 def test_websockets_need_an_authenticated_caller(world):

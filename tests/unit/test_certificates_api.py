@@ -92,9 +92,10 @@ def test_a_truncated_pem_is_refused(api, refused):
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"type": "admin"}, "Invalid value for \"type\": Input should be 'client' or 'deployments'"),
-    ({"type": "metrics"},
-     "Invalid value for \"type\": Input should be 'client' or 'deployments'"),
+    ({"type": "admin"},
+     "Invalid value for \"type\": Input should be 'client', 'deployments' or 'metrics'"),
+    ({"type": "prometheus"},
+     "Invalid value for \"type\": Input should be 'client', 'deployments' or 'metrics'"),
     ({"name": 3}, 'Invalid value for "name": Input should be a valid string'),
     ({"password": "x"}, 'Unknown field "password"'),
 ])

@@ -24,6 +24,7 @@ from .routes import (
     governor_sockets,
     instances,
     keys,
+    metrics,
     operations,
     placement_groups,
     scale_requests,
@@ -63,7 +64,7 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     on_instances = (instances, scaling, governor_sockets)
     for module in (server, deployments, shapes, placement_groups, instances, changes, keys,
                    certificates, operations, webhooks, scale_requests, scaling, governor_sockets,
-                   events, audit):
+                   events, audit, metrics):
         app.include_router(module.router,
                            dependencies=[LXDReady] if module in on_instances else None)
     install_openapi(app)

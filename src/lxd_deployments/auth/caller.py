@@ -8,6 +8,8 @@ A caller is one of three kinds:
   by its key). Holds `grants`: for each deployment key of that certificate, the
   deployment it opens and its role (`rw` or `ro`). Reaches only the governor API of
   those deployments.
+- `metrics`: a trusted certificate of type `metrics`: reaches only `GET /1.0/metrics`
+  (a Prometheus scraper, as LXD's metrics certificates).
 - `anonymous`: nothing identified it (no certificate, a certificate no longer trusted,
   a refused token). Reaches only `GET /1.0`.
 
@@ -22,6 +24,7 @@ from enum import Enum
 
 ADMIN = "admin"
 GOVERNOR = "governor"
+METRICS = "metrics"
 ANONYMOUS = "anonymous"
 
 # How a caller authenticated.
@@ -109,6 +112,10 @@ class Caller:
     @property
     def is_governor(self) -> bool:
         return self.kind == GOVERNOR
+
+    @property
+    def is_metrics(self) -> bool:
+        return self.kind == METRICS
 
     @property
     def is_authenticated(self) -> bool:

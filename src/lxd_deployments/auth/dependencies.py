@@ -101,6 +101,12 @@ async def _authenticated(request: Request) -> Access:
     return Access(caller)
 
 
+async def _metrics(request: Request) -> Access:
+    caller = current_caller(request)
+    rules.require_metrics_reader(caller)
+    return Access(caller)
+
+
 # Declarations for routes.
 AdminOnly = Depends(_admin)
 ReaderOnly = Depends(_reader)
@@ -108,16 +114,17 @@ AdminAccess = Annotated[Access, Depends(_admin)]
 ReaderAccess = Annotated[Access, Depends(_reader)]
 WriterAccess = Annotated[Access, Depends(_writer)]
 AnyCaller = Annotated[Access, Depends(_authenticated)]
+MetricsReader = Depends(_metrics)
 
 # What a route may declare, by the policy it stands for (`current_caller` alone: public,
 # the route decides, as `GET /1.0` does).
-POLICIES = {_admin: "admin", _reader: "reader", _writer: "writer",
+POLICIES = {_admin: "admin", _reader: "reader", _writer: "writer", _metrics: "metrics",
             _authenticated: "authenticated", current_caller: "public", _caller: "public"}
 _POLICY_ATTRIBUTE = "_lxd_deployments_policy"
 
 
 # When a route declares several, the strictest is what it stands for.
-_STRICTNESS = ("admin", "writer", "reader", "authenticated", "public")
+_STRICTNESS = ("admin", "metrics", "writer", "reader", "authenticated", "public")
 
 
 def declared_policy(route: object) -> str | None:

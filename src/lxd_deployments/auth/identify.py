@@ -41,6 +41,7 @@ from .caller import (
     METHOD_JWT,
     METHOD_TLS,
     METHOD_UNIX,
+    METRICS,
     Caller,
     Grant,
     Listener,
@@ -133,6 +134,8 @@ def certificate_caller(conn: Connection, fingerprint: str, *, method: str = METH
                                 fingerprint=fingerprint)
     if row.type == "client":
         return Caller(kind=ADMIN, method=method, name=row.name, fingerprint=row.fingerprint)
+    if row.type == "metrics":
+        return Caller(kind=METRICS, method=method, name=row.name, fingerprint=row.fingerprint)
     grants = tuple(
         Grant(key_id=k.key_id, key_name=k.key_name, role=k.role,
               deployment_id=k.deployment_id, project=k.project, deployment=k.deployment_name)

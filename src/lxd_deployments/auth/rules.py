@@ -31,6 +31,14 @@ def require_admin(caller: Caller) -> None:
                         "governor API of its deployment")
 
 
+def require_metrics_reader(caller: Caller) -> None:
+    """`GET /1.0/metrics`: an admin, or a certificate of type `metrics`."""
+    require_authenticated(caller)
+    if not (caller.is_admin or caller.is_metrics):
+        raise Forbidden("Not authorized: metrics need an admin or a trusted certificate of "
+                        "type metrics")
+
+
 def require_deployment(caller: Caller, project: str, deployment: str, *,
                        write: bool) -> Grant | None:
     """The grant that lets the caller read (or, with `write`, change) the deployment's

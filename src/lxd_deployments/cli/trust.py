@@ -19,7 +19,7 @@ from .filters import list_filters, matches
 from .output import Column, dump_yaml, field_cell, render_list, short_cell
 from .parsing import add_command, add_format_flag
 
-CERTIFICATE_TYPES = ("client", "deployments")
+CERTIFICATE_TYPES = ("client", "deployments", "metrics")
 # As `lxc config trust add`: a new certificate is an admin's unless said otherwise.
 DEFAULT_TYPE = "client"
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from .. import metrics_export as metrics
 from ..errors import BoundReached, Conflict, InvalidInput, NameTaken
 from ..names import MAX_NAME_LENGTH, validate_name
 from ..store import instances as records
@@ -131,16 +132,8 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
     core.require_project_allowed(target.project)
     shape = target.shape
     admin = owner is None
-    # The bound before the names (a first look; the reservation below decides): a batch
-    # past the room is refused whatever its names, and only the names that may be
-    # granted are looked up, so a governor probes at most its room per request.
-    with core.db.read() as conn:
-        early = records.bound(conn, shape.id, shape.name)
-    _check_room(shape.name, early, asked, best_effort)
-    in_lxd = core.lxd.instance_names(target.project)
-    for name in (names or [])[:early.scaling_maximum - early.current]:
-        if name in in_lxd:
-            raise name_taken(name, target.project, admin=admin)
+    labels = (target.project, target.deployment.name, shape.name)
+    in_lxd: set[str] = set()
 
     def ask(conn: Connection, bound: records.Bound) -> list[str]:
         granted = _check_room(shape.name, bound, asked, best_effort)
@@ -154,7 +147,20 @@ def launch_many(core: Core, target: Target, *, count: int | None = None,
         return chosen
 
     try:
+        # The bound before the names (a first look; the reservation decides): a batch
+        # past the room is refused whatever its names, and only the names that may be
+        # granted are looked up, so a governor probes at most its room per request.
+        with core.db.read() as conn:
+            early = records.bound(conn, shape.id, shape.name)
+        _check_room(shape.name, early, asked, best_effort)
+        in_lxd |= core.lxd.instance_names(target.project)
+        for name in (names or [])[:early.scaling_maximum - early.current]:
+            if name in in_lxd:
+                raise name_taken(name, target.project, admin=admin)
         reservation = reserve_launches(core, target, ask, best_effort=best_effort)
+    except BoundReached:
+        metrics.launch(*labels, metrics.REFUSED, asked)
+        raise
     except NameTaken as err:
         # A governor is told no more than that one of its names is not available.
         raise (err if admin else Conflict("An instance name of the batch is not "

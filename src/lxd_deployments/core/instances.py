@@ -9,11 +9,13 @@ that fails in LXD releases its slot; a delete that fails restores the record.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection
 
+from .. import metrics_export as metrics
 from ..errors import BoundReached, Conflict, InvalidInput, NameTaken, NotFound
 from ..models import InstanceTemplate
 from ..names import validate_name
@@ -150,12 +152,7 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None, *,
     validate_name(name, "Instance")
     core.require_project_allowed(target.project)
     shape = target.shape
-    with core.db.read() as conn:  # a first look; the reservation below decides
-        early = records.bound(conn, shape.id, shape.name)
-    if early.current >= early.scaling_maximum:
-        raise bound_reached(shape.name, early.scaling_maximum)
-    if core.lxd.instance_exists(target.project, name):
-        raise name_taken(name, target.project, admin=owner is None)
+    labels = (target.project, target.deployment.name, shape.name)
 
     def ask(_conn: Connection, bound: records.Bound) -> list[str]:
         if bound.current >= bound.scaling_maximum:
@@ -163,7 +160,14 @@ def launch(core: Core, target: Target, name: str, owner: str | None = None, *,
         return [name]
 
     try:
+        with core.db.read() as conn:  # a first look; the reservation below decides
+            ask(conn, records.bound(conn, shape.id, shape.name))
+        if core.lxd.instance_exists(target.project, name):
+            raise name_taken(name, target.project, admin=owner is None)
         reservation = reserve_launches(core, target, ask)
+    except BoundReached:
+        metrics.launch(*labels, metrics.REFUSED)
+        raise
     except NameTaken:
         raise name_taken(name, target.project, admin=owner is None) from None
     bound, slot = reservation.bound, reservation.slots[0]
@@ -190,6 +194,9 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
     releases the slot, a failed start keeps the instance counted (`failed`). With
     `start` false the instance is left stopped, as LXD leaves it."""
     body = instance_body(core, target, name)
+    labels = (target.project, target.deployment.name, target.shape.name)
+    metrics.launch(*labels, metrics.ACCEPTED)
+    reserved_at = time.monotonic()
 
     def release() -> None:
         with core.db.write() as conn:
@@ -203,6 +210,7 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
                 core.lxd.create_instance(target.project, body)
         except Exception as err:
             release()
+            metrics.launch(*labels, metrics.FAILED)
             notify.failed(core, target, name, op, "create", err)
             raise
         try:
@@ -212,10 +220,12 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
         except Exception as err:
             with core.db.write() as conn:
                 records.set_status(conn, record_id, records.FAILED)
+            metrics.launch(*labels, metrics.FAILED)
             notify.failed(core, target, name, op, "start", err)
             raise
         with core.db.write() as conn:
             records.set_status(conn, record_id, records.READY)
+        metrics.launched(*labels, reserved_at)
         extra = {} if start else {"started": False}
         notify.instance_event(core, target, name, "instance-launched", op, **extra)
         return {"location": location} if location else {}
@@ -239,6 +249,8 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
         remaining = records.count(conn, shape.id,
                                   leaving_out=[records.DELETING, records.PENDING])
         if remaining - 1 < shape.scaling_minimum:
+            metrics.delete(target.project, target.deployment.name, shape.name,
+                           metrics.REFUSED)
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
                                f"({shape.scaling_minimum}): cannot delete an instance")
         records.set_status(conn, record.id, records.DELETING)
@@ -252,6 +264,8 @@ def delete_operation(core: Core, target: Target, record: InstanceRow, *,
     `record.status` before): the record goes once LXD's instance is gone, and comes
     back as it was if LXD refuses."""
     name = record.instance_name
+    labels = (target.project, target.deployment.name, target.shape.name)
+    metrics.delete(*labels, metrics.ACCEPTED)
 
     def restore() -> None:
         with core.db.write() as conn:
@@ -266,6 +280,7 @@ def delete_operation(core: Core, target: Target, record: InstanceRow, *,
                            f"deleting {name}")
         except Exception as err:
             restore()
+            metrics.delete(*labels, metrics.FAILED)
             notify.failed(core, target, name, op, "delete", err)
             raise
         with core.db.write() as conn:

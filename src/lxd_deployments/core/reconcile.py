@@ -45,6 +45,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from .. import metrics_export as metrics
 from ..errors import LXDUnavailable
 from ..store import changes as log
 from ..store import instances as records
@@ -158,6 +159,7 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
     def note(shape: ShapeRef, name: str, change: str, **detail: Any) -> None:
         nonlocal changes
         log.record(conn, shape.deployment_id, shape.shape_name, project, name, change, detail)
+        metrics.outside_change(project, change)
         changes += 1
 
     gone: dict[int, list[InstanceRow]] = defaultdict(list)

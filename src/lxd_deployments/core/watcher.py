@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import metrics_export as metrics
 from ..errors import LXDUnavailable
 from ..lxd import LifecycleEvent
 from ..store import changes as log
@@ -82,6 +83,7 @@ def _settled_record(core: Core, project: str, name: str
 
 
 def _note(conn, shape: records.ShapeRef, name: str, change: str, **detail: Any) -> None:
+    metrics.outside_change(shape.project, change)
     log.record(conn, shape.deployment_id, shape.shape_name, shape.project, name, change,
                detail)
 

@@ -250,3 +250,31 @@ def shape_ref(conn: Connection, shape_id: int) -> ShapeRef | None:
 def projects_with_deployments(conn: Connection) -> list[str]:
     return list(conn.execute(select(deployments.c.project).distinct()
                              .order_by(deployments.c.project)).scalars())
+
+
+@dataclass(frozen=True)
+class ShapeCounts:
+    """A shape's bounds and record counts, for the metrics scrape."""
+
+    project: str
+    deployment: str
+    shape: str
+    scaling_minimum: int
+    scaling_maximum: int
+    current: int
+    pending: int
+
+
+def shape_counts(conn: Connection) -> list[ShapeCounts]:
+    """Every shape with its bounds, its record count and its pending records, in one
+    query (a scrape must cost the store little however many shapes there are)."""
+    pending = func.count(instances.c.id).filter(instances.c.status == PENDING)
+    query = (select(deployments.c.project, deployments.c.name, deployments_shapes.c.name,
+                    deployments_shapes.c.scaling_minimum,
+                    deployments_shapes.c.scaling_maximum, func.count(instances.c.id), pending)
+             .select_from(deployments_shapes)
+             .join(deployments, deployments.c.id == deployments_shapes.c.deployment_id)
+             .outerjoin(instances, instances.c.shape_id == deployments_shapes.c.id)
+             .group_by(deployments_shapes.c.id, deployments.c.project, deployments.c.name)
+             .order_by(deployments.c.project, deployments.c.name, deployments_shapes.c.name))
+    return [ShapeCounts(*row) for row in conn.execute(query).all()]

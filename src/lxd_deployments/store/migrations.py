@@ -216,6 +216,37 @@ def _add_placement_groups(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+_CERTIFICATE_TYPES_V9 = "('client', 'deployments', 'metrics')"
+
+
+def _add_metrics_certificates(conn: Connection) -> None:
+    """Migration 7: certificates of type `metrics`, which may only scrape `/1.0/metrics`.
+
+    PostgreSQL changes the CHECK in place. SQLite cannot, and rebuilding `certificates`
+    would cascade (or re-point) the keys' foreign keys; a CHECK that only admits more
+    values changes nothing stored, so the table's definition is edited in the schema
+    table, as SQLite's own ALTER TABLE documentation describes for such changes."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE certificates DROP CONSTRAINT IF EXISTS "
+                          "certificates_type_check"))
+        conn.execute(text("ALTER TABLE certificates ADD CONSTRAINT certificates_type_check "
+                          f"CHECK (type IN {_CERTIFICATE_TYPES_V9})"))
+        return
+    old = "CHECK (type IN ('client', 'deployments'))"
+    new = f"CHECK (type IN {_CERTIFICATE_TYPES_V9})"
+    version = conn.exec_driver_sql("PRAGMA schema_version").scalar_one()
+    conn.exec_driver_sql("PRAGMA writable_schema=ON")
+    try:
+        conn.exec_driver_sql("UPDATE sqlite_master SET sql = replace(sql, ?, ?) "
+                             "WHERE type = 'table' AND name = 'certificates'", (old, new))
+        conn.exec_driver_sql(f"PRAGMA schema_version={int(version) + 1}")
+    finally:
+        conn.exec_driver_sql("PRAGMA writable_schema=OFF")
+    if new not in conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                                       "AND name = 'certificates'").scalar_one():
+        raise RuntimeError("migration 7: the certificates table has an unexpected definition")
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
@@ -224,6 +255,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_audit_log,
     _add_instance_location,
     _add_placement_groups,
+    _add_metrics_certificates,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

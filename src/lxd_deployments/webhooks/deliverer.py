@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy import select
 
+from .. import metrics_export as metrics
 from ..store import Database
 from ..store.schema import deployments
 from . import queue, secret_store
@@ -96,13 +97,15 @@ class Deliverer:
         headers = signed_headers(attempt.secrets, delivery_id=delivery.uuid,
                                  event_type=delivery.event_type, body=delivery.body,
                                  now=self._clock())
+        started = time.monotonic()
         try:
             response = client.post(attempt.url, content=delivery.body, headers=headers)
         except httpx.HTTPError as err:
             self._failed(attempt, f"{type(err).__name__}: {err}" if str(err)
-                         else type(err).__name__, None)
+                         else type(err).__name__, None, started=started)
             return False
         if 200 <= response.status_code < 300:
+            metrics.webhook_attempt(attempt.deployment, "delivered", time.monotonic() - started)
             with self.db.write() as conn:
                 queue.mark_delivered(conn, delivery.id, status_code=response.status_code,
                                      url=attempt.url)
@@ -112,13 +115,15 @@ class Deliverer:
             return True
         text = " ".join(response.text[:ERROR_BODY_CHARS].split())
         self._failed(attempt, f"HTTP {response.status_code}" + (f": {text}" if text else ""),
-                     response.status_code)
+                     response.status_code, started=started)
         return False
 
     def _failed(self, attempt: Attempt, error: str, status_code: int | None, *,
-                final: bool = False) -> None:
+                final: bool = False, started: float | None = None) -> None:
         delivery = attempt.delivery
         final = final or delivery.attempts >= delivery.max_attempts
+        metrics.webhook_attempt(attempt.deployment, "failed" if final else "retry",
+                                0.0 if started is None else time.monotonic() - started)
         retry_at = None if final else \
             self._clock() + backoff_delay(delivery.attempts, self.settings, self._rand)
         with self.db.write() as conn:

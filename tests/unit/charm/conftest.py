@@ -21,6 +21,7 @@ from lxd_deployments.client import DeploymentsClient
 from lxd_deployments_charm import install
 from lxd_deployments_charm.paths import Paths
 from lxd_deployments_charm.service import Service
+from lxd_deployments_charm.systemd import SystemdError
 
 
 @dataclass
@@ -28,6 +29,9 @@ class FakeSystemd:
     """The `systemd` module's functions, recording calls; `active` is the unit's state."""
 
     active: bool = False
+    enabled: bool = False
+    # How many `enable` calls fail before one succeeds (a busy systemd).
+    enable_failures: int = 0
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def daemon_reload(self) -> None:
@@ -35,6 +39,14 @@ class FakeSystemd:
 
     def enable(self, service: str) -> None:
         self.calls.append(("enable", service))
+        if self.enable_failures:
+            self.enable_failures -= 1
+            raise SystemdError(f"systemctl enable {service} failed: Transport endpoint is "
+                               "not connected")
+        self.enabled = True
+
+    def is_enabled(self, service: str) -> bool:
+        return self.enabled
 
     def restart(self, service: str) -> None:
         self.calls.append(("restart", service))
@@ -46,6 +58,7 @@ class FakeSystemd:
 
     def disable(self, service: str) -> None:
         self.calls.append(("disable", service))
+        self.enabled = False
 
     def is_active(self, service: str) -> bool:
         return self.active

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import stat
 import subprocess
 import sys
@@ -35,3 +37,31 @@ def test_the_charm_layout(tmp_path):
     assert "PYTHONPATH=lib:venv" in dispatch and "./src/charm.py" in dispatch
     assert manifest["bases"] == [{"name": "ubuntu", "channel": "22.04",
                                   "architectures": ["arm64"]}]
+
+
+def test_the_build_records_what_it_used(tmp_path):
+    output = tmp_path / "lxd-deployments.charm"
+
+    subprocess.run([sys.executable, str(REPO / "scripts" / "build-charm"), "--skip-deps",
+                    "--output", str(output)], check=True, capture_output=True, text=True)
+
+    with zipfile.ZipFile(output) as charm:
+        record = yaml.safe_load(charm.read("build-record.yaml"))
+        lock = charm.read("requirements.txt")
+    assert record["base"] == "ubuntu@24.04" and record["python"] == "3.12"
+    assert record["lock-sha256"] == hashlib.sha256(lock).hexdigest()
+    assert len(record["source-commit"]) >= 40
+
+
+def test_the_lock_pins_every_distribution():
+    """Strict dependencies: requirements.txt is the complete, pinned lock."""
+    lines = [line for line in (REPO / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines and all(re.fullmatch(r"[a-z0-9-]+==[A-Za-z0-9.+-]+", line) for line in lines)
+    names = {line.split("==")[0] for line in lines}
+    for wanted in (REPO / "requirements.in").read_text().splitlines():
+        if wanted.strip() and not wanted.startswith("#"):
+            name = re.split(r"[<>=!~\[ ]", wanted, maxsplit=1)[0]
+            assert re.sub(r"[-_.]+", "-", name).lower() in names, name
+    charmcraft = yaml.safe_load((REPO / "charmcraft.yaml").read_text())
+    assert charmcraft["parts"]["charm"]["charm-strict-dependencies"] is True

@@ -208,3 +208,16 @@ def test_an_unreachable_service_fails_the_action_with_the_reason(ctx, state, wor
         ctx.run(ctx.on.action("list-deployments"), state)
 
     assert failure.value.message.startswith("Cannot reach the deployments service at ")
+
+
+def test_delete_key_removes_the_secret_create_key_made(ctx, state, service):
+    state = ctx.run(ctx.on.action("create-key", params={
+        "deployment": "web", "name": "autoscaler", "role": "rw"}), state)
+    (secret,) = state.secrets
+
+    state_out = ctx.run(ctx.on.action("delete-key", params={
+        "deployment": "web", "name": "autoscaler"}), state)
+
+    assert ctx.action_results["removed-secret"] == secret.id
+    assert list(state_out.secrets) == []
+    assert service.find_key("default", "web", "autoscaler") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from ops import testing
 
+from lxd_deployments_charm.certs import make_client_pair
 from lxd_deployments_charm.options import MANAGED_KEY
 
 WEB = """
@@ -74,10 +75,10 @@ def test_a_shape_with_instances_is_never_removed_silently(ctx, workload, service
     state_out = _run(ctx, WEB.split("    workers:")[0])
 
     assert state_out.unit_status == testing.BlockedStatus(
-        "deployments: shape web/workers (project default) was removed from the deployments "
-        "config but still has 1 instance(s): scale it to 0 first (put it back with min 0 "
-        "and run the scale action), or delete it with "
-        "`lxd-deployments shape delete web workers --force`")
+        "deployments: shape web/workers (project default) left the deployments option but "
+        "has 1 instance(s): put it back, or run `juju run lxd-deployments/0 "
+        "force-delete-shape deployment=web shape=workers project=default` to delete it and "
+        "its instances")
     assert "workers" in service.get_deployment("default", "web")["deployment_shapes"]
 
 
@@ -86,9 +87,9 @@ def test_a_deployment_removed_from_the_option_goes_but_hand_made_ones_stay(
     _run(ctx, WEB)
     service.create_deployment("default", {"name": "by-hand"})
 
-    state_out = _run(ctx, "")
+    state_out = _run(ctx, "other:\n  shapes: {}\n")
 
-    assert service.deployment_refs() == [("default", "by-hand")]
+    assert service.deployment_refs() == [("default", "by-hand"), ("default", "other")]
     assert state_out.unit_status.name == "active"
 
 
@@ -150,3 +151,87 @@ def test_deployments_outside_the_allowed_projects_block(ctx, workload, service):
 
     assert state_out.unit_status == testing.BlockedStatus(
         "deployments outside the allowed projects (p1): web (other)")
+
+
+# --- redeploys and removals never delete by accident (issue 18) ---------------------------
+
+
+@pytest.mark.parametrize("state", [{"config": {}}, {"config": {"deployments": ""}},
+                                   {"config": {"deployments": "# nothing yet\n"}}],
+                         ids=["unset", "empty", "only-a-comment"])
+def test_a_redeploy_on_a_kept_store_deletes_nothing(ctx, workload, service, state):
+    """`install` on a kept store reconciles before `juju config` arrives: the option is
+    unset or empty then, and that must not mean "delete the charm's deployments"."""
+    _run(ctx, WEB)
+    service.create_key("default", "web", "gov", role="rw",
+                       certificate=make_client_pair("gov").certificate)
+
+    state_out = ctx.run(ctx.on.install(), testing.State(leader=True, **state))
+
+    assert service.deployment_refs() == [("default", "web")]
+    assert sorted(service.get_deployment("default", "web")["deployment_shapes"]) == [
+        "frontend", "workers"]
+    assert [k["name"] for k in service.list_keys("default", "web")] == ["gov"]
+    assert state_out.unit_status.name == "active"
+
+
+def test_a_deployment_with_keys_left_out_blocks_and_names_the_action(ctx, workload, service):
+    _run(ctx, WEB)
+    service.create_key("default", "web", "gov", role="rw",
+                       certificate=make_client_pair("gov").certificate)
+
+    state_out = _run(ctx, "other:\n  shapes: {}\n")
+
+    assert ("default", "web") in service.deployment_refs()
+    assert state_out.unit_status == testing.BlockedStatus(
+        "deployments: deployment web (project default) left the deployments option but has "
+        "1 key(s): put it back, or run `juju run lxd-deployments/0 force-delete-deployment "
+        "deployment=web project=default` to delete it with them")
+
+
+def test_a_deployment_with_instances_left_out_blocks(ctx, workload, service):
+    _run(ctx, WEB)
+    service.scale("default", "web", "workers", 1)
+
+    state_out = _run(ctx, "other:\n  shapes: {}\n")
+
+    assert ("default", "web") in service.deployment_refs()
+    assert "has 1 instance(s)" in state_out.unit_status.message
+    assert "force-delete-deployment deployment=web" in state_out.unit_status.message
+
+
+def test_force_delete_deployment_is_the_explicit_opt_in(ctx, workload, service):
+    state = _run(ctx, WEB)
+    service.scale("default", "web", "workers", 1)
+    service.create_key("default", "web", "gov", role="rw",
+                       certificate=make_client_pair("gov").certificate)
+
+    ctx.run(ctx.on.action("force-delete-deployment", params={"deployment": "web"}), state)
+
+    assert ctx.action_results == {"deleted": "web", "project": "default",
+                                  "instances": "1", "keys": "1"}
+    assert service.deployment_refs() == []
+
+
+def test_force_delete_shape_deletes_it_with_its_instances(ctx, workload, service):
+    state = _run(ctx, WEB)
+    service.scale("default", "web", "workers", 1)
+
+    ctx.run(ctx.on.action("force-delete-shape",
+                          params={"deployment": "web", "shape": "workers"}), state)
+    state_out = _run(ctx, WEB.split("    workers:")[0])
+
+    assert ctx.action_results["instances"] == "1"
+    assert sorted(service.get_deployment("default", "web")["deployment_shapes"]) == [
+        "frontend"]
+    assert state_out.unit_status.name == "active"
+
+
+def test_force_delete_of_an_unknown_shape_fails_saying_so(ctx, workload, service):
+    state = _run(ctx, WEB)
+
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("force-delete-shape",
+                              params={"deployment": "web", "shape": "nope"}), state)
+
+    assert "not found" in failed.value.message.lower()

@@ -43,8 +43,12 @@ def test_metadata_and_config_validate() -> None:
     assert metadata.name == "lxd-deployments"
     assert metadata.provides["governor"]["interface"] == "lxd-deployments-governor"
     assert metadata.requires["lxd"]["interface"] == "lxd-https"
+    assert metadata.requires["database"]["interface"] == "postgresql_client"
+    assert metadata.requires["database"]["limit"] == 1
+    assert metadata.provides["cos-agent"]["interface"] == "cos_agent"
+    assert metadata.peers["cluster"]["interface"] == "lxd_deployments_cluster"
     assert set(config.options) == {"deployments", "listen-address", "port", "projects",
-                                   "log-level"}
+                                   "log-level", "workers"}
 
 
 @pytest.mark.parametrize("linter", [linters.JujuMetadata, linters.JujuActions,
@@ -60,7 +64,8 @@ def test_every_action_has_a_description_and_valid_parameter_schema() -> None:
 
     assert set(actions) == {
         "create-key", "delete-key", "list-keys", "scale", "list-deployments", "show",
-        "add-trusted-certificate", "remove-trusted-certificate"}
+        "add-trusted-certificate", "remove-trusted-certificate", "force-delete-deployment",
+        "force-delete-shape"}
     for name, action in actions.items():
         assert action["description"].strip(), name
         # Juju checks an action's params as this JSON schema.

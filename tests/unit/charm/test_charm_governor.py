@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ops import testing
+from scenario.mocking import _MockModelBackend as MockModelBackend
 
 from lxd_deployments_charm.certs import fingerprint, make_client_pair
 
@@ -245,3 +246,29 @@ def test_governors_are_served_while_the_deployments_option_is_invalid(ctx, servi
     assert service.find_key("default", "web", f"juju-relation-{relation.id}") is not None
     assert state_out.unit_status.name == "blocked"
     assert state_out.unit_status.message.startswith("deployments: invalid YAML")
+
+
+def test_each_relation_gets_the_ingress_address_juju_gives_for_it(
+        ctx, serving, service, monkeypatch):
+    """Across models Juju gives each relation the address to advertise (`network-get -r`,
+    its ingress address): the endpoint published on that relation is that one, and a
+    relation in this model gets the endpoint binding's own."""
+    local = _governor()
+    cross_model = _governor(certificate=make_client_pair("other-model").certificate)
+    real_network_get = MockModelBackend.network_get
+
+    def network_get(self, binding_name, relation_id=None):
+        answer = real_network_get(self, binding_name, relation_id)
+        if relation_id == cross_model.id:
+            answer = {**answer, "ingress-addresses": ["203.0.113.7"]}
+        return answer
+    monkeypatch.setattr(MockModelBackend, "network_get", network_get)
+
+    state_out = ctx.run(ctx.on.relation_changed(cross_model), testing.State(
+        leader=True, relations={local, cross_model}, config={"deployments": WEB},
+        networks={testing.Network("governor", ingress_addresses=["10.1.0.5"])}))
+
+    assert state_out.get_relation(local.id).local_unit_data["endpoint"] == \
+        "https://10.1.0.5:8444"
+    assert state_out.get_relation(cross_model.id).local_unit_data["endpoint"] == \
+        "https://203.0.113.7:8444"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import yaml
 from ops import testing
 
@@ -159,3 +161,50 @@ def test_an_action_leaves_the_status_of_the_last_reconcile(ctx, workload):
                         testing.State(leader=True, unit_status=blocked))
 
     assert state_out.unit_status == blocked
+
+
+def test_enable_is_retried_at_every_hook_until_it_succeeds(ctx, workload):
+    workload.systemd.enable_failures = 2
+    state = ctx.run(ctx.on.install(), testing.State(leader=True))
+    assert state.unit_status.name == "waiting"
+    assert "systemctl enable lxd-deployments failed" in state.unit_status.message
+
+    state = ctx.run(ctx.on.update_status(), state)  # the unit file did not change
+    state = ctx.run(ctx.on.update_status(), state)
+
+    assert [c for c in workload.systemd.calls if c[0] == "enable"] == [
+        ("enable", SERVICE_NAME)] * 3
+    assert workload.systemd.enabled
+    assert state.unit_status.name == "active"
+    ctx.run(ctx.on.update_status(), state)
+    assert len([c for c in workload.systemd.calls if c[0] == "enable"]) == 3  # no more
+
+
+def test_status_messages_are_one_line(ctx, workload):
+    state_out = ctx.run(ctx.on.config_changed(), testing.State(
+        leader=True, config={"deployments": "web:\n  shapes:\n    - not\n    - a map\n"}))
+
+    assert state_out.unit_status.name == "blocked"
+    assert "\n" not in state_out.unit_status.message
+
+
+def test_the_http_clients_debug_lines_stay_out_of_juju_log(ctx, workload):
+    ctx.run(ctx.on.install(), testing.State(leader=True))
+
+    logged = " ".join(line.message for line in ctx.juju_log)
+    assert "HTTP Request" not in logged and "httpcore" not in logged
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+
+
+def test_the_old_release_is_removed_only_once_the_new_one_answers(ctx, workload):
+    state = ctx.run(ctx.on.install(), testing.State(leader=True))
+    old_release = workload.paths.current_release.resolve()
+    (workload.sources.package / "new_module.py").write_text("")
+    workload.service_up = False  # the new release does not answer
+
+    ctx.run(ctx.on.upgrade_charm(), state)
+
+    assert old_release.exists()  # still there to go back to
+    workload.service_up = True
+    ctx.run(ctx.on.update_status(), state)
+    assert not old_release.exists()

@@ -51,8 +51,13 @@ def test_install_is_idempotent_and_follows_changes(tmp_path):
     changed = install.ensure_installed(sources, tmp_path / "opt")
 
     assert not unchanged and changed
-    assert len(list((tmp_path / "opt" / "releases").iterdir())) == 1
+    # The old release stays until the new one runs (the charm prunes only then).
+    assert len(list((tmp_path / "opt" / "releases").iterdir())) == 2
     assert (tmp_path / "opt" / "current" / "lxd_deployments" / "new.py").exists()
+    removed = install.prune_releases(tmp_path / "opt")
+    assert len(removed) == 1
+    assert list((tmp_path / "opt" / "releases").iterdir()) == [
+        (tmp_path / "opt" / "current").resolve()]
 
 
 def test_find_sources_finds_the_service_package():
