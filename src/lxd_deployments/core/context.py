@@ -11,6 +11,7 @@ from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
 from .inflight import Reported, StateActions
+from .lifecycle import Hooks
 from .operations import Operations
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
 
@@ -49,6 +50,8 @@ class Core:
     # The host path of the in-instance socket, which governor-socket proxy devices connect
     # to (None: the service serves none).
     instance_socket: str | None = None
+    # The lifecycle hooks this process waits on (see `lifecycle.py`).
+    hooks: Hooks = field(default_factory=Hooks)
 
     def trust_changed(self) -> None:
         for listener in list(self.trust_listeners):

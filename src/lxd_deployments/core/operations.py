@@ -184,16 +184,23 @@ class Operations:
 
     def begin(self, description: str, resources: dict[str, list[str]], *,
               owner: str | None = None, metadata: dict[str, Any] | None = None,
-              project: str = DEFAULT_PROJECT) -> Operation:
+              project: str = DEFAULT_PROJECT, on_end: Ended | None = None) -> Operation:
         """Register an operation that is running until `end` is called (a batch, whose
-        work is done by other operations)."""
+        work is done by other operations), or until the work `resume` gives it ends (a
+        removal waiting in a lifecycle hook holds no thread)."""
         operation = Operation(description=description, resources=resources, owner=owner,
                               status=Status.RUNNING, metadata=dict(metadata or {}),
                               project=project)
         with self._lock:
             self._forget_old()
             self._operations[operation.id] = operation
+            if on_end is not None:
+                self._on_end[operation.id] = on_end
         return operation
+
+    def resume(self, operation: Operation, work: Work, *, bulk: bool = False) -> None:
+        """Run `work` on the pool for an operation made by `begin`; it ends with it."""
+        (self._bulk_executor if bulk else self._executor).submit(self._work, operation, work)
 
     def end(self, operation: Operation, *, err: str = "",
             metadata: dict[str, Any] | None = None) -> None:
@@ -208,6 +215,9 @@ class Operations:
             operation.status = Status.RUNNING
             operation.updated_at = _now()
             self._on_cancel.pop(operation.id, None)
+        self._work(operation, work)
+
+    def _work(self, operation: Operation, work: Work) -> None:
         try:
             result = work(operation)
         except DeploymentsError as err:

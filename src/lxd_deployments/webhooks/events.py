@@ -40,6 +40,10 @@ INSTANCE_STOPPED = "instance-stopped"
 INSTANCE_DELETED = "instance-deleted"
 INSTANCE_FAILED = "instance-failed"  # a launch or delete did not go through
 INSTANCE_CHANGED = "instance-changed"  # renamed, frozen, re-attached... (see `change`)
+# Lifecycle hooks: an instance chosen for removal waits for the governor's answer; a
+# launched one waits to be said ready.
+INSTANCE_TERMINATING = "instance-terminating"
+INSTANCE_LAUNCHING = "instance-launching"
 # From the platform about scaling.
 SCALE_REQUEST = "scale-request"
 CAPACITY_OFFER = "capacity-offer"
@@ -56,6 +60,8 @@ CLASS_OF: Mapping[str, str] = {
     INSTANCE_DELETED: "lifecycle",
     INSTANCE_FAILED: "lifecycle",
     INSTANCE_CHANGED: "lifecycle",
+    INSTANCE_TERMINATING: "lifecycle",
+    INSTANCE_LAUNCHING: "lifecycle",
     SCALE_REQUEST: "scaling",
     CAPACITY_OFFER: "scaling",
     METRICS: "metrics",

@@ -1,0 +1,255 @@
+"""Lifecycle on the real LXD: terminating hooks (continue, abandon, timeout, a restart in
+the middle), scale-in protection, template revisions and the termination policy.
+
+The governor is a real webhook receiver (signed deliveries) and the real API; LXD is
+asked directly what exists.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from .conftest import Service
+from .helpers import API, accepted, error_of, ok, poll_until, shape_records, succeeded
+from .receiver import Receiver
+
+WAIT = 60.0
+DEP = "/1.0/deployments/dep"
+
+
+@pytest.fixture(scope="module")
+def fast(services) -> Service:
+    return services(events={"changes_poll_interval": 0.1})
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def deployment(api: API, receiver: Receiver | None = None) -> None:
+    ok(api.post("/1.0/deployments", {"name": "dep",
+                                     "governor_webhook_url": receiver.url if receiver else ""}),
+       201)
+    if receiver is not None:
+        secret = ok(api.get(f"{DEP}/webhook-secret"))["secret"]
+        receiver.secrets[(api.project, "dep")] = secret
+
+
+def shape(api: API, name: str, config: dict | None = None, minimum: int = 0,
+          maximum: int = 6, user: str = "1") -> None:
+    ok(api.post(f"{DEP}/shapes", {
+        "name": name, "scaling_minimum": minimum, "scaling_maximum": maximum,
+        "config": config or {},
+        "instance_template": {"source": {"type": "image", "alias": "busybox"},
+                              "config": {"user.v": user}}}), 201)
+
+
+def launch(api: API, shp: str, *names: str) -> None:
+    for name in names:
+        succeeded(api.http, api.post(f"{DEP}/shapes/{shp}/instances",
+                                     {"instance_name": name}))
+
+
+def current(api: API, shp: str) -> int:
+    return ok(api.get(f"{DEP}/shapes/{shp}"))["scaling_current"]
+
+
+def lifecycle_of(api: API, shp: str, name: str) -> dict:
+    return ok(api.get(f"{DEP}/shapes/{shp}/instances/{name}/lifecycle"))
+
+
+def answer(api: API, shp: str, name: str, action: str):
+    return api.post(f"{DEP}/shapes/{shp}/instances/{name}/lifecycle", {"action": action})
+
+
+def running_op(api: API, op: dict) -> dict:
+    """The operation after a short wait that must not see it end."""
+    return ok(api.http.get(f"/1.0/operations/{op['id']}/wait", params={"timeout": 1},
+                           timeout=15))
+
+
+def final(api: API, op: dict) -> dict:
+    return ok(api.http.get(f"/1.0/operations/{op['id']}/wait", params={"timeout": WAIT},
+                           timeout=WAIT + 10))
+
+
+def test_delete_waits_in_the_terminating_hook_until_the_governor_continues(
+        fast, lxd, lxd_project, receiver):
+    api = API(fast.http, lxd_project)
+    deployment(api, receiver)
+    shape(api, "web", {"lifecycle.terminate_timeout": "600"})
+    launch(api, "web", "c1", "c2")
+
+    op = accepted(api.delete(f"{DEP}/shapes/web/instances/c1"))
+    (told,) = receiver.wait_for(lambda r: r.type == "instance-terminating"
+                                and r.metadata.get("instance") == "c1", WAIT,
+                                "instance-terminating of c1")
+    assert told.verified
+    assert told.metadata["timeout"] == 600
+    assert told.metadata["lifecycle_url"].endswith("/instances/c1/lifecycle?project="
+                                                   + lxd_project)
+
+    # It stays, still counted, still running, while the governor drains it.
+    assert running_op(api, op)["status"] == "Running"
+    assert lifecycle_of(api, "web", "c1")["status"] == "terminating"
+    assert current(api, "web") == 2
+    assert lxd.instances(lxd_project)["c1"]["status"] == "Running"
+    assert error_of(api.delete(f"{DEP}/shapes/web/instances/c1"))[0] == 409
+    assert error_of(answer(api, "web", "c2", "continue"))[0] == 409  # c2 is in no hook
+    assert error_of(answer(api, "web", "c1", "finish"))[0] == 400
+
+    beat = ok(answer(api, "web", "c1", "heartbeat"))
+    assert beat["status"] == "terminating"
+    assert ok(answer(api, "web", "c1", "continue")) == {"status": "terminating",
+                                                        "result": "continue"}
+    ended = final(api, op)
+    assert (ended["status"], ended["err"]) == ("Success", ""), ended
+    assert ended["metadata"]["lifecycle_result"] == "continue"
+    assert "c1" not in lxd.instances(lxd_project)
+    assert shape_records(fast, lxd_project, "web") == {"c2": "ready"}
+    (deleted,) = receiver.wait_for(lambda r: r.type == "instance-deleted"
+                                   and r.metadata.get("instance") == "c1", WAIT,
+                                   "instance-deleted of c1")
+    assert deleted.metadata["lifecycle_result"] == "continue"
+
+
+def test_abandon_removes_at_once_and_a_timeout_gives_the_default_result(fast, lxd,
+                                                                         lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    shape(api, "slow", {"lifecycle.terminate_timeout": "600"})
+    shape(api, "quick", {"lifecycle.terminate_timeout": "2",
+                         "lifecycle.default_result": "abandon"})
+    launch(api, "slow", "s1")
+    launch(api, "quick", "q1")
+
+    slow = accepted(api.delete(f"{DEP}/shapes/slow/instances/s1"))
+    quick = accepted(api.delete(f"{DEP}/shapes/quick/instances/q1"))
+    assert lifecycle_of(api, "quick", "q1")["status"] == "terminating"
+    ok(answer(api, "slow", "s1", "abandon"))
+    assert final(api, slow)["metadata"]["lifecycle_result"] == "abandon"
+    timed_out = final(api, quick)  # nobody answers: the timeout's default result
+    assert timed_out["status"] == "Success", timed_out
+    assert timed_out["metadata"]["lifecycle_result"] == "abandon"
+    assert not {"s1", "q1"} & set(lxd.instances(lxd_project))
+    assert current(api, "slow") == current(api, "quick") == 0
+
+
+def test_bad_lifecycle_options_are_refused(fast, lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    for config in ({"lifecycle.terminate_timeout": "soon"},
+                   {"lifecycle.terminate_timeout": "999999"},
+                   {"lifecycle.default_result": "maybe"},
+                   {"scaling.termination_policy": "random"},
+                   {"warm_pool.size": "1000"}):
+        answer_ = api.post(f"{DEP}/shapes", {
+            "name": "bad", "scaling_minimum": 0, "scaling_maximum": 2, "config": config,
+            "instance_template": {"source": {"type": "image", "alias": "busybox"}}})
+        assert error_of(answer_)[0] == 400, config
+
+
+def test_a_hook_survives_a_restart_in_the_middle(own_service, lxd, lxd_project):
+    api = API(own_service.http, lxd_project)
+    deployment(api)
+    shape(api, "web", {"lifecycle.terminate_timeout": "600"})
+    launch(api, "web", "c1", "c2")
+    accepted(api.delete(f"{DEP}/shapes/web/instances/c1"))
+    assert lifecycle_of(api, "web", "c1")["status"] == "terminating"
+
+    own_service.kill()
+    own_service.restart()
+    api = API(own_service.http, lxd_project)
+    assert lifecycle_of(api, "web", "c1")["status"] == "terminating"
+    assert current(api, "web") == 2
+    assert lxd.instances(lxd_project)["c1"]["status"] == "Running"
+
+    ok(answer(api, "web", "c1", "continue"))
+    poll_until(lambda: "c1" not in lxd.instances(lxd_project), WAIT,
+               "c1 deleted after the restart")
+    poll_until(lambda: shape_records(own_service, lxd_project, "web") == {"c2": "ready"},
+               WAIT, "c1's record released")
+
+
+def test_a_scale_in_and_a_forced_delete_go_through_the_hook(fast, lxd, lxd_project,
+                                                            receiver):
+    api = API(fast.http, lxd_project)
+    deployment(api, receiver)
+    shape(api, "web", {"lifecycle.terminate_timeout": "600"})
+    launch(api, "web", "a", "b", "c")
+    batch = accepted(api.put(f"{DEP}/shapes/web/scale", {"count": 2}))
+    receiver.wait_for(lambda r: r.type == "instance-terminating"
+                      and r.metadata.get("reason") == "scale-in", WAIT, "scale-in hook")
+    assert shape_records(fast, lxd_project, "web")["c"] == "terminating"  # the newest
+    assert running_op(api, batch)["status"] == "Running"
+    ok(answer(api, "web", "c", "continue"))
+    assert final(api, batch)["status"] == "Success"
+    assert set(shape_records(fast, lxd_project, "web")) == {"a", "b"}
+
+    # A forced delete of the shape waits for each hook too (the governor continues).
+    def continue_all() -> bool:
+        told = {r.metadata.get("instance") for r in receiver.of("dep")
+                if r.type == "instance-terminating" and r.metadata.get("reason") == "forced"}
+        for name in told & {"a", "b"}:
+            answer(api, "web", name, "continue")
+        return told >= {"a", "b"}
+
+    answering = threading.Thread(target=poll_until, args=(continue_all, WAIT, "forced"))
+    answering.start()
+    ok(api.delete(f"{DEP}/shapes/web", force=1))
+    answering.join(WAIT)
+    assert not {"a", "b"} & set(lxd.instances(lxd_project))
+
+
+def test_protection_refuses_scale_in_and_delete_until_lifted(fast, lxd, lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    shape(api, "web")
+    launch(api, "web", "a", "b", "c")
+    ok(api.put(f"{DEP}/shapes/web/instances/c/protection", {"protected": True}))
+    assert lifecycle_of(api, "web", "c")["protected"] is True
+
+    assert error_of(api.delete(f"{DEP}/shapes/web/instances/c"))[0] == 409
+    # Scale-in passes over c (the newest, today's first choice).
+    succeeded(api.http, api.put(f"{DEP}/shapes/web/scale", {"count": 1}))
+    assert set(shape_records(fast, lxd_project, "web")) == {"c"}
+    status, message = error_of(api.put(f"{DEP}/shapes/web/scale", {"count": 0}))
+    assert status == 409 and "protected" in message, message
+
+    ok(api.put(f"{DEP}/shapes/web/instances/c/protection", {"protected": False}))
+    succeeded(api.http, api.delete(f"{DEP}/shapes/web/instances/c"))
+    assert "c" not in lxd.instances(lxd_project)
+
+
+def test_revisions_and_the_oldest_revision_policy(fast, lxd, lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    shape(api, "web", {"scaling.termination_policy": "oldest-revision"})
+    launch(api, "web", "old1", "old2", "old3")
+    shown = ok(api.get(f"{DEP}/shapes/web"))
+    assert (shown["template_revision"], shown["instances_outdated"]) == (1, 0)
+
+    ok(api.patch(f"{DEP}/shapes/web", {"description": "no template change"}))
+    assert ok(api.get(f"{DEP}/shapes/web"))["template_revision"] == 1
+    ok(api.patch(f"{DEP}/shapes/web", {"instance_template": {
+        "source": {"type": "image", "alias": "busybox"}, "config": {"user.v": "2"}}}))
+    shown = ok(api.get(f"{DEP}/shapes/web"))
+    assert (shown["template_revision"], shown["instances_outdated"]) == (2, 3)
+    launch(api, "web", "new1", "new2")
+    assert lxd.instances(lxd_project)["new1"]["config"]["user.lxd-deployments.revision"] == "2"
+    assert lifecycle_of(api, "web", "new1")["revision"] == 2
+    assert lifecycle_of(api, "web", "old1")["outdated"] is True
+
+    succeeded(api.http, api.put(f"{DEP}/shapes/web/scale", {"count": 3}))
+    # The two oldest of revision 1 went, not the newest instances.
+    assert set(shape_records(fast, lxd_project, "web")) == {"old3", "new1", "new2"}
+    assert ok(api.get(f"{DEP}/shapes/web"))["instances_outdated"] == 1
+
+    ok(api.patch(f"{DEP}/shapes/web", {"config": {"scaling.termination_policy": "oldest"}}))
+    succeeded(api.http, api.put(f"{DEP}/shapes/web/scale", {"count": 2}))
+    assert set(shape_records(fast, lxd_project, "web")) == {"new1", "new2"}
