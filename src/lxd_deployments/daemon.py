@@ -21,6 +21,7 @@ from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.hook_timer import HookTimer
 from .core.operations import Operations
+from .core.warm_pool import WarmPools
 from .core.watcher import Watcher
 from .errors import LXDUnavailable
 from .lxd import connect
@@ -151,17 +152,20 @@ async def serve(settings: Settings) -> None:
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events)
     hooks = HookTimer(core)
+    pools = WarmPools(core)
     try:
         await recover(watcher)
         watcher.start()
         webhooks.start()
         hooks.start()
+        pools.start()
         logger.info("serving the deployments API on %s%s%s", settings.socket_path,
                     f", {settings.instance_socket_path} (in-instance)"
                     if settings.jwt.enabled else "",
                     f" and https://{settings.https_address}" if tls else "")
         await run_servers(listening, tls)
     finally:
+        await asyncio.to_thread(pools.stop)
         await asyncio.to_thread(hooks.stop)
         await asyncio.to_thread(webhooks.stop)
         await asyncio.to_thread(watcher.stop)

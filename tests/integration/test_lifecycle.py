@@ -253,3 +253,60 @@ def test_revisions_and_the_oldest_revision_policy(fast, lxd, lxd_project):
     ok(api.patch(f"{DEP}/shapes/web", {"config": {"scaling.termination_policy": "oldest"}}))
     succeeded(api.http, api.put(f"{DEP}/shapes/web/scale", {"count": 2}))
     assert set(shape_records(fast, lxd_project, "web")) == {"new1", "new2"}
+
+
+WARM_KEY = "user.lxd-deployments.warm-pool"
+
+
+def warm_instances(lxd, project: str, shp: str) -> dict[str, dict]:
+    """LXD's instances in the shape's warm pool (stopped, made in advance)."""
+    return {name: i for name, i in lxd.instances(project).items()
+            if (i.get("config") or {}).get(WARM_KEY) == shp}
+
+
+def test_a_warm_pool_serves_launches_without_creating_then_refills(own_service, lxd,
+                                                                     lxd_project):
+    api = API(own_service.http, lxd_project)
+    deployment(api)
+    shape(api, "web", {"warm_pool.size": "3"})
+    first = poll_until(lambda: (lambda p: p if len(p) == 3 else None)(
+        warm_instances(lxd, lxd_project, "web")), WAIT, "a warm pool of 3")
+    assert {i["status"] for i in first.values()} == {"Stopped"}
+    assert current(api, "web") == 0  # not counted
+    made_at = {i["created_at"] for i in first.values()}
+
+    for name in ("c1", "c2", "c3"):
+        done = succeeded(api.http, api.post(f"{DEP}/shapes/web/instances",
+                                            {"instance_name": name}))
+        assert done["metadata"].get("warm_pool") is True, done
+    in_lxd = lxd.instances(lxd_project)
+    for name in ("c1", "c2", "c3"):
+        instance = in_lxd[name]
+        assert instance["status"] == "Running"
+        # No instance was created for the launches: each is one of the pool's, renamed.
+        assert instance["created_at"] in made_at, (name, instance["created_at"], made_at)
+        assert WARM_KEY not in instance["config"]
+        assert instance["config"]["user.lxd-deployments.shape"] == "web"
+    assert not set(first) & set(in_lxd)
+    assert current(api, "web") == 3
+
+    refilled = poll_until(lambda: (lambda p: p if len(p) == 3 else None)(
+        warm_instances(lxd, lxd_project, "web")), WAIT, "the pool refilled")
+    assert not set(refilled) & set(first)
+
+    # A restart neither adopts the pool's instances nor loses them.
+    own_service.restart()
+    api = API(own_service.http, lxd_project)
+    assert set(shape_records(own_service, lxd_project, "web")) == {"c1", "c2", "c3"}
+    assert set(warm_instances(lxd, lxd_project, "web")) == set(refilled)
+
+    # A new template revision recycles the pool.
+    ok(api.patch(f"{DEP}/shapes/web", {"instance_template": {
+        "source": {"type": "image", "alias": "busybox"}, "config": {"user.v": "2"}}}))
+    poll_until(lambda: (lambda p: len(p) == 3 and not set(p) & set(refilled) and all(
+        i["config"]["user.lxd-deployments.revision"] == "2" for i in p.values()))(
+        warm_instances(lxd, lxd_project, "web")), WAIT, "the pool recycled to revision 2")
+
+    # Deleting the shape (forced) takes its pool with it.
+    ok(api.delete(f"{DEP}/shapes/web", force=1))
+    assert lxd.instances(lxd_project) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -52,6 +53,8 @@ class Core:
     instance_socket: str | None = None
     # The lifecycle hooks this process waits on (see `lifecycle.py`).
     hooks: Hooks = field(default_factory=Hooks)
+    # Set when a launch took a warm pool instance: the refiller wakes (`warm_pool.py`).
+    warm_pool_wakeup: threading.Event = field(default_factory=threading.Event)
 
     def trust_changed(self) -> None:
         for listener in list(self.trust_listeners):

@@ -16,28 +16,21 @@ from functools import partial
 from typing import Any
 
 from ..errors import BoundReached, Conflict, InvalidInput, LXDUnavailable, NotFound
-from ..models import InstanceTemplate
 from ..names import validate_name
 from ..store import instances as records
 from ..store import repository as repo
 from ..store.rows import InstanceRow
 from ..webhooks import events
-from . import lifecycle, notify
+from . import lifecycle, notify, warm_pool
 from .context import Core
 from .operations import Ended, Operation
+from .ownership import KEY_DEPLOYMENT, KEY_SERVICE, KEY_SHAPE, instance_body
 from .reservation import reserve_launches
 from .shapes import require_shape
 from .target import Target
-from .templates import INSTANCE_KEY_PREFIX
 from .urls import instance_url, shape_instance_url
 
 logger = logging.getLogger(__name__)
-
-KEY_DEPLOYMENT = INSTANCE_KEY_PREFIX + "deployment"
-KEY_SHAPE = INSTANCE_KEY_PREFIX + "shape"
-KEY_SERVICE = INSTANCE_KEY_PREFIX + "service"
-# The shape's template revision the instance was made from (a rebuilt record finds it).
-KEY_REVISION = INSTANCE_KEY_PREFIX + "revision"
 
 STATE_ACTIONS = frozenset({"start", "stop", "restart", "freeze", "unfreeze"})
 
@@ -60,19 +53,6 @@ def _require_record(conn, target: Target, name: str) -> InstanceRow:
     if row is None:
         raise NotFound("Instance not found")
     return row
-
-
-def instance_body(core: Core, target: Target, name: str) -> dict[str, Any]:
-    """The LXD InstancesPost for a new instance: the template plus our ownership keys."""
-    template = InstanceTemplate.model_validate_json(target.shape.instance_template)
-    body = template.model_dump(exclude_none=True)
-    body["name"] = name
-    body["config"] = {**body.get("config", {}), KEY_DEPLOYMENT: target.deployment.name,
-                      KEY_SHAPE: target.shape.name, KEY_SERVICE: core.service_id,
-                      KEY_REVISION: str(target.shape.template_revision)}
-    if body.get("source", {}).get("type") == "none":
-        body["source"] = {"type": "none"}
-    return body
 
 
 def list_instance_urls(core: Core, target: Target) -> list[str]:
@@ -167,10 +147,13 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
             records.release(conn, record_id)
 
     def work(op: Operation) -> dict[str, Any]:
+        warm = False
         try:
-            if location:
+            # A warm pool instance is on the one server; a placed launch creates.
+            warm = not location and warm_pool.take(core, target, name)
+            if not warm and location:
                 core.lxd.create_instance(target.project, body, target=location)
-            else:
+            elif not warm:
                 core.lxd.create_instance(target.project, body)
         except Exception as err:
             release()
@@ -186,8 +169,9 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
             raise
         with core.db.write() as conn:
             records.set_status(conn, record_id, records.READY)
-        notify.instance_event(core, target, name, "instance-launched", op)
-        return {"location": location} if location else {}
+        extra = {"warm_pool": True} if warm else {}
+        notify.instance_event(core, target, name, "instance-launched", op, **extra)
+        return {"location": location} if location else extra
 
     return core.operations.start(
         f"Launching instance {name}", _resources(target, name), work,

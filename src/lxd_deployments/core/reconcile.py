@@ -48,7 +48,7 @@ from ..store.instances import ShapeRef
 from ..store.rows import InstanceRow
 from . import placement
 from .context import Core
-from .instances import KEY_DEPLOYMENT, KEY_REVISION, KEY_SERVICE, KEY_SHAPE
+from .ownership import KEY_DEPLOYMENT, KEY_REVISION, KEY_SERVICE, KEY_SHAPE
 
 logger = logging.getLogger(__name__)
 

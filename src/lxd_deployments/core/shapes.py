@@ -11,7 +11,7 @@ from ..names import validate_config, validate_name
 from ..store import placement_groups as groups
 from ..store import repository as repo
 from ..store.rows import ShapeRow
-from . import lifecycle
+from . import lifecycle, warm_pool
 from .context import Core
 from .deployments import require_deployment
 from .etag import check_if_match, etag_of
@@ -189,6 +189,7 @@ def delete_shape(core: Core, project: str, deployment: str, name: str, force: bo
         raise Conflict(f'Shape "{name}" still has {len(instances)} instance(s); '
                        "delete them or use force")
     delete_recorded_instances(core, instances)
+    warm_pool.drain(core, [row.id])
     with core.db.write() as conn:
         d = require_deployment(conn, project, deployment)
         row = require_shape(conn, d.id, name)
