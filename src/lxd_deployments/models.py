@@ -372,6 +372,13 @@ class ShapeScalePut(_Body):
     best_effort: StrictBool = False
 
 
+class ShapeRefreshPost(_Body):
+    """Replace a shape's outdated instances (see `core/refresh.py`)."""
+
+    min_healthy_percentage: StrictInt = 90
+    max_surge: StrictInt = 1
+
+
 class InstanceLifecyclePost(_Body):
     """A governor's answer to an instance's lifecycle hook (see `core/lifecycle.py`)."""
 

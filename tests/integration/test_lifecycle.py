@@ -310,3 +310,99 @@ def test_a_warm_pool_serves_launches_without_creating_then_refills(own_service, 
     # Deleting the shape (forced) takes its pool with it.
     ok(api.delete(f"{DEP}/shapes/web", force=1))
     assert lxd.instances(lxd_project) == {}
+
+
+class Sampler:
+    """Samples the shape's records (ready ones, all) in the store while a refresh runs."""
+
+    def __init__(self, service: Service, project: str, shp: str) -> None:
+        self.service, self.project, self.shape = service, project, shp
+        self.ready: list[int] = []
+        self.total: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            statuses = list(shape_records(self.service, self.project, self.shape).values())
+            self.ready.append(statuses.count("ready"))
+            self.total.append(len(statuses))
+            self._stop.wait(0.02)  # a sampling period, not a wait for a condition
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def revisions(service: Service, project: str) -> list[int]:
+    return sorted(r for (r,) in service.query(
+        "SELECT i.revision FROM deployments_shapes_instances i JOIN deployments_shapes s "
+        "ON s.id = i.shape_id JOIN deployments d ON d.id = s.deployment_id "
+        "WHERE d.project = ?", project))
+
+
+def new_revision(api: API, shp: str, value: str) -> None:
+    ok(api.patch(f"{DEP}/shapes/{shp}", {"instance_template": {
+        "source": {"type": "image", "alias": "busybox"}, "config": {"user.v": value}}}))
+
+
+def test_a_refresh_keeps_the_healthy_floor_and_ends_on_the_new_revision(fast, lxd,
+                                                                       lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    shape(api, "web", maximum=6)
+    succeeded(api.http, api.put(f"{DEP}/shapes/web/scale", {"count": 6}))
+    new_revision(api, "web", "2")
+    assert ok(api.get(f"{DEP}/shapes/web"))["instances_outdated"] == 6
+
+    with Sampler(fast, lxd_project, "web") as sampled:
+        op = accepted(api.post(f"{DEP}/shapes/web/refresh",
+                               {"min_healthy_percentage": 50, "max_surge": 0}))
+        assert op["may_cancel"] is True
+        done = final(api, op)
+    assert (done["status"], done["err"]) == ("Success", ""), done
+    assert done["metadata"]["replaced"] == 6 and done["metadata"]["floor"] == 3
+    assert len(sampled.ready) > 10
+    assert min(sampled.ready) >= 3, sampled.ready
+    assert max(sampled.total) <= 6
+    assert min(sampled.ready) < 6  # it did go down to the floor: the samples saw it
+    shown = ok(api.get(f"{DEP}/shapes/web"))
+    assert (shown["scaling_current"], shown["instances_outdated"]) == (6, 0)
+    assert revisions(fast, lxd_project) == [2] * 6
+    running = [i for i in lxd.instances(lxd_project).values() if i["status"] == "Running"]
+    assert len(running) == 6
+
+
+def test_a_refresh_with_surge_never_passes_maximum_plus_surge_and_can_be_cancelled(
+        fast, lxd, lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    shape(api, "web", maximum=4)
+    succeeded(api.http, api.put(f"{DEP}/shapes/web/scale", {"count": 4}))
+    new_revision(api, "web", "2")
+    with Sampler(fast, lxd_project, "web") as sampled:
+        done = final(api, accepted(api.post(f"{DEP}/shapes/web/refresh",
+                                            {"min_healthy_percentage": 100, "max_surge": 2})))
+    assert done["status"] == "Success", done
+    assert min(sampled.ready) >= 4 and max(sampled.total) <= 6, (sampled.ready, sampled.total)
+    assert revisions(fast, lxd_project) == [2] * 4
+
+    new_revision(api, "web", "3")
+    op = accepted(api.post(f"{DEP}/shapes/web/refresh",
+                           {"min_healthy_percentage": 100, "max_surge": 1}))
+    cancelled = ok(api.delete(f"/1.0/operations/{op['id']}"))
+    assert cancelled is None or isinstance(cancelled, dict)
+    ended = final(api, op)
+    assert ended["status"] == "Cancelled", ended
+    assert ended["metadata"].get("replaced", 0) < 4
+    # What it left is consistent: 4 instances, none in flight, the rest still outdated.
+    records = shape_records(fast, lxd_project, "web")
+    assert set(records.values()) == {"ready"} and len(records) == 4, records
+    shown = ok(api.get(f"{DEP}/shapes/web"))
+    assert shown["instances_outdated"] == 4 - ended["metadata"].get("replaced", 0)
+    assert error_of(api.post(f"{DEP}/shapes/web/refresh",
+                             {"min_healthy_percentage": 101}))[0] == 400

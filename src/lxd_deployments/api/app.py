@@ -24,6 +24,7 @@ from .routes import (
     keys,
     operations,
     placement_groups,
+    refresh,
     scale_requests,
     scaling,
     server,
@@ -56,7 +57,8 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     app.state.server_certificate = server_certificate
     install_error_handlers(app)
     for module in (server, deployments, shapes, placement_groups, instances, changes, keys,
-                   certificates, operations, webhooks, scale_requests, scaling, governor_sockets,
+                   certificates, operations, webhooks, scale_requests, scaling, refresh,
+                   governor_sockets,
                    events, audit):
         app.include_router(module.router)
     install_openapi(app)
