@@ -7,11 +7,15 @@ asked directly what exists.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from .conftest import Service
+from lxd_deployments.client import SOCKET_ENV
+
+from .conftest import CLI_TIMEOUT, Service, _service_env
 from .helpers import API, accepted, error_of, ok, poll_until, shape_records, succeeded
 from .receiver import Receiver
 
@@ -406,3 +410,31 @@ def test_a_refresh_with_surge_never_passes_maximum_plus_surge_and_can_be_cancell
     assert shown["instances_outdated"] == 4 - ended["metadata"].get("replaced", 0)
     assert error_of(api.post(f"{DEP}/shapes/web/refresh",
                              {"min_healthy_percentage": 101}))[0] == 400
+
+
+def run_cli(service: Service, project: str, *argv: str):
+    env = _service_env()
+    env[SOCKET_ENV] = str(service.socket_path)
+    return subprocess.run([sys.executable, "-m", "lxd_deployments", *argv, "--project",
+                           project], env=env, input="", capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT)
+
+
+def test_the_cli_refreshes_with_progress_and_protects(fast, lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    shape(api, "web", maximum=2)
+    launch(api, "web", "a", "b")
+    protected = run_cli(fast, lxd_project, "shape", "instance", "protect", "dep", "web", "b")
+    assert protected.returncode == 0, protected.stderr
+    shown = run_cli(fast, lxd_project, "shape", "instance", "lifecycle", "dep", "web", "b")
+    assert "protected: true" in shown.stdout and "revision: 1" in shown.stdout, shown.stdout
+    run_cli(fast, lxd_project, "shape", "instance", "unprotect", "dep", "web", "b")
+    new_revision(api, "web", "2")
+
+    result = run_cli(fast, lxd_project, "shape", "refresh", "dep", "web", "--min-healthy",
+                     "50", "--max-surge", "1")
+    assert result.returncode == 0, result.stderr
+    assert "replaced 2/2 outdated" in result.stderr, result.stderr
+    assert "2 instance(s) replaced" in result.stdout
+    assert ok(api.get(f"{DEP}/shapes/web"))["instances_outdated"] == 0
