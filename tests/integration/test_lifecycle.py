@@ -438,3 +438,45 @@ def test_the_cli_refreshes_with_progress_and_protects(fast, lxd_project):
     assert "replaced 2/2 outdated" in result.stderr, result.stderr
     assert "2 instance(s) replaced" in result.stdout
     assert ok(api.get(f"{DEP}/shapes/web"))["instances_outdated"] == 0
+
+
+def test_a_launch_waits_in_its_launching_hook_until_ready_or_abandoned(fast, lxd,
+                                                                      lxd_project, receiver):
+    api = API(fast.http, lxd_project)
+    deployment(api, receiver)
+    shape(api, "web", {"lifecycle.launch_timeout": "600"})
+    op = accepted(api.post(f"{DEP}/shapes/web/instances", {"instance_name": "n1"}))
+    (told,) = receiver.wait_for(lambda r: r.type == "instance-launching"
+                                and r.metadata.get("instance") == "n1", WAIT,
+                                "instance-launching of n1")
+    assert told.metadata["lifecycle_url"].split("?")[0].endswith("/instances/n1/lifecycle")
+    # Started, counted, not ready: the launch's operation still runs.
+    assert lxd.instances(lxd_project)["n1"]["status"] == "Running"
+    assert lifecycle_of(api, "web", "n1")["status"] == "launching"
+    assert current(api, "web") == 1
+    assert running_op(api, op)["status"] == "Running"
+    assert error_of(api.delete(f"{DEP}/shapes/web/instances/n1"))[0] == 409
+    ok(answer(api, "web", "n1", "continue"))
+    ended = final(api, op)
+    assert (ended["status"], ended["metadata"]["lifecycle_result"]) == ("Success", "continue")
+    assert lifecycle_of(api, "web", "n1")["status"] == "ready"
+
+    # Abandoned: the instance goes and the launch fails.
+    op = accepted(api.post(f"{DEP}/shapes/web/instances", {"instance_name": "n2"}))
+    poll_until(lambda: lifecycle_of(api, "web", "n2")["status"] == "launching", WAIT,
+               "n2 launching")
+    ok(answer(api, "web", "n2", "abandon"))
+    ended = final(api, op)
+    assert ended["status"] == "Failure" and "abandoned" in ended["err"], ended
+    assert "n2" not in lxd.instances(lxd_project)
+    assert shape_records(fast, lxd_project, "web") == {"n1": "ready"}
+
+
+def test_a_launching_hook_times_out_into_its_default_result(fast, lxd, lxd_project):
+    api = API(fast.http, lxd_project)
+    deployment(api)
+    shape(api, "web", {"lifecycle.launch_timeout": "2"})
+    done = succeeded(api.http, api.post(f"{DEP}/shapes/web/instances",
+                                        {"instance_name": "t1"}))
+    assert done["metadata"]["lifecycle_result"] == "continue"
+    assert shape_records(fast, lxd_project, "web") == {"t1": "ready"}

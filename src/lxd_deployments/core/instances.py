@@ -23,7 +23,7 @@ from ..store.rows import InstanceRow
 from ..webhooks import events
 from . import lifecycle, notify, warm_pool
 from .context import Core
-from .operations import Ended, Operation
+from .operations import DEFERRED, Ended, Operation
 from .ownership import KEY_DEPLOYMENT, KEY_SERVICE, KEY_SHAPE, instance_body
 from .reservation import reserve_launches
 from .shapes import require_shape
@@ -167,11 +167,27 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
                 records.set_status(conn, record_id, records.FAILED)
             notify.failed(core, target, name, op, "start", err)
             raise
-        with core.db.write() as conn:
-            records.set_status(conn, record_id, records.READY)
         extra = {"warm_pool": True} if warm else {}
-        notify.instance_event(core, target, name, "instance-launched", op, **extra)
-        return {"location": location} if location else extra
+        result = {"location": location} if location else dict(extra)
+        with core.db.write() as conn:
+            hook = lifecycle.launch_hook(repo.shape_config(conn, target.shape.id))
+            if hook is None:
+                records.set_status(conn, record_id, records.READY)
+            else:
+                now = time.time()
+                records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now))
+        if hook is None:
+            notify.instance_event(core, target, name, events.INSTANCE_LAUNCHED, op, **extra)
+            return result
+        # Ready when the governor (or the timeout) says so: the operation ends then.
+        core.operations.set_metadata(op, {**op.metadata, "lifecycle": {
+            "status": records.LAUNCHING, "timeout": hook.timeout}})
+        core.hooks.wait(record_id, partial(_launched, core, target, record_id, name, op,
+                                           result))
+        notify.instance_event(core, target, name, events.INSTANCE_LAUNCHING, op,
+                              timeout=hook.timeout, default_result=hook.default_result,
+                              lifecycle_url=lifecycle_url(target, name), **extra)
+        return DEFERRED
 
     return core.operations.start(
         f"Launching instance {name}", _resources(target, name), work,
@@ -302,7 +318,10 @@ def settle_due_hooks(core: Core) -> int:
     for record in hooked:
         result = lifecycle.result_of(
             record, lifecycle.hook_of_record(configs[record.shape_id], record), now)
-        if result is None or record.status != records.TERMINATING:
+        if result is None:
+            continue
+        if record.status == records.LAUNCHING:
+            settled += _settle_launch(core, record, result)
             continue
         with core.db.write() as conn:
             if not records.claim_hook(conn, record.id, records.TERMINATING, records.DELETING):
@@ -351,6 +370,54 @@ def _resources(target: Target, name: str) -> dict[str, list[str]]:
     return {"instances": [instance_url(target.project, name)],
             "deployments": [shape_instance_url(target.project, target.deployment.name,
                                                target.shape.name, name)]}
+
+
+def _settle_launch(core: Core, record: InstanceRow, result: str) -> int:
+    """A launching hook answered (or timed out): `continue` makes the instance ready,
+    `abandon` removes it (and its launch fails)."""
+    to = records.READY if result == lifecycle.CONTINUE else records.DELETING
+    with core.db.write() as conn:
+        if not records.claim_hook(conn, record.id, records.LAUNCHING, to):
+            return 0
+    settle = core.hooks.take(record.id)
+    if settle is not None:
+        settle(result)
+        return 1
+    target = _target_of(core, record)
+    if target is None:
+        return 1
+    if to == records.READY:
+        notify.instance_event(core, target, record.instance_name, events.INSTANCE_LAUNCHED,
+                              lifecycle_result=result)
+    else:
+        core.operations.start(
+            f"Deleting instance {record.instance_name}",
+            _resources(target, record.instance_name),
+            partial(_removal_work, core, target, record.id, record.instance_name,
+                    records.READY, result), project=target.project)
+    return 1
+
+
+def _launched(core: Core, target: Target, record_id: int, name: str, op: Operation,
+              result: dict[str, Any], answer: str) -> None:
+    """End a launch whose launching hook was settled (its record claimed already)."""
+    if answer == lifecycle.CONTINUE:
+        notify.instance_event(core, target, name, events.INSTANCE_LAUNCHED, op,
+                              lifecycle_result=answer)
+        core.operations.end(op, metadata={**result, "lifecycle_result": answer})
+        return
+
+    def abandon(_op: Operation) -> dict[str, Any]:
+        err = f'Instance "{name}" was abandoned in its launching hook and deleted'
+        try:
+            _removal_work(core, target, record_id, name, records.FAILED, answer, op)
+        except Exception as error:
+            err = f'Instance "{name}" was abandoned in its launching hook; its delete ' \
+                  f"failed: {error}"
+        core.operations.end(op, err=err, metadata={"lifecycle_result": answer})
+        return DEFERRED
+
+    core.operations.resume(op, abandon)
 
 
 # How long past the longest hook a forced delete waits for its hooked removals.

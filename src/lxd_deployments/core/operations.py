@@ -133,6 +133,11 @@ class Operation:
         }
 
 
+# What a work returns when something else ends its operation later (`end`): a launch
+# waiting in its lifecycle hook holds no thread.
+DEFERRED: dict[str, Any] = {"deferred": True}
+
+
 class Cancelled(Exception):
     """Raised by a cancellable operation's work when it stops on a cancel."""
 
@@ -243,6 +248,8 @@ class Operations:
             logger.exception("operation %s (%s) failed", operation.id, operation.description)
             self._finish(operation, Status.FAILURE, err=f"Internal error: {err}")
         else:
+            if result is DEFERRED:
+                return
             self._finish(operation, Status.SUCCESS, metadata=result)
 
     def _finish(self, operation: Operation, status: Status, *, err: str = "",
