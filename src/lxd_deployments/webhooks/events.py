@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ..store import Database
+from ..store import webhook_deliveries as queue
 from ..store.database import utcnow
-from ..store.schema import deployments
-from . import queue
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +81,7 @@ class DeploymentRef:
 
 
 def deployment_ref(conn: Connection, deployment_id: int) -> DeploymentRef | None:
-    row = conn.execute(select(deployments.c.id, deployments.c.project, deployments.c.name,
-                              deployments.c.governor_webhook_url)
-                       .where(deployments.c.id == deployment_id)).first()
+    row = queue.deployment_of(conn, deployment_id)
     if row is None:
         return None
     return DeploymentRef(id=row.id, project=row.project, name=row.name,
