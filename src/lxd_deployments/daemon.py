@@ -24,7 +24,9 @@ import socket
 import sys
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from .api import create_app
 from .auth.caller import Listener
@@ -32,8 +34,10 @@ from .auth.identify import Authenticators
 from .auth.jwt import JWTAuthenticator
 from .config import ConfigError, Settings, load_settings
 from .core import Core
+from .core.hook_timer import HookTimer
 from .core.operations import Operations
 from .core.readiness import LXDReadiness
+from .core.warm_pool import WarmPools
 from .core.watcher import Watcher
 from .errors import LXDUnavailable
 from .lxd.pylxd_adapter import PylxdAdapter, describe, open_client
@@ -147,21 +151,28 @@ def attach_lxd(core: Core, settings: Settings) -> None:
         raise
 
 
+class Duty(Protocol):
+    """A background duty that starts once LXD answers (the watcher, webhooks, ...)."""
+
+    def start(self) -> None: ...
+
+
 async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
-                       webhooks: WebhookService, stop: asyncio.Event, *,
+                       duties: Sequence[Duty], stop: asyncio.Event, *,
                        first_attempt: asyncio.Event | None = None) -> None:
     """Connect to LXD (retrying with backoff until it answers or `stop` is set), run the
-    startup reconcile, then open work on instances and start the background duties.
+    startup reconcile, then open work on instances and start the background `duties`
+    (in order).
     `first_attempt` is set once the first attempt failed, or all that succeeded."""
     try:
-        await _bring_up(core, settings, watcher, webhooks, stop, first_attempt)
+        await _bring_up(core, settings, watcher, duties, stop, first_attempt)
     finally:
         if first_attempt is not None:
             first_attempt.set()
 
 
 async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
-                    webhooks: WebhookService, stop: asyncio.Event,
+                    duties: Sequence[Duty], stop: asyncio.Event,
                     first_attempt: asyncio.Event | None) -> None:
     delay, logged_at = LXD_RETRY_MIN, None
     loop = asyncio.get_running_loop()
@@ -188,8 +199,8 @@ async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
         if stop.is_set():
             return
         core.lxd_readiness.set_ready()
-        watcher.start()
-        webhooks.start()
+        for duty in duties:
+            duty.start()
         return
 
 
@@ -246,8 +257,11 @@ async def serve(settings: Settings) -> None:
     secure_state(settings)
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events)
+    hooks = HookTimer(core)
+    pools = WarmPools(core)
     stop, first_attempt = asyncio.Event(), asyncio.Event()
-    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, webhooks, stop,
+    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher,
+                                           [watcher, webhooks, hooks, pools], stop,
                                            first_attempt=first_attempt), name="bring-up-lxd")
     try:
         # With LXD there at start (the common case) the startup reconcile ends before the
@@ -267,6 +281,8 @@ async def serve(settings: Settings) -> None:
     finally:
         stop.set()
         await lxd  # a startup reconcile under way ends first (it uses the store)
+        await asyncio.to_thread(pools.stop)
+        await asyncio.to_thread(hooks.stop)
         await asyncio.to_thread(webhooks.stop)
         await asyncio.to_thread(watcher.stop)
         for item in listening:

@@ -210,6 +210,8 @@ class Shape(_Public):
     scaling_minimum: int
     scaling_maximum: int
     scaling_current: int
+    template_revision: int = 1  # bumped by every change of instance_template
+    instances_outdated: int = 0  # instances made from an older template revision
 
 
 class Deployment(_Public):
@@ -380,6 +382,25 @@ class ShapeScalePut(_Body):
 
     count: StrictInt
     best_effort: StrictBool = False
+
+
+class ShapeRefreshPost(_Body):
+    """Replace a shape's outdated instances (see `core/refresh.py`)."""
+
+    min_healthy_percentage: StrictInt = 90
+    max_surge: StrictInt = 1
+
+
+class InstanceLifecyclePost(_Body):
+    """A governor's answer to an instance's lifecycle hook (see `core/lifecycle.py`)."""
+
+    action: Literal["continue", "abandon", "heartbeat"]
+
+
+class InstanceProtectionPut(_Body):
+    """Scale-in protection of one instance: never chosen by scale-in, never deleted."""
+
+    protected: StrictBool
 
 
 class InstanceStatePut(_Body):

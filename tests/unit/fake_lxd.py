@@ -176,9 +176,20 @@ class FakeLXD:
         for key in config_keys:
             instance["config"].pop(key, None)
 
-    # --- what `lxc` does behind the service's back (the adapter has no such method) ------
+    def update_instance_config(self, project: str, name: str, config: dict[str, str],
+                               remove: Iterable[str] = ()) -> None:
+        instance = self.instances.get((project, name))
+        if instance is None:
+            raise NotFound(f'Instance "{name}" not found in project "{project}"')
+        for key in remove:
+            instance["config"].pop(key, None)
+        instance["config"].update(config)
 
     def rename_instance(self, project: str, name: str, new_name: str) -> None:
+        if (project, name) not in self.instances:
+            raise NotFound(f'Instance "{name}" not found in project "{project}"')
+        if (project, new_name) in self.instances:
+            raise Conflict(f'Instance "{new_name}" already exists in LXD')
         instance = self.instances.pop((project, name))
         instance["name"] = new_name
         self.instances[(project, new_name)] = instance

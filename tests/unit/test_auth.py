@@ -228,6 +228,12 @@ GOVERNOR_ROUTES = {
     ("POST", "/1.0/deployments/{deployment}/shapes/{shape}/instances/{name}"): "writer",
     ("DELETE", "/1.0/deployments/{deployment}/shapes/{shape}/instances/{name}"): "writer",
     ("PUT", "/1.0/deployments/{deployment}/shapes/{shape}/instances/{name}/state"): "writer",
+    ("GET", "/1.0/deployments/{deployment}/shapes/{shape}/instances/{name}/lifecycle"):
+        "reader",
+    ("POST", "/1.0/deployments/{deployment}/shapes/{shape}/instances/{name}/lifecycle"):
+        "writer",
+    ("PUT", "/1.0/deployments/{deployment}/shapes/{shape}/instances/{name}/protection"):
+        "writer",
     ("GET", "/1.0/deployments/{deployment}/changes"): "reader",
     ("GET", "/1.0/operations"): "authenticated",
     ("GET", "/1.0/operations/{operation_id}"): "authenticated",

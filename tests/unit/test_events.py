@@ -22,7 +22,7 @@ from lxd_deployments.core.watcher import handle_event
 from lxd_deployments.lxd import LifecycleEvent
 from lxd_deployments.store import changes as changes_log
 from lxd_deployments.store import open_database
-from lxd_deployments.webhooks import queue
+from lxd_deployments.store import webhook_deliveries as queue
 from lxd_deployments.webhooks.events import Event, EventBus, Subscription
 from lxd_deployments.webhooks.follower import PRUNE_EVERY, ChangeFollower, event_type_of
 from lxd_deployments.webhooks.monitor import Monitor

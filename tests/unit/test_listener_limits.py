@@ -208,7 +208,8 @@ def test_the_daemon_retries_lxd_with_backoff_then_brings_it_in(core, monkeypatch
     webhooks = SimpleNamespace(start=lambda: started.append("webhooks"))
 
     async def run():
-        await daemon.bring_up_lxd(waiting, Settings(), watcher, webhooks, asyncio.Event())
+        await daemon.bring_up_lxd(waiting, Settings(), watcher, [watcher, webhooks],
+                                  asyncio.Event())
 
     asyncio.run(run())
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]

@@ -41,7 +41,8 @@ def test_create_then_show(api):
             "type": "container", "source": {"type": "image", "alias": "busybox"},
             "config": {}, "devices": {}, "ephemeral": False, "instance_type": "",
             "architecture": "", "description": ""},
-        "scaling_minimum": 1, "scaling_maximum": 3, "scaling_current": 0}
+        "scaling_minimum": 1, "scaling_maximum": 3, "scaling_current": 0,
+        "template_revision": 1, "instances_outdated": 0}
 
 
 def test_minimum_may_be_zero_and_equal_bounds_are_fine(api):

@@ -16,7 +16,8 @@ from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core
 from lxd_deployments.store import open_database
 from lxd_deployments.store import repository as repo
-from lxd_deployments.webhooks import queue, secret_store
+from lxd_deployments.store import webhook_deliveries as queue
+from lxd_deployments.store import webhook_secrets as secret_store
 from lxd_deployments.webhooks.deliverer import Deliverer, backoff_delay
 from lxd_deployments.webhooks.events import EventBus
 from lxd_deployments.webhooks.settings import WebhookSettings

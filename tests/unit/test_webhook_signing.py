@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
+from lxd_deployments.store.webhook_secrets import SecretRow
 from lxd_deployments.webhooks import signing
-from lxd_deployments.webhooks.secret_store import SecretRow
 from lxd_deployments.webhooks.signing import SignatureError, signed_headers, verify
 
 SECRET = "s" * 64

@@ -27,6 +27,7 @@ from .routes import (
     metrics,
     operations,
     placement_groups,
+    refresh,
     scale_requests,
     scaling,
     server,
@@ -63,8 +64,8 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     # Work on instances waits for LXD and the startup reconcile (503 until then).
     on_instances = (instances, scaling, governor_sockets)
     for module in (server, deployments, shapes, placement_groups, instances, changes, keys,
-                   certificates, operations, webhooks, scale_requests, scaling, governor_sockets,
-                   events, audit, metrics):
+                   certificates, operations, webhooks, scale_requests, scaling, refresh,
+                   governor_sockets, events, audit, metrics):
         app.include_router(module.router,
                            dependencies=[LXDReady] if module in on_instances else None)
     install_openapi(app)

@@ -9,6 +9,7 @@ from typing import Any
 
 from lxd_deployments.client import Operation, OperationFailed, Response
 
+from . import lifecycle
 from .context import Context, UsageError, api_path, as_list
 from .output import Column, field_cell, render_list
 from .parsing import add_command, add_format_flag, add_group
@@ -143,6 +144,7 @@ def _positionals(parser: argparse.ArgumentParser, *, instance: bool = True) -> N
 
 def register(shape_subparsers: argparse._SubParsersAction) -> None:
     subparsers = add_group(shape_subparsers, "instance", "Manage a shape's instances")
+    lifecycle.register(shape_subparsers, subparsers)
 
     parser = add_command(subparsers, "list", cmd_list, "List a shape's instances", aliases=["ls"])
     _positionals(parser, instance=False)

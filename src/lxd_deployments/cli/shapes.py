@@ -69,7 +69,7 @@ SHAPE = ObjectKind(
     parents=("deployment",),
     collection=_collection,
     writable=("description", "config", "instance_template", "scaling_minimum", "scaling_maximum"),
-    read_only=("name", "scaling_current"),
+    read_only=("name", "scaling_current", "template_revision", "instances_outdated"),
     properties={
         "description": STRING,
         "scaling_minimum": INTEGER,

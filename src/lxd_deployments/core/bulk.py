@@ -33,9 +33,17 @@ from .. import metrics_export as metrics
 from ..errors import BoundReached, Conflict, InvalidInput, NameTaken
 from ..names import MAX_NAME_LENGTH, validate_name
 from ..store import instances as records
+from ..store import repository as repo
 from ..store.rows import InstanceRow
+from . import lifecycle
 from .context import Core
-from .instances import delete_operation, launch_operation, name_taken, with_bound
+from .instances import (
+    delete_operation,
+    launch_operation,
+    mark_for_removal,
+    name_taken,
+    with_bound,
+)
 from .operations import Operation, Status
 from .reservation import Reservation, reserve_launches
 from .shapes import require_shape
@@ -189,12 +197,12 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
     core.require_project_allowed(target.project)
     in_lxd = core.lxd.instance_names(target.project)
     # What the transaction found and decided, besides the launches it reserves.
-    seen: dict[str, Any] = {"current": 0, "deletes": [], "action": NOTHING}
+    seen: dict[str, Any] = {"current": 0, "deletes": [], "action": NOTHING, "hook": None}
 
     def ask(conn: Connection, bound: records.Bound) -> list[str]:
         shape = require_shape(conn, target.deployment.id, target.shape.name, details=False)
         rows = records.list_all(conn, shape_ids=[shape.id])
-        deleting = sum(r.status == records.DELETING for r in rows)
+        deleting = sum(r.status in records.LEAVING for r in rows)
         pending = sum(r.status == records.PENDING for r in rows)
         current = seen["current"] = len(rows) - deleting
         low, high = shape.scaling_minimum, shape.scaling_maximum
@@ -220,20 +228,28 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
             return generate_names(target.deployment.name, shape.name, number, taken)
         if wanted < current:
             seen["action"] = DELETE
-            settled = records.newest_first(conn, shape.id, (records.READY, records.FAILED))
-            # Launches in flight cannot be deleted yet, and only instances that exist
-            # count towards the minimum.
-            removable = max(len(settled) - low, 0)
+            config = repo.shape_config(conn, shape.id)
+            hook = seen["hook"] = lifecycle.terminate_hook(config)
+            settled = records.removal_order(conn, shape.id, (records.READY, records.FAILED),
+                                            lifecycle.termination_policy(config),
+                                            unprotected=True)
+            existing = sum(r.status in (records.READY, records.FAILED) for r in rows)
+            # Launches in flight cannot be deleted yet, nor protected instances, and
+            # only instances that exist count towards the minimum.
+            removable = max(min(len(settled), existing - low), 0)
+            protected = existing - len(settled)
+            protected_note = f", {protected} protected" if protected else ""
             number = difference
             if number > removable:
                 if not best_effort or removable == 0:
                     raise BoundReached(
                         f'Shape "{shape.name}" can lose {removable} instance(s) now '
-                        f"(scaling_minimum {low}, {pending} being launched): "
+                        f"(scaling_minimum {low}, {pending} being launched"
+                        f"{protected_note}): "
                         f"cannot delete {number}")
                 number = removable
             for record in settled[:number]:
-                records.set_status(conn, record.id, records.DELETING)
+                mark_for_removal(conn, record, hook)
                 seen["deletes"].append(Member(record.instance_name, record=record,
                                               record_id=record.id,
                                               location=record.location))
@@ -249,7 +265,7 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
     logger.info("scaling shape %s/%s from %d to %d instance(s) (%d asked)",
                 target.deployment.name, shape.name, current, granted_count, count)
     return _run(core, target, action, planned, owner=owner, best_effort=best_effort,
-                requested=abs(count - current),
+                requested=abs(count - current), hook=seen["hook"],
                 description=f"Scaling shape {shape.name} to {granted_count} instances",
                 extra={"scaling_count": {"requested": count, "granted": granted_count,
                                          "previous": current}})
@@ -329,7 +345,8 @@ class _Batch:
 
 def _run(core: Core, target: Target, action: str, planned: list[Member], *,
          owner: str | None, best_effort: bool, requested: int, description: str,
-         extra: dict[str, Any] | None = None) -> Operation:
+         extra: dict[str, Any] | None = None, hook: lifecycle.Hook | None = None
+         ) -> Operation:
     """The batch operation, then one operation per member on the bulk pool."""
     project, deployment, shape = target.project, target.deployment.name, target.shape.name
     names = [member.name for member in planned]
@@ -355,7 +372,8 @@ def _run(core: Core, target: Target, action: str, planned: list[Member], *,
             else:
                 assert member.record is not None
                 operation = delete_operation(core, target, member.record, owner=owner,
-                                             on_end=on_end, bulk=True)
+                                             on_end=on_end, bulk=True, hook=hook,
+                                             reason="scale-in")
         except Exception as err:  # no operation could be made (the service is stopping)
             logger.exception("cannot start the %s of %s", action, member.name)
             _undo(core, action, member)

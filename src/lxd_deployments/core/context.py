@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
 from .inflight import InstanceLocks, Reported, StateActions
+from .lifecycle import Hooks
 from .operations import Operations
 from .readiness import LXDReadiness
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
@@ -58,6 +60,10 @@ class Core:
     # The host path of the in-instance socket, which governor-socket proxy devices connect
     # to (None: the service serves none).
     instance_socket: str | None = None
+    # The lifecycle hooks this process waits on (see `lifecycle.py`).
+    hooks: Hooks = field(default_factory=Hooks)
+    # Set when a launch took a warm pool instance: the refiller wakes (`warm_pool.py`).
+    warm_pool_wakeup: threading.Event = field(default_factory=threading.Event)
     # Whether LXD answered and the startup reconcile ran (the daemon starts without
     # LXD and waits for it; in tests a core is ready from the start).
     lxd_readiness: LXDReadiness = field(default_factory=LXDReadiness)

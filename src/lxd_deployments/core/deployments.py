@@ -11,6 +11,7 @@ from ..models import DeploymentPatch, DeploymentPut, DeploymentsPost
 from ..names import validate_config, validate_name, validate_project
 from ..store import repository as repo
 from ..store.rows import DeploymentRow
+from . import warm_pool
 from .context import Core
 from .etag import check_if_match, etag_of
 from .presenters import deployment_writable, present_deployment
@@ -126,6 +127,7 @@ def delete_deployment(core: Core, project: str, name: str, force: bool) -> None:
         raise Conflict(f'Deployment "{name}" still has {len(instances)} instance(s); '
                        "delete them or use force")
     delete_recorded_instances(core, instances)
+    warm_pool.drain(core, shape_ids)
     with core.db.write() as conn:
         row = require_deployment(conn, project, name)
         repo.delete_deployment(conn, row.id)

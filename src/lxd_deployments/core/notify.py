@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..store import instances as records
 from ..store.rows import InstanceRow
+from ..webhooks import events as ev
 from .context import Core
 from .urls import instance_url, shape_instance_url
 
@@ -23,11 +24,11 @@ logger = logging.getLogger(__name__)
 
 # The event each state action of the service leads to, and the `change` it carries.
 STATE_EVENTS = {
-    "start": ("instance-started", "started"),
-    "restart": ("instance-started", "restarted"),
-    "stop": ("instance-stopped", "stopped"),
-    "freeze": ("instance-changed", "frozen"),
-    "unfreeze": ("instance-changed", "unfrozen"),
+    "start": (ev.INSTANCE_STARTED, "started"),
+    "restart": (ev.INSTANCE_STARTED, "restarted"),
+    "stop": (ev.INSTANCE_STOPPED, "stopped"),
+    "freeze": (ev.INSTANCE_CHANGED, "frozen"),
+    "unfreeze": (ev.INSTANCE_CHANGED, "unfrozen"),
 }
 
 
@@ -78,7 +79,7 @@ def record_deleted(core: Core, record: InstanceRow) -> None:
                 conn, record.shape_id, leaving_out=[records.DELETING])
         if shape is None:
             return
-        bus.publish(shape.deployment_id, "instance-deleted", instance_metadata(
+        bus.publish(shape.deployment_id, ev.INSTANCE_DELETED, instance_metadata(
             shape.project, shape.deployment_name, shape.shape_name, record.instance_name,
             origin="service", scaling_current=current, forced=True))
     except Exception:
@@ -88,11 +89,11 @@ def record_deleted(core: Core, record: InstanceRow) -> None:
 def failed(core: Core, target: Target, name: str, operation: Operation | None, stage: str,
            error: BaseException) -> None:
     """A launch (stage `create` or `start`) or delete (`delete`) that did not go through."""
-    instance_event(core, target, name, "instance-failed", operation, stage=stage,
+    instance_event(core, target, name, ev.INSTANCE_FAILED, operation, stage=stage,
                    error=str(error) or type(error).__name__)
 
 
 def state_changed(core: Core, target: Target, name: str, action: str,
                   operation: Operation | None = None) -> None:
-    type_, change = STATE_EVENTS.get(action, ("instance-changed", action))
+    type_, change = STATE_EVENTS.get(action, (ev.INSTANCE_CHANGED, action))
     instance_event(core, target, name, type_, operation, change=change)

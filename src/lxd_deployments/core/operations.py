@@ -70,6 +70,10 @@ class Operation:
     metadata: dict[str, Any] = field(default_factory=dict)
     err: str = ""
     finished_at: float | None = None
+    # A running operation that may be cancelled (a refresh): `cancel` sets
+    # `cancel_requested`, and the work ends as cancelled at its next step.
+    cancellable: bool = False
+    cancel_requested: threading.Event = field(default_factory=threading.Event, repr=False)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
     _waiters: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _waiters_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -99,7 +103,14 @@ class Operation:
 
     @property
     def may_cancel(self) -> bool:
-        return self.status is Status.PENDING
+        return self.status is Status.PENDING or (
+            self.status is Status.RUNNING and self.cancellable
+            and not self.cancel_requested.is_set())
+
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` when a cancel was asked (call it between steps)."""
+        if self.cancel_requested.is_set():
+            raise Cancelled()
 
     @property
     def url(self) -> str:
@@ -120,6 +131,15 @@ class Operation:
             "err": self.err,
             "location": "none",
         }
+
+
+# What a work returns when something else ends its operation later (`end`): a launch
+# waiting in its lifecycle hook holds no thread.
+DEFERRED: dict[str, Any] = {"deferred": True}
+
+
+class Cancelled(Exception):
+    """Raised by a cancellable operation's work when it stops on a cancel."""
 
 
 Work = Callable[[Operation], dict[str, Any] | None]
@@ -182,9 +202,9 @@ class Operations:
     def start(self, description: str, resources: dict[str, list[str]], work: Work,
               *, owner: str | None = None, on_cancel: Cleanup | None = None,
               on_end: Ended | None = None, bulk: bool = False,
-              project: str = DEFAULT_PROJECT) -> Operation:
+              project: str = DEFAULT_PROJECT, cancellable: bool = False) -> Operation:
         operation = Operation(description=description, resources=resources, owner=owner,
-                              project=project)
+                              project=project, cancellable=cancellable)
         with self._lock:
             self._forget_old()
             self._operations[operation.id] = operation
@@ -206,17 +226,24 @@ class Operations:
 
     def begin(self, description: str, resources: dict[str, list[str]], *,
               owner: str | None = None, metadata: dict[str, Any] | None = None,
-              project: str = DEFAULT_PROJECT) -> Operation:
+              project: str = DEFAULT_PROJECT, on_end: Ended | None = None) -> Operation:
         """Register an operation that is running until `end` is called (a batch, whose
-        work is done by other operations)."""
+        work is done by other operations), or until the work `resume` gives it ends (a
+        removal waiting in a lifecycle hook holds no thread)."""
         operation = Operation(description=description, resources=resources, owner=owner,
                               status=Status.RUNNING, metadata=dict(metadata or {}),
                               project=project)
         with self._lock:
             self._forget_old()
             self._operations[operation.id] = operation
+            if on_end is not None:
+                self._on_end[operation.id] = on_end
         self._changed(operation)
         return operation
+
+    def resume(self, operation: Operation, work: Work, *, bulk: bool = False) -> None:
+        """Run `work` on the pool for an operation made by `begin`; it ends with it."""
+        (self._bulk_executor if bulk else self._executor).submit(self._work, operation, work)
 
     def end(self, operation: Operation, *, err: str = "",
             metadata: dict[str, Any] | None = None) -> None:
@@ -232,14 +259,21 @@ class Operations:
             operation.updated_at = _now()
             self._on_cancel.pop(operation.id, None)
         self._changed(operation)
+        self._work(operation, work)
+
+    def _work(self, operation: Operation, work: Work) -> None:
         try:
             result = work(operation)
+        except Cancelled:
+            self._finish(operation, Status.CANCELLED, err="Operation cancelled")
         except DeploymentsError as err:
             self._finish(operation, Status.FAILURE, err=str(err))
         except Exception as err:  # a bug: keep the operation honest, log the trace
             logger.exception("operation %s (%s) failed", operation.id, operation.description)
             self._finish(operation, Status.FAILURE, err=f"Internal error: {err}")
         else:
+            if result is DEFERRED:
+                return
             self._finish(operation, Status.SUCCESS, metadata=result)
 
     def _finish(self, operation: Operation, status: Status, *, err: str = "",
@@ -304,6 +338,10 @@ class Operations:
         """Cancel a pending operation; one that has started cannot be (as in LXD)."""
         operation = self.get(operation_id, owner)
         with self._lock:
+            if operation.status is Status.RUNNING and operation.cancellable:
+                operation.cancel_requested.set()
+                operation.updated_at = _now()
+                return operation
             if operation.status is not Status.PENDING:
                 raise Conflict("This operation can't be cancelled: it has started")
             operation.status = Status.CANCELLED

@@ -40,7 +40,9 @@ def shape_object(row: ShapeRow) -> dict[str, Any]:
     return {"name": row.name, "description": row.description, "config": row.config,
             "instance_template": template_object(row.instance_template),
             "scaling_minimum": row.scaling_minimum, "scaling_maximum": row.scaling_maximum,
-            "scaling_current": row.scaling_current}
+            "scaling_current": row.scaling_current,
+            "template_revision": row.template_revision,
+            "instances_outdated": row.instances_outdated}
 
 
 def present_shape(row: ShapeRow) -> Shape:
@@ -52,6 +54,8 @@ def present_shape(row: ShapeRow) -> Shape:
         scaling_minimum=row.scaling_minimum,
         scaling_maximum=row.scaling_maximum,
         scaling_current=row.scaling_current,
+        template_revision=row.template_revision,
+        instances_outdated=row.instances_outdated,
     )
 
 

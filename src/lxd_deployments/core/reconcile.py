@@ -53,7 +53,7 @@ from ..store.instances import ShapeRef
 from ..store.rows import InstanceRow
 from . import placement
 from .context import Core
-from .instances import KEY_DEPLOYMENT, KEY_SERVICE, KEY_SHAPE
+from .ownership import KEY_DEPLOYMENT, KEY_REVISION, KEY_SERVICE, KEY_SHAPE
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,13 @@ def belongs_to(core: Core, instance: dict[str, Any] | None, shape: ShapeRef) -> 
     """Whether the LXD instance is ours and of that shape."""
     return instance is not None and \
         owner_keys(core, instance) == (shape.deployment_name, shape.shape_name)
+
+
+def revision_of(instance: dict[str, Any]) -> int:
+    """The template revision an instance of ours was made from (1: made before revisions
+    were recorded)."""
+    value = (instance.get("config") or {}).get(KEY_REVISION, "")
+    return int(value) if value.isdigit() else 1
 
 
 def is_running(instance: dict[str, Any]) -> bool:
@@ -248,7 +255,8 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
                 continue
             status = records.READY if is_running(instance) else records.FAILED
             records.reserve(conn, shape_id, project, name, status=status,
-                            location=placement.location_of(instance))
+                            location=placement.location_of(instance),
+                            revision=revision_of(instance))
             note(shape, name, log.ATTACHED, status=status)
             room -= 1
     return changes

@@ -66,7 +66,8 @@ def reserve_launches(core: Core, target: Target, ask: Ask, *,
             for name, location, violation in zip(names, decision.locations,
                                                  decision.violations, strict=False):
                 slots.append(Slot(name, records.reserve(conn, shape.id, target.project, name,
-                                                        location=location),
+                                                        location=location,
+                                                        revision=bound.template_revision),
                                   location, violation))
         violating = [slot for slot in slots if slot.violation]
         if violating and scope.group is not None:

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import Conflict, InvalidInput
 from ..store import instances as records
 from ..store.rows import ShapeRow
+from ..webhooks import events as ev
 from .context import Core
 from .deployments import require_deployment
 from .shapes import require_shape
@@ -56,7 +57,7 @@ def request_scale(core: Core, project: str, deployment: str, shape: str, count: 
                            f"({s.scaling_minimum}..{s.scaling_maximum})")
     if core.events is None:
         raise Conflict("Events are not enabled in this service")
-    event = core.events.publish(d.id, "scale-request", scale_request_metadata(
+    event = core.events.publish(d.id, ev.SCALE_REQUEST, scale_request_metadata(
         project, d.name, s, count=count, current=current, cause=CAUSE_ADMIN,
         reason=reason or "asked by an admin"))
     if event is None:

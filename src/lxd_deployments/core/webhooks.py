@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import InvalidInput, NotFound
+from ..store import webhook_deliveries as queue
+from ..store import webhook_secrets as secret_store
 from ..store.rows import DeploymentRow
-from ..webhooks import queue, secret_store
 from .context import Core
 from .deployments import require_deployment
 from .urls import deployment_url

@@ -135,6 +135,16 @@ class LXDAdapter(Protocol):
         a device of that name, `InvalidInput` when LXD refuses the device."""
         ...
 
+    def rename_instance(self, project: str, name: str, new_name: str) -> None:
+        """Rename a (stopped) instance; `Conflict` when the new name is taken, `NotFound`
+        when there is no such instance."""
+        ...
+
+    def update_instance_config(self, project: str, name: str, config: dict[str, str],
+                               remove: Iterable[str] = ()) -> None:
+        """Set `config` keys on an instance and drop `remove` ones, in one change."""
+        ...
+
     def remove_instance_device(self, project: str, name: str, device_name: str,
                                config_keys: Iterable[str] = ()) -> None:
         """Remove a device from an instance (and `config_keys` from its config) in one

@@ -275,6 +275,31 @@ class PylxdAdapter:
 
         self._change_instance(project, name, change)
 
+    def rename_instance(self, project: str, name: str, new_name: str) -> None:
+        node = self._client.api.instances[name]
+        try:
+            self._wait(node.post(params={"project": project}, json={"name": new_name}))
+        except pylxd_errors.NotFound:
+            raise NotFound(f'Instance "{name}" not found in project "{project}"') from None
+        except pylxd_errors.LXDAPIException as err:
+            if err.response.status_code == 409:
+                raise Conflict(f'Instance "{new_name}" already exists in LXD') from err
+            raise _unavailable(err) from err
+        except requests.RequestException as err:
+            raise _unavailable(err) from err
+
+    def update_instance_config(self, project: str, name: str, config: dict[str, str],
+                               remove: Iterable[str] = ()) -> None:
+        dropped = set(remove)
+
+        def change(instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            kept = {k: v for k, v in (instance.get("config") or {}).items()
+                    if k not in dropped}
+            return "put", {**{k: instance[k] for k in _INSTANCE_WRITABLE if k in instance},
+                           "config": {**kept, **config}}
+
+        self._change_instance(project, name, change)
+
     def _change_instance(self, project: str, name: str,
                          change: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
                          ) -> None:

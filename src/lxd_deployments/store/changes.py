@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from .database import utcnow
+from .schema import deployments, event_cursors
 from .schema import deployments_instance_changes as changes
 
 # What happened to the instance.
@@ -93,3 +94,31 @@ def prune(conn: Connection, *, up_to_id: int, recorded_before: str) -> int:
     days behind re-reads the instance list instead."""
     return conn.execute(delete(changes).where(
         changes.c.id <= up_to_id, changes.c.created_at < recorded_before)).rowcount
+
+
+# --- the events' cursor over the change log (webhooks/follower.py) ----------------------
+
+
+def read_cursor(conn: Connection, name: str) -> int:
+    position = conn.execute(select(event_cursors.c.position)
+                            .where(event_cursors.c.name == name)).scalar_one_or_none()
+    return 0 if position is None else position
+
+
+def write_cursor(conn: Connection, name: str, position: int) -> None:
+    if conn.execute(update(event_cursors).where(event_cursors.c.name == name)
+                    .values(position=position)).rowcount == 0:
+        conn.execute(insert(event_cursors).values(name=name, position=position))
+
+
+def any_after(conn: Connection, after_id: int) -> bool:
+    return conn.execute(select(changes.c.id).where(changes.c.id > after_id).limit(1)
+                        ).first() is not None
+
+
+def after(conn: Connection, after_id: int, limit: int) -> list:
+    """The changes after `after_id` (oldest first), each with its deployment's name."""
+    return conn.execute(
+        select(changes, deployments.c.name.label("deployment"))
+        .join(deployments, deployments.c.id == changes.c.deployment_id)
+        .where(changes.c.id > after_id).order_by(changes.c.id).limit(limit)).all()

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import NameTaken, NotFound
 from . import placement_groups as groups
 from .database import utcnow
-from .rows import InstanceRow, PlacementGroupRow
+from .rows import InstanceRow, PlacementGroupRow, instance_row
 from .schema import deployments, deployments_shapes, deployments_shapes_config
 from .schema import deployments_shapes_instances as instances
 
@@ -27,12 +27,16 @@ PENDING = "pending"  # reserved; LXD is creating it
 READY = "ready"  # exists in LXD and was started
 FAILED = "failed"  # exists in LXD but did not start; still counts
 DELETING = "deleting"  # LXD is deleting it
+# Lifecycle hooks (see `core/lifecycle.py`): both count like any record.
+TERMINATING = "terminating"  # chosen for removal; waits for the governor or the timeout
+LAUNCHING = "launching"  # started; waits for the governor or the instance to say ready
+# On their way out: not counted towards `scaling_minimum`.
+LEAVING = (DELETING, TERMINATING)
+# Being made or removed by one of the service's operations: no other change is taken.
+BUSY = (PENDING, DELETING, TERMINATING, LAUNCHING)
 
 
-def _row(r) -> InstanceRow:
-    return InstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
-                       instance_name=r.instance_name, status=r.status, location=r.location,
-                       created_at=r.created_at)
+_row = instance_row
 
 
 def count(conn: Connection, shape_id: int, *, leaving_out: Iterable[str] = ()) -> int:
@@ -50,6 +54,7 @@ class Bound:
     scaling_maximum: int
     instance_template: str
     current: int  # records of the shape, whatever their status
+    template_revision: int = 1
 
 
 # The statements of the bound's write transaction, built once: every launch's
@@ -57,7 +62,8 @@ class Bound:
 # more than running it (about half of the transaction).
 _BOUND = (select(deployments_shapes.c.scaling_maximum, deployments_shapes.c.instance_template,
                  select(func.count()).select_from(instances)
-                 .where(instances.c.shape_id == deployments_shapes.c.id).scalar_subquery())
+                 .where(instances.c.shape_id == deployments_shapes.c.id).scalar_subquery(),
+                 deployments_shapes.c.template_revision)
           .where(deployments_shapes.c.id == bindparam("shape_id"),
                  deployments_shapes.c.name == bindparam("shape_name")))
 _RESERVE = insert(instances)
@@ -71,7 +77,7 @@ def bound(conn: Connection, shape_id: int, shape_name: str) -> Bound:
     row = conn.execute(_BOUND, {"shape_id": shape_id, "shape_name": shape_name}).first()
     if row is None:
         raise NotFound("Shape not found")
-    return Bound(row[0], row[1], row[2])
+    return Bound(row[0], row[1], row[2], row[3])
 
 
 @dataclass(frozen=True)
@@ -113,12 +119,14 @@ def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
 
 
 def reserve(conn: Connection, shape_id: int, project: str, name: str,
-            status: str = PENDING, location: str = "") -> int:
+            status: str = PENDING, location: str = "", revision: int = 1) -> int:
     """Insert a record; a name already recorded in the project is a conflict."""
     try:
         return conn.execute(_RESERVE, {
             "shape_id": shape_id, "project": project, "instance_name": name,
             "status": status, "created_at": utcnow(), "location": location,
+            "revision": revision, "protected": 0, "hook_deadline": 0.0, "hook_result": "",
+            "hook_started": 0.0,
         }).inserted_primary_key[0]
     except IntegrityError as err:
         raise NameTaken(f'Instance "{name}" already exists in project "{project}"',
@@ -191,10 +199,80 @@ def count_by_location_of(conn: Connection, shape_ids: Iterable[int], *,
 
 def newest_first(conn: Connection, shape_id: int, statuses: Iterable[str]) -> list[InstanceRow]:
     """The shape's records with one of `statuses`, the most recently created first."""
+    return removal_order(conn, shape_id, statuses, NEWEST)
+
+
+# Termination policies: the order scale-in picks instances in.
+NEWEST = "newest"  # the most recently created first (the service's first behaviour)
+OLDEST = "oldest"
+OLDEST_REVISION = "oldest-revision"  # the oldest template revision first, then oldest
+TERMINATION_POLICIES = (NEWEST, OLDEST, OLDEST_REVISION)
+
+
+def removal_order(conn: Connection, shape_id: int, statuses: Iterable[str], policy: str, *,
+                  unprotected: bool = False) -> list[InstanceRow]:
+    """The shape's records with one of `statuses` in the order `policy` removes them
+    (protected ones left out with `unprotected`)."""
+    query = select(instances).where(instances.c.shape_id == shape_id,
+                                    instances.c.status.in_(list(statuses)))
+    if unprotected:
+        query = query.where(instances.c.protected == 0)
+    if policy == OLDEST:
+        order = (instances.c.created_at.asc(), instances.c.id.asc())
+    elif policy == OLDEST_REVISION:
+        order = (instances.c.revision.asc(), instances.c.created_at.asc(),
+                 instances.c.id.asc())
+    else:
+        order = (instances.c.created_at.desc(), instances.c.id.desc())
+    return [_row(r) for r in conn.execute(query.order_by(*order)).all()]
+
+
+def set_protected(conn: Connection, record_id: int, protected: bool) -> None:
+    conn.execute(update(instances).where(instances.c.id == record_id)
+                 .values(protected=int(protected)))
+
+
+def begin_hook(conn: Connection, record_id: int, status: str, started: float,
+               deadline: float) -> None:
+    """Put the record in a hook (`terminating` or `launching`) until `deadline`."""
+    conn.execute(update(instances).where(instances.c.id == record_id).values(
+        status=status, hook_started=started, hook_deadline=deadline, hook_result=""))
+
+
+def answer_hook(conn: Connection, record_id: int, status: str, result: str) -> bool:
+    """Record the governor's answer to a record still in hook `status`; False if not."""
+    done = conn.execute(update(instances).where(
+        instances.c.id == record_id, instances.c.status == status,
+        instances.c.hook_result == "").values(hook_result=result))
+    return done.rowcount == 1
+
+
+def extend_hook(conn: Connection, record_id: int, status: str, deadline: float) -> bool:
+    done = conn.execute(update(instances).where(
+        instances.c.id == record_id, instances.c.status == status,
+        instances.c.hook_result == "").values(hook_deadline=deadline))
+    return done.rowcount == 1
+
+
+def claim_hook(conn: Connection, record_id: int, status: str, new_status: str) -> bool:
+    """Move a record out of hook `status` to `new_status` if it is still there: of two
+    claimants (the timer, a forced delete, another unit) exactly one wins."""
+    done = conn.execute(update(instances).where(
+        instances.c.id == record_id, instances.c.status == status)
+        .values(status=new_status))
+    return done.rowcount == 1
+
+
+def in_hooks(conn: Connection) -> list[InstanceRow]:
+    """Every record in a hook (`terminating` or `launching`), of every shape."""
     rows = conn.execute(select(instances).where(
-        instances.c.shape_id == shape_id, instances.c.status.in_(list(statuses)))
-        .order_by(instances.c.created_at.desc(), instances.c.id.desc())).all()
+        instances.c.status.in_([TERMINATING, LAUNCHING])).order_by(instances.c.id)).all()
     return [_row(r) for r in rows]
+
+
+def get_by_id(conn: Connection, record_id: int) -> InstanceRow | None:
+    row = conn.execute(select(instances).where(instances.c.id == record_id)).first()
+    return None if row is None else _row(row)
 
 
 def set_location(conn: Connection, record_id: int, location: str) -> None:

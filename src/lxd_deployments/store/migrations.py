@@ -247,6 +247,40 @@ def _add_metrics_certificates(conn: Connection) -> None:
         raise RuntimeError("migration 7: the certificates table has an unexpected definition")
 
 
+def _add_lifecycle(conn: Connection) -> None:
+    """Lifecycle (migration 8): template revisions (a shape's counter, bumped
+    by every template change, and the one each instance was made from), scale-in
+    protection per instance, the terminating/launching hook's deadline (epoch seconds)
+    and answer and start, and the warm pool's stopped instances (not records of the shape: they
+    do not count towards its bounds)."""
+    statements = [
+        "ALTER TABLE deployments_shapes "
+        "ADD COLUMN template_revision INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN revision INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN protected INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN hook_deadline REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN hook_result TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN hook_started REAL NOT NULL DEFAULT 0",
+        """CREATE TABLE deployments_warm_pool (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            shape_id INTEGER NOT NULL REFERENCES deployments_shapes (id) ON DELETE CASCADE,
+            project TEXT NOT NULL,
+            instance_name TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (project, instance_name)
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
@@ -256,6 +290,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_instance_location,
     _add_placement_groups,
     _add_metrics_certificates,
+    _add_lifecycle,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

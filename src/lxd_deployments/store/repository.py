@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -25,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
 from .database import utcnow
-from .rows import CertificateRow, DeploymentRow, InstanceRow, KeyRow, ShapeRow
+from .rows import CertificateRow, DeploymentRow, InstanceRow, KeyRow, ShapeRow, instance_row
 from .schema import (
     certificates,
     deployments,
@@ -144,6 +145,18 @@ def _instance_counts(conn: Connection, shape_ids: list[int]) -> dict[int, int]:
     return counts
 
 
+def outdated_counts(conn: Connection, shape_ids: Iterable[int]) -> dict[int, int]:
+    """Per shape, its records made from an older template revision than its current."""
+    table = deployments_shapes_instances
+    rows = conn.execute(
+        select(table.c.shape_id, func.count())
+        .join(deployments_shapes, deployments_shapes.c.id == table.c.shape_id)
+        .where(table.c.shape_id.in_(list(shape_ids)),
+               table.c.revision < deployments_shapes.c.template_revision)
+        .group_by(table.c.shape_id)).all()
+    return {shape_id: number for shape_id, number in rows}
+
+
 def list_shapes(conn: Connection, deployment_ids: Iterable[int]) -> dict[int, list[ShapeRow]]:
     """Shapes grouped by deployment id, each with its config and instance count."""
     deployment_ids = list(deployment_ids)
@@ -158,8 +171,12 @@ def list_shapes(conn: Connection, deployment_ids: Iterable[int]) -> dict[int, li
     ids = [r.id for r in rows]
     configs = _configs_of(conn, deployments_shapes_config, "shape_id", ids)
     counts = _instance_counts(conn, ids)
+    outdated: dict[int, int] = {}
+    for chunk in _chunks(ids):
+        outdated.update(outdated_counts(conn, chunk))
     for r in rows:
-        grouped[r.deployment_id].append(_shape_row(r, configs.get(r.id, {}), counts.get(r.id, 0)))
+        grouped[r.deployment_id].append(_shape_row(r, configs.get(r.id, {}), counts.get(r.id, 0),
+                                                   outdated.get(r.id, 0)))
     return grouped
 
 
@@ -170,11 +187,12 @@ def shape_names(conn: Connection, deployment_id: int) -> list[str]:
                              .order_by(deployments_shapes.c.name)).scalars())
 
 
-def _shape_row(row, config: dict[str, str], count: int) -> ShapeRow:
+def _shape_row(row, config: dict[str, str], count: int, outdated: int = 0) -> ShapeRow:
     return ShapeRow(id=row.id, deployment_id=row.deployment_id, name=row.name,
                     description=row.description, instance_template=row.instance_template,
                     scaling_minimum=row.scaling_minimum, scaling_maximum=row.scaling_maximum,
-                    config=config, scaling_current=count)
+                    config=config, scaling_current=count,
+                    template_revision=row.template_revision, instances_outdated=outdated)
 
 
 def get_shape(conn: Connection, deployment_id: int, name: str, *,
@@ -190,7 +208,14 @@ def get_shape(conn: Connection, deployment_id: int, name: str, *,
         return _shape_row(row, {}, 0)
     configs = _configs_of(conn, deployments_shapes_config, "shape_id", [row.id])
     counts = _instance_counts(conn, [row.id])
-    return _shape_row(row, configs.get(row.id, {}), counts.get(row.id, 0))
+    outdated = outdated_counts(conn, [row.id])
+    return _shape_row(row, configs.get(row.id, {}), counts.get(row.id, 0),
+                      outdated.get(row.id, 0))
+
+
+def shape_config(conn: Connection, shape_id: int) -> dict[str, str]:
+    """One shape's config keys."""
+    return _configs_of(conn, deployments_shapes_config, "shape_id", [shape_id]).get(shape_id, {})
 
 
 # A deployment and one of its shapes in one query (every instance route starts with
@@ -218,7 +243,8 @@ def get_deployment_shape(conn: Connection, project: str, deployment: str, shape:
     return _deployment_row(row, {}), ShapeRow(
         id=row.shape_id, deployment_id=row.shape_deployment_id, name=row.shape_name,
         description=row.shape_description, instance_template=row.shape_instance_template,
-        scaling_minimum=row.shape_scaling_minimum, scaling_maximum=row.shape_scaling_maximum)
+        scaling_minimum=row.shape_scaling_minimum, scaling_maximum=row.shape_scaling_maximum,
+        template_revision=row.shape_template_revision)
 
 
 def insert_shape(conn: Connection, deployment_id: int, name: str, description: str,
@@ -237,9 +263,14 @@ def insert_shape(conn: Connection, deployment_id: int, name: str, description: s
 
 def update_shape(conn: Connection, shape_id: int, description: str, instance_template: str,
                  scaling_minimum: int, scaling_maximum: int, config: Mapping[str, str]) -> None:
-    conn.execute(update(deployments_shapes).where(deployments_shapes.c.id == shape_id).values(
+    """Write the shape; a changed template is a new template revision."""
+    table = deployments_shapes
+    conn.execute(update(table).where(table.c.id == shape_id).values(
         description=description, instance_template=instance_template,
-        scaling_minimum=scaling_minimum, scaling_maximum=scaling_maximum))
+        scaling_minimum=scaling_minimum, scaling_maximum=scaling_maximum,
+        template_revision=case((table.c.instance_template != instance_template,
+                                table.c.template_revision + 1),
+                               else_=table.c.template_revision)))
     _replace_config(conn, deployments_shapes_config, "shape_id", shape_id, config)
 
 
@@ -265,9 +296,7 @@ def list_instances(conn: Connection, shape_ids: Iterable[int]) -> list[InstanceR
     table = deployments_shapes_instances
     rows = conn.execute(select(table).where(table.c.shape_id.in_(shape_ids))
                         .order_by(table.c.instance_name)).all()
-    return [InstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
-                        instance_name=r.instance_name, status=r.status, location=r.location,
-                        created_at=r.created_at) for r in rows]
+    return [instance_row(r) for r in rows]
 
 
 # --- certificates ----------------------------------------------------------------------

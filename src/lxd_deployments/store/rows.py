@@ -26,6 +26,10 @@ class ShapeRow:
     scaling_maximum: int
     config: dict[str, str] = field(default_factory=dict)
     scaling_current: int = 0
+    # Bumped by every change of `instance_template`; instances record the one they
+    # were made from.
+    template_revision: int = 1
+    instances_outdated: int = 0  # instances made from an older revision (when counted)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,22 @@ class InstanceRow:
     # The cluster member it lives on ("" when LXD is not clustered, or not known yet).
     location: str = ""
     created_at: str = ""
+    revision: int = 1  # the shape's template revision it was made from
+    protected: bool = False  # never chosen by scale-in; a delete is refused
+    # While `terminating` or `launching`: when the hook times out (epoch seconds), and
+    # the governor's answer once given ("" before).
+    hook_deadline: float = 0.0
+    hook_result: str = ""
+    hook_started: float = 0.0
+
+
+def instance_row(r) -> InstanceRow:
+    """An instance record from its table's row."""
+    return InstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
+                       instance_name=r.instance_name, status=r.status, location=r.location,
+                       created_at=r.created_at, revision=r.revision,
+                       protected=bool(r.protected), hook_deadline=r.hook_deadline,
+                       hook_result=r.hook_result, hook_started=r.hook_started)
 
 
 @dataclass(frozen=True)
@@ -70,3 +90,16 @@ class PlacementGroupRow:
     rigor: str  # strict | permissive
     max_per_member: int | None  # None: not set (spread groups hold 1 per member then)
     config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WarmInstanceRow:
+    """A stopped instance of a shape's warm pool (not a record of the shape)."""
+
+    id: int
+    shape_id: int
+    project: str
+    instance_name: str
+    revision: int
+    status: str  # pending (being made) | ready (stopped, waiting) | deleting
+    created_at: str = ""

@@ -63,6 +63,7 @@ deployments_shapes = Table(
     Column("instance_template", Text, nullable=False),
     Column("scaling_minimum", Integer, nullable=False),
     Column("scaling_maximum", Integer, nullable=False),
+    Column("template_revision", Integer, nullable=False),
 )
 
 deployments_shapes_config = Table(
@@ -106,6 +107,23 @@ deployments_shapes_instances = Table(
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
     Column("location", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("protected", Integer, nullable=False),
+    Column("hook_deadline", Float, nullable=False),
+    Column("hook_result", Text, nullable=False),
+    Column("hook_started", Float, nullable=False),
+)
+
+deployments_warm_pool = Table(
+    "deployments_warm_pool",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("shape_id", Integer, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
+    Column("project", Text, nullable=False),
+    Column("instance_name", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
 )
 
 deployments_instance_changes = Table(

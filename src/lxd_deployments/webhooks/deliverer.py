@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import select
 
 from .. import metrics_export as metrics
 from ..store import Database
-from ..store.schema import deployments
-from . import queue, secret_store
+from ..store import webhook_deliveries as queue
+from ..store import webhook_secrets as secret_store
 from .settings import WebhookSettings
 from .signing import signed_headers
 
@@ -80,8 +79,7 @@ class Deliverer:
             delivery = queue.claim_due(conn, now)
             if delivery is None:
                 return None
-            row = conn.execute(select(deployments.c.name, deployments.c.governor_webhook_url)
-                               .where(deployments.c.id == delivery.deployment_id)).first()
+            row = queue.deployment_of(conn, delivery.deployment_id)
             secret = secret_store.get_or_create(conn, delivery.deployment_id)
         return Attempt(delivery=delivery, deployment=row.name if row else "?",
                        url=row.governor_webhook_url if row else "",

@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ..store import Database
+from ..store import webhook_deliveries as queue
 from ..store.database import utcnow
-from ..store.schema import deployments
-from . import queue
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +39,10 @@ INSTANCE_STOPPED = "instance-stopped"
 INSTANCE_DELETED = "instance-deleted"
 INSTANCE_FAILED = "instance-failed"  # a launch or delete did not go through
 INSTANCE_CHANGED = "instance-changed"  # renamed, frozen, re-attached... (see `change`)
+# Lifecycle hooks: an instance chosen for removal waits for the governor's answer; a
+# launched one waits to be said ready.
+INSTANCE_TERMINATING = "instance-terminating"
+INSTANCE_LAUNCHING = "instance-launching"
 # From the platform about scaling.
 SCALE_REQUEST = "scale-request"
 CAPACITY_OFFER = "capacity-offer"
@@ -56,6 +59,8 @@ CLASS_OF: Mapping[str, str] = {
     INSTANCE_DELETED: "lifecycle",
     INSTANCE_FAILED: "lifecycle",
     INSTANCE_CHANGED: "lifecycle",
+    INSTANCE_TERMINATING: "lifecycle",
+    INSTANCE_LAUNCHING: "lifecycle",
     SCALE_REQUEST: "scaling",
     CAPACITY_OFFER: "scaling",
     METRICS: "metrics",
@@ -80,9 +85,7 @@ class DeploymentRef:
 
 
 def deployment_ref(conn: Connection, deployment_id: int) -> DeploymentRef | None:
-    row = conn.execute(select(deployments.c.id, deployments.c.project, deployments.c.name,
-                              deployments.c.governor_webhook_url)
-                       .where(deployments.c.id == deployment_id)).first()
+    row = queue.deployment_of(conn, deployment_id)
     if row is None:
         return None
     return DeploymentRef(id=row.id, project=row.project, name=row.name,

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
 from ..background import BackgroundLoop
 from ..core.context import Core
@@ -44,7 +44,6 @@ from ..core.scale_requests import (
 )
 from ..store import changes as log
 from ..store import repository as repo
-from ..store.schema import deployments, deployments_instance_changes, event_cursors
 from . import events as ev
 from .events import EventBus
 
@@ -74,15 +73,11 @@ def event_type_of(change: str, detail: dict[str, Any]) -> str:
 
 
 def read_cursor(conn: Connection) -> int:
-    position = conn.execute(select(event_cursors.c.position)
-                            .where(event_cursors.c.name == CURSOR)).scalar_one_or_none()
-    return 0 if position is None else position
+    return log.read_cursor(conn, CURSOR)
 
 
 def _write_cursor(conn: Connection, position: int) -> None:
-    if conn.execute(update(event_cursors).where(event_cursors.c.name == CURSOR)
-                    .values(position=position)).rowcount == 0:
-        conn.execute(insert(event_cursors).values(name=CURSOR, position=position))
+    log.write_cursor(conn, CURSOR, position)
 
 
 class ChangeFollower:
@@ -104,19 +99,13 @@ class ChangeFollower:
         with self._lock:
             with self.core.db.read() as conn:
                 cursor = read_cursor(conn)
-                if conn.execute(select(deployments_instance_changes.c.id).where(
-                        deployments_instance_changes.c.id > cursor).limit(1)).first() is None:
+                if not log.any_after(conn, cursor):
                     return 0
             published: list[ev.Event | None] = []
             queued = False
             with self.core.db.write() as conn:
                 cursor = read_cursor(conn)
-                rows = conn.execute(
-                    select(deployments_instance_changes, deployments.c.name.label("deployment"))
-                    .join(deployments,
-                          deployments.c.id == deployments_instance_changes.c.deployment_id)
-                    .where(deployments_instance_changes.c.id > cursor)
-                    .order_by(deployments_instance_changes.c.id).limit(BATCH)).all()
+                rows = log.after(conn, cursor, BATCH)
                 # Shapes touched, and whether one of their instances went.
                 touched: dict[tuple[int, str], bool] = {}
                 for row in rows:

@@ -15,10 +15,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ...auth.dependencies import ReaderOnly, WriterAccess
-from ...core import bulk
+from ...core import bulk, instance_lifecycle
 from ...core import instances as core
 from ...errors import InvalidInput
-from ...models import InstancesPost, InstanceStatePut
+from ...models import (
+    InstanceLifecyclePost,
+    InstanceProtectionPut,
+    InstancesPost,
+    InstanceStatePut,
+)
 from ..dependencies import DEFAULT_PROJECT, CoreDep, ProjectQuery, RecursionQuery
 from ..envelope import async_response, sync_response
 
@@ -102,3 +107,27 @@ def change_instance_state(deployment: str, shape: str, name: str, body: Instance
     operation = core.change_state(c, target, name, body.action, force=body.force,
                                   timeout=body.timeout, owner=access.owner)
     return async_response(operation.to_api(), operation.url)
+
+
+@router.get("/{name}/lifecycle", dependencies=[ReaderOnly],
+            summary="An instance's status, template revision, protection and hook")
+def get_instance_lifecycle(deployment: str, shape: str, name: str, c: CoreDep,
+                           project: ProjectQuery = DEFAULT_PROJECT):
+    target = core.resolve(c, project, deployment, shape)
+    return sync_response(instance_lifecycle.show(c, target, name))
+
+
+@router.post("/{name}/lifecycle", summary="Answer an instance's lifecycle hook")
+def answer_instance_lifecycle(deployment: str, shape: str, name: str,
+                              body: InstanceLifecyclePost, c: CoreDep, access: WriterAccess,
+                              project: ProjectQuery = DEFAULT_PROJECT):
+    target = core.resolve(c, project, deployment, shape)
+    return sync_response(instance_lifecycle.answer(c, target, name, body.action))
+
+
+@router.put("/{name}/protection", summary="Set or lift an instance's scale-in protection")
+def put_instance_protection(deployment: str, shape: str, name: str,
+                            body: InstanceProtectionPut, c: CoreDep, access: WriterAccess,
+                            project: ProjectQuery = DEFAULT_PROJECT):
+    target = core.resolve(c, project, deployment, shape)
+    return sync_response(instance_lifecycle.set_protection(c, target, name, body.protected))

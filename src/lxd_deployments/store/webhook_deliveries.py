@@ -19,8 +19,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
-from ..store.database import utcnow
-from ..store.schema import deployments_webhook_deliveries as table
+from .database import utcnow
+from .schema import deployments
+from .schema import deployments_webhook_deliveries as table
 
 PENDING = "pending"
 DELIVERING = "delivering"
@@ -161,3 +162,11 @@ def prune(conn: Connection, older_than: float) -> int:
 def counts(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(table.c.status, func.count()).group_by(table.c.status)).all()
     return {status: n for status, n in rows}
+
+
+def deployment_of(conn: Connection, deployment_id: int):
+    """(id, project, name, governor_webhook_url) of a deployment, None when it is gone:
+    what an event and a delivery need to know of it."""
+    return conn.execute(select(deployments.c.id, deployments.c.project, deployments.c.name,
+                               deployments.c.governor_webhook_url)
+                        .where(deployments.c.id == deployment_id)).first()

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select, update
 
-from ..store.database import utcnow
-from ..store.schema import deployments_webhook_secrets as table
-from .signing import generate_secret
+from ..webhooks.signing import generate_secret
+from .database import utcnow
+from .schema import deployments_webhook_secrets as table
 
 
 @dataclass(frozen=True)
