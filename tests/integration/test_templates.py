@@ -149,9 +149,17 @@ def test_from_profile_copies_config_and_devices(service, lxd, lxd_project, deplo
 
 
 def test_virtual_machine_type_kept(service, lxd_project, deployment):
-    """Stored as given; the test LXD cannot run VMs, and nothing is launched."""
-    template = {"type": "virtual-machine", "source": {"type": "image", "alias": "busybox"}}
-    ok(create_shape(service, lxd_project, template), 201)
+    """A VM shape is stored as given when its image can be one (a remote image is
+    checked at launch; the test LXD cannot run VMs, and nothing is launched); a local
+    container image is refused for it when the shape is made."""
+    local = {"type": "virtual-machine", "source": {"type": "image", "alias": "busybox"}}
+    assert error_of(create_shape(service, lxd_project, local)) == (
+        400, 'Image with alias "busybox" is a container image: a shape of type '
+             "virtual-machine cannot launch it")
+    remote = {"type": "virtual-machine", "source": {
+        "type": "image", "mode": "pull", "server": "https://127.0.0.1:9",
+        "protocol": "simplestreams", "alias": "vm"}}
+    ok(create_shape(service, lxd_project, remote), 201)
     assert stored_template(service, lxd_project)["type"] == "virtual-machine"
 
 

@@ -93,10 +93,8 @@ def _on_deleted(core: Core, event: LifecycleEvent) -> bool:
     if found is None:
         return False
     record, shape = found
-    if belongs_to(core, core.lxd.get_instance(event.project, event.name), shape):
-        return False  # a late event: an instance of ours has the name again
-    if _being_moved(core, event.project, shape):
-        return False  # `lxc move --target`: its copy comes back under the name
+    if _still_there_or_moving(core, event.project, event.name, shape):
+        return False
     with core.db.write() as conn:
         if records.find(conn, event.project, event.name) != record:
             return False
@@ -108,12 +106,20 @@ def _on_deleted(core: Core, event: LifecycleEvent) -> bool:
     return True
 
 
-def _being_moved(core: Core, project: str, shape: records.ShapeRef) -> bool:
-    """Whether LXD is moving one of the shape's instances to another cluster member (a
-    copy named `lxd-move-of-...` of ours exists): the reconcile settles it after."""
-    return any(instance.get("name", "").startswith(LXD_MOVE_PREFIX)
-               and belongs_to(core, instance, shape)
-               for instance in core.lxd.list_instances(project))
+def _still_there_or_moving(core: Core, project: str, name: str,
+                           shape: records.ShapeRef) -> bool:
+    """Whether the deleted name is ours again (a late event), or LXD is moving one of the
+    shape's instances to another cluster member (a copy named `lxd-move-of-...` of ours
+    exists, renamed to the name once the original is gone: the reconcile settles it).
+
+    Both from one listing: `lxc move --target` renames its copy right after the delete,
+    so two separate looks could miss the copy in the first and the name in the second."""
+    for instance in core.lxd.list_instances(project):
+        instance_name = instance.get("name", "")
+        if (instance_name == name or instance_name.startswith(LXD_MOVE_PREFIX)) \
+                and belongs_to(core, instance, shape):
+            return True
+    return False
 
 
 def _on_renamed(core: Core, event: LifecycleEvent) -> bool:
