@@ -671,12 +671,10 @@ class LXDDeploymentsCharm(ops.CharmBase):
         def work(service: Service) -> dict[str, Any]:
             event.log(f"scaling {params.deployment}/{params.shape} to {params.count}")
             results, outcome = actions.scale(service, params)
-            if outcome.failed:
+            if outcome.error:
+                # The results say what did happen; the failure carries the service's error.
                 event.set_results(results)
-                names = ", ".join(f"{c.name} ({c.error})" for c in outcome.failed)
-                raise actions.ActionError(
-                    f"{len(outcome.failed)} of {len(outcome.changes)} instance change(s) "
-                    f"failed: {names}")
+                raise actions.ActionError(outcome.error)
             return results
 
         self._run(event, work)

@@ -1,8 +1,10 @@
-"""One background thread that can be stopped: the loop the event follower and the monitor run.
+"""One background thread that can be stopped: the loop the event follower, the monitor,
+the lifecycle hook timer and the warm pool refiller run.
 
 Each owner keeps its work; this keeps the thread's life (start once, stop by setting an
 event the loop waits on, join with a timeout) in one place, so a loop never sleeps
-through a stop.
+through a stop. A loop that sleeps on an event of its own (one other code sets to wake
+it early) passes `wake`, which stop calls after setting `stopping`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Callable
 class BackgroundLoop:
     """A daemon thread running `target(stopping)` until `stop()` sets `stopping`."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, wake: Callable[[], None] | None = None) -> None:
         self.name = name
+        self._wake = wake
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -35,6 +38,8 @@ class BackgroundLoop:
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the loop to end and wait up to `timeout` seconds for it."""
         self.stopping.set()
+        if self._wake is not None:
+            self._wake()
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -73,6 +74,7 @@ def key_secret_label(params: KeyParams) -> str:
 class ScaleParams(DeploymentParams):
     shape: _Name
     count: StrictInt = Field(ge=0)
+    best_effort: StrictBool = False
 
 
 class ShowParams(Params):
@@ -171,12 +173,17 @@ def list_keys(service: Service, params: DeploymentParams) -> dict[str, Any]:
 
 
 def scale(service: Service, params: ScaleParams) -> tuple[dict[str, Any], ScaleResult]:
-    result = service.scale(params.project, params.deployment, params.shape, params.count)
+    result = service.scale(params.project, params.deployment, params.shape, params.count,
+                           best_effort=params.best_effort)
     instances = [{"name": c.name, "action": c.action, "status": c.status, "error": c.error}
                  for c in result.changes]
-    return {"deployment": result.deployment, "shape": result.shape,
-            "before": str(result.before), "after": str(result.after),
-            "instances": keyed(instances)}, result
+    results = {"deployment": result.deployment, "shape": result.shape,
+               "before": str(result.before), "after": str(result.after),
+               "requested": str(result.requested), "granted": str(result.granted),
+               "instances": keyed(instances)}
+    if result.error:
+        results["error"] = result.error
+    return results, result
 
 
 def list_deployments(service: Service) -> dict[str, Any]:

@@ -7,7 +7,6 @@ charm turns into an action failure or a status.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ __all__ = ["APIError", "ClientError", "Service", "ServiceUnreachable", "connect"
 
 # Seconds the charm waits for a (re)started service to answer before reporting Waiting.
 READY_TIMEOUT = 30.0
-# Seconds an instance launch or delete may take before the `scale` action gives up on it.
+# Seconds the `scale` action waits for the service's scaling operation.
 OPERATION_TIMEOUT = 300
 
 
@@ -62,15 +61,16 @@ class ScaleResult:
     shape: str
     before: int
     after: int
+    requested: int
+    # The count the service set out to reach (best effort may grant less than asked).
+    granted: int
     changes: tuple[InstanceChange, ...] = field(default_factory=tuple)
+    # The batch operation's error (the members that failed), or why it was not awaited.
+    error: str = ""
 
     @property
     def failed(self) -> tuple[InstanceChange, ...]:
         return tuple(c for c in self.changes if c.status != "done")
-
-
-class ScaleRefused(ClientError):
-    """The requested count is outside the shape's bounds; nothing was changed."""
 
 
 class Service:
@@ -231,73 +231,46 @@ class Service:
         path = _path("deployments", deployment, "shapes", shape, "instances")
         return list(self._in(project).get(path, params={"recursion": 1}).metadata or [])
 
-    def scale(self, project: str, deployment: str, shape: str, count: int,
-              *, timeout: int = OPERATION_TIMEOUT) -> ScaleResult:
-        """Launch or delete instances until the shape has `count` (within its bounds).
+    def scale(self, project: str, deployment: str, shape: str, count: int, *,
+              best_effort: bool = False, timeout: int = OPERATION_TIMEOUT) -> ScaleResult:
+        """Ask the service to bring the shape to `count` instances and wait for it.
 
-        The service holds the bounds under any concurrency; this checks them first only
-        to refuse a request that cannot succeed before touching anything.
+        `PUT .../scale` owns the policy (bounds, termination policy, protection, lifecycle
+        hooks): a count it refuses is its 409, raised as `APIError` before anything
+        changes. Its batch operation is waited on up to `timeout` seconds; what it
+        granted, launched or deleted, and its error, come back in the result.
         """
-        details = self.get_shape(project, deployment, shape)
-        low, high = details["scaling_minimum"], details["scaling_maximum"]
-        if not low <= count <= high:
-            raise ScaleRefused(f'{count} is outside the bounds of shape "{shape}" '
-                               f"(scaling_minimum {low}, scaling_maximum {high})")
-        instances = self.list_instances(project, deployment, shape)
-        # The service's count includes records still being created (not yet in LXD).
-        before = int(details.get("scaling_current", len(instances)))
-        client = self._in(project)
-        base = _path("deployments", deployment, "shapes", shape, "instances")
-        started: list[tuple[str, str, str | None, str]] = []  # name, action, op, error
-        if count > before:
-            taken = {i.get("name") for i in instances}
-            for name in _new_names(shape, taken, count - before):
-                try:
-                    answer = client.post(base, json={"instance_name": name})
-                    started.append((name, "launch", answer.operation, ""))
-                except APIError as err:
-                    started.append((name, "launch", None, err.message))
-        elif count < before:
-            for instance in _deletion_order(instances)[: before - count]:
-                name = instance["name"]
-                try:
-                    answer = client.delete(f"{base}/{quote(name, safe='')}")
-                    started.append((name, "delete", answer.operation, ""))
-                except APIError as err:
-                    started.append((name, "delete", None, err.message))
+        body: dict[str, Any] = {"count": count}
+        if best_effort:
+            body["best_effort"] = True
+        answer = self._in(project).put(_path("deployments", deployment, "shapes", shape,
+                                             "scale"), json=body)
+        error = ""
+        final = None
+        if answer.operation is not None:
+            try:
+                final = self.client.wait_operation(answer.operation, timeout=timeout)
+                if not final.done:
+                    error = f"Scaling shape {shape!r} not finished after {timeout}s"
+            except OperationFailed as err:
+                final, error = err.operation, err.message
+        metadata = dict(final.metadata if final is not None
+                        else (answer.metadata or {}).get("metadata") or {})
+        counts = metadata.get("scaling_count") or {}
+        action = str(metadata.get("action", ""))
+        results = metadata.get("results") or {}
         changes = []
-        for name, action, operation, error in started:
-            if operation is not None:
-                try:
-                    final = self.client.wait_operation(operation, timeout=timeout)
-                    if not final.done:
-                        error = f"not finished after {timeout}s"
-                except OperationFailed as err:
-                    error = err.message
-            changes.append(InstanceChange(name, action, "failed" if error else "done", error))
+        for name in metadata.get("instances") or []:
+            result = results.get(name)
+            if result is None:
+                changes.append(InstanceChange(name, action, "failed", "not finished"))
+            elif result.get("status") == "Success":
+                changes.append(InstanceChange(name, action, "done"))
+            else:
+                changes.append(InstanceChange(name, action, "failed",
+                                              str(result.get("err") or result.get("status"))))
         after = int(self.get_shape(project, deployment, shape).get("scaling_current", 0))
-        return ScaleResult(deployment, shape, before, after, tuple(changes))
-
-
-def _new_names(shape: str, taken: set[Any], count: int) -> list[str]:
-    """Instance names `<shape>-<6 hex>`, cut so they stay valid LXD names (<= 63)."""
-    names: list[str] = []
-    prefix = shape[:55].rstrip("-")
-    while len(names) < count:
-        name = f"{prefix}-{secrets.token_hex(3)}"
-        if name not in taken and name not in names:
-            names.append(name)
-    return names
-
-
-def _deletion_order(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Broken instances go first, then the newest: the oldest healthy ones stay."""
-    def rank(instance: dict[str, Any]) -> tuple[int, str]:
-        healthy = 0 if str(instance.get("status", "")).lower() == "running" else -1
-        return (healthy, _inverted(str(instance.get("created_at", ""))))
-    return sorted(instances, key=rank)
-
-
-def _inverted(text: str) -> str:
-    """A sort key that orders strings backwards (newest timestamp first)."""
-    return "".join(chr(0x10FFFF - ord(c)) for c in text)
+        return ScaleResult(deployment, shape, before=int(counts.get("previous", after)),
+                           after=after, requested=count,
+                           granted=int(counts.get("granted", after)),
+                           changes=tuple(changes), error=error)

@@ -221,7 +221,7 @@ def test_install_create_key_governor_launch_and_scale(lxd, lxd_project, machine,
     ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
                                            "count": 1, "project": lxd_project}), state)
     down = dict(ctx.action_results)
-    assert (down["before"], down["after"]) == ("2", "1")
+    assert (down["before"], down["after"], down["granted"]) == ("2", "1", "1")
     (deleted,) = down["instances"].values()
     assert (deleted["action"], deleted["status"]) == ("delete", "done")
     assert len(_lxd_instances(lxd, lxd_project, service_id)) == 1
@@ -241,11 +241,21 @@ def test_install_create_key_governor_launch_and_scale(lxd, lxd_project, machine,
     assert ctx.action_results["after"] == "0"
     assert _lxd_instances(lxd, lxd_project, service_id) == []
 
-    # Past the bounds: refused before anything is touched.
+    # Past the bounds: the service's 409, before anything is touched.
     with pytest.raises(testing.ActionFailed) as failure:
         ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
                                                "count": 3, "project": lxd_project}), state)
-    assert "outside the bounds" in failure.value.message
+    assert failure.value.message == ('Shape "frontend" cannot have 3 instance(s): '
+                                     "its bounds are 0 to 2")
+    assert _lxd_instances(lxd, lxd_project, service_id) == []
+
+    # best-effort brings it within them: the maximum, launched and running in LXD.
+    ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
+                                           "count": 3, "project": lxd_project,
+                                           "best-effort": True}), state)
+    best = dict(ctx.action_results)
+    assert (best["requested"], best["granted"], best["after"]) == ("3", "2", "2")
+    assert sorted(best["instances"]) == _lxd_instances(lxd, lxd_project, service_id)
 
 
 def test_a_related_governor_gets_a_key_that_works_over_https(

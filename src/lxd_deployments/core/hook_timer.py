@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from ..background import BackgroundLoop
 from .context import Core
 from .instances import settle_due_hooks
 
@@ -17,29 +18,22 @@ TICK = 0.5
 
 
 class HookTimer:
+    """The timer's thread: settles due hooks on a tick, or at once when an answer came
+    in (`core.hooks.kick()`, which also wakes it to stop)."""
+
     def __init__(self, core: Core, *, tick: float = TICK) -> None:
         self.core = core
         self.tick = tick
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = BackgroundLoop("lifecycle-hooks", wake=core.hooks.kick)
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="lifecycle-hooks",
-                                        daemon=True)
-        self._thread.start()
+        self._thread.start(self._loop)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self.core.hooks.kick()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._thread.stop(timeout)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _loop(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
                 settle_due_hooks(self.core)
             except Exception:

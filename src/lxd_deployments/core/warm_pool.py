@@ -22,6 +22,7 @@ import string
 import threading
 import time
 
+from ..background import BackgroundLoop
 from ..lxd import LXDAdapter
 from ..store import instances as records
 from ..store import repository as repo
@@ -215,31 +216,23 @@ def sweep(core: Core, lxd: LXDAdapter | None = None) -> int:
 
 
 class WarmPools:
-    """The refiller thread: refills on a tick or when a launch took an instance."""
+    """The refiller thread: refills on a tick or when a launch took an instance
+    (`core.warm_pool_wakeup`, which also wakes it to stop)."""
 
     def __init__(self, core: Core, *, tick: float = TICK) -> None:
         self.core = core
         self.tick = tick
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = BackgroundLoop("warm-pools", wake=core.warm_pool_wakeup.set)
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="warm-pools", daemon=True)
-        self._thread.start()
+        self._thread.start(self._loop)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self.core.warm_pool_wakeup.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._thread.stop(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, stopping: threading.Event) -> None:
         swept = 0.0
-        while not self._stop.is_set():
+        while not stopping.is_set():
             try:
                 if time.monotonic() - swept > SWEEP_INTERVAL:
                     if swept == 0.0:

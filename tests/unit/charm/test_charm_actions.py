@@ -102,59 +102,96 @@ def test_delete_key_of_an_unknown_key_fails(ctx, state):
     assert failure.value.message == "Deployment key not found"
 
 
-def test_scale_up_then_down_reports_each_instance(ctx, state, service):
+def _scale(ctx, state, count, **params):
     ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
-                                           "count": 3}), state)
-    up = dict(ctx.action_results)
-    ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
-                                           "count": 1}), state)
-    down = dict(ctx.action_results)
+                                           "count": count, **params}), state)
+    return dict(ctx.action_results)
 
-    assert (up["before"], up["after"]) == ("0", "3")
+
+def test_scale_up_then_down_reports_each_instance(ctx, state, service):
+    up = _scale(ctx, state, 3)
+    down = _scale(ctx, state, 1)
+
+    assert (up["before"], up["after"], up["requested"], up["granted"]) == ("0", "3", "3", "3")
     assert len(up["instances"]) == 3
     assert all(i["action"] == "launch" and i["status"] == "done"
                for i in up["instances"].values())
-    assert all(name.startswith("frontend-") for name in up["instances"])
-    assert (down["before"], down["after"]) == ("3", "1")
+    # The service named them (`<deployment>-<shape>-...`), not the charm.
+    assert all(name.startswith("web-frontend-") for name in up["instances"])
+    assert (down["before"], down["after"], down["granted"]) == ("3", "1", "1")
     assert sorted(i["action"] for i in down["instances"].values()) == ["delete", "delete"]
+    assert set(down["instances"]) < set(up["instances"])
+    assert "error" not in down
     assert service.get_shape("default", "web", "frontend")["scaling_current"] == 1
 
 
 def test_scale_to_the_same_count_changes_nothing(ctx, state, service):
     service.scale("default", "web", "frontend", 2)
 
-    ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
-                                           "count": 2}), state)
+    results = _scale(ctx, state, 2)
 
-    assert ctx.action_results["instances"] == {}
-    assert (ctx.action_results["before"], ctx.action_results["after"]) == ("2", "2")
+    assert results["instances"] == {}
+    assert (results["before"], results["after"], results["granted"]) == ("2", "2", "2")
 
 
 @pytest.mark.parametrize("count", [0, 4])
 def test_scale_outside_the_bounds_fails_and_changes_nothing(ctx, state, service, count):
     with pytest.raises(testing.ActionFailed) as failure:
-        ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
-                                               "count": count}), state)
+        _scale(ctx, state, count)
 
-    assert failure.value.message == (f'{count} is outside the bounds of shape "frontend" '
-                                     f"(scaling_minimum 1, scaling_maximum 3)")
+    # The service's own refusal (its 409), not a copy of its bounds check in the charm.
+    assert failure.value.message == (f'Shape "frontend" cannot have {count} instance(s): '
+                                     f"its bounds are 1 to 3")
     assert service.get_shape("default", "web", "frontend")["scaling_current"] == 0
 
 
+def test_scale_best_effort_brings_the_count_within_the_bounds(ctx, state, service):
+    results = _scale(ctx, state, 5, **{"best-effort": True})
+
+    assert (results["requested"], results["granted"], results["after"]) == ("5", "3", "3")
+    assert len(results["instances"]) == 3
+    assert service.get_shape("default", "web", "frontend")["scaling_current"] == 3
+
+
+def test_scale_in_follows_the_termination_policy_and_protection(ctx, state, service):
+    """The charm asks the service, so scale-in picks what the shape's policy picks
+    (`oldest` here, where the charm's own copy deleted the newest), never a protected
+    instance."""
+    service.scale("default", "web", "frontend", 1)
+    (oldest,) = [i["name"] for i in service.list_instances("default", "web", "frontend")]
+    service.scale("default", "web", "frontend", 3)
+    protected, other = sorted({i["name"] for i in service.list_instances(
+        "default", "web", "frontend")} - {oldest})
+    service.client.patch("/1.0/deployments/web/shapes/frontend",
+                         json={"config": {"scaling.termination_policy": "oldest"}})
+    service.client.put(f"/1.0/deployments/web/shapes/frontend/instances/{protected}/protection",
+                       json={"protected": True})
+
+    first = _scale(ctx, state, 2)
+    second = _scale(ctx, state, 1)
+
+    assert list(first["instances"]) == [oldest]
+    assert list(second["instances"]) == [other]
+    assert [i["name"] for i in service.list_instances("default", "web", "frontend")] == [
+        protected]
+
+
 def test_scale_reports_instances_that_failed(ctx, state, service, fake_lxd, monkeypatch):
-    monkeypatch.setattr("lxd_deployments_charm.service._new_names",
-                        lambda shape, taken, count: ["good", "bad"][:count])
+    monkeypatch.setattr("lxd_deployments.core.bulk.generate_names",
+                        lambda deployment, shape, number, taken: ["good", "bad"][:number])
     fake_lxd.fail_create.add("bad")
 
     with pytest.raises(testing.ActionFailed) as failure:
-        ctx.run(ctx.on.action("scale", params={"deployment": "web", "shape": "frontend",
-                                               "count": 2}), state)
+        _scale(ctx, state, 2)
 
-    assert failure.value.message.startswith("1 of 2 instance change(s) failed: bad (")
+    # The batch operation's error, as the service wrote it.
+    assert failure.value.message.startswith("1 of 2 launches failed: bad: ")
     results = ctx.action_results
     assert results["instances"]["good"]["status"] == "done"
     assert results["instances"]["bad"]["status"] == "failed"
-    assert results["after"] == "1"
+    assert results["instances"]["bad"]["error"]
+    assert results["error"] == failure.value.message
+    assert (results["granted"], results["after"]) == ("2", "1")
 
 
 def test_list_deployments_and_show(ctx, state, service):

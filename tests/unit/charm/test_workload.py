@@ -12,7 +12,6 @@ from lxd_deployments_charm.errors import BlockedError, WaitingError
 from lxd_deployments_charm.options import ShapeSpec, parse_deployments
 from lxd_deployments_charm.paths import Paths
 from lxd_deployments_charm.render import ensure_file
-from lxd_deployments_charm.service import _deletion_order, _new_names
 
 
 def _sources(root: Path) -> install.Sources:
@@ -146,20 +145,3 @@ def test_the_local_socket_follows_lxd_dir(tmp_path, monkeypatch):
         assert lxd_access.local_socket(()) == path
     monkeypatch.delenv("LXD_DIR")
     assert lxd_access.local_socket((tmp_path / "none",)) is None
-
-
-def test_new_instance_names_are_valid_and_unique():
-    names = _new_names("a" * 63, {"x"}, 5)
-
-    assert len(set(names)) == 5
-    assert all(len(n) <= 63 and not n.endswith("-") for n in names)
-
-
-def test_broken_then_newest_instances_are_deleted_first():
-    instances = [
-        {"name": "old", "status": "Running", "created_at": "2024-01-01T00:00:00Z"},
-        {"name": "new", "status": "Running", "created_at": "2024-06-01T00:00:00Z"},
-        {"name": "broken", "status": "Stopped", "created_at": "2023-01-01T00:00:00Z"},
-    ]
-
-    assert [i["name"] for i in _deletion_order(instances)] == ["broken", "new", "old"]
