@@ -7,6 +7,7 @@ starts a usable service.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -157,6 +158,9 @@ class HTTPSettings(_Frozen):
     unix_connections: int = Field(default=256, gt=0, le=100_000)
 
 
+_SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
     unix_socket: Path | None = None
@@ -180,12 +184,24 @@ class Settings(_Frozen):
     # Members of bulk launches and scalings created (or deleted) at once, all batches
     # together, on threads of their own (single launches never wait behind a batch).
     bulk_concurrency: int = Field(default=3, gt=0, le=64)
+    # The application's identity on its instances (`user.lxd-deployments.service`); set by
+    # the charm so that every unit of an application has the same. Unset: the id kept in
+    # `<state_dir>/service-id` (made on first start).
+    service_id: str | None = None
     # Seconds between full reconciles of records with LXD (events do the fast path).
     reconcile_interval: float = Field(default=30.0, gt=0)
     # Webhook deliveries to governors, and the periodic events (see webhooks/settings.py).
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @field_validator("service_id")
+    @classmethod
+    def _service_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SERVICE_ID.fullmatch(value):
+            raise ValueError("service_id: 1 to 128 letters, digits, '.', '_' or '-', "
+                             "starting with a letter or digit")
+        return value
 
     @field_validator("unix_socket_mode")
     @classmethod

@@ -99,7 +99,10 @@ def _bind_unix(path: Path, mode: int, group: str | None) -> socket.socket:
 
 def service_id(settings: Settings) -> str:
     """This service's identity, written on its instances; kept apart from the database so
-    that a lost database can be rebuilt from LXD by the same service."""
+    that a lost database can be rebuilt from LXD by the same service. `service_id` in
+    the settings (the application's, shared by its units) wins over the kept one."""
+    if settings.service_id is not None:
+        return settings.service_id
     path = settings.service_id_path
     if path.exists():
         return path.read_text().strip()

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from lxd_deployments import config
 from lxd_deployments.config import ConfigError, LXDSettings, Settings, load_settings
@@ -242,3 +243,13 @@ def test_bad_https_settings_are_named(write, text, problem):
     with pytest.raises(ConfigError) as raised:
         load_settings(path)
     assert str(raised.value) == f"{path}: {problem}"
+
+
+def test_service_id_from_the_settings_wins_over_the_kept_one(tmp_path):
+    from lxd_deployments.daemon import service_id
+
+    (tmp_path / "service-id").write_text("kept-id\n")
+    assert service_id(Settings(state_dir=tmp_path)) == "kept-id"
+    assert service_id(Settings(state_dir=tmp_path, service_id="app-id")) == "app-id"
+    with pytest.raises(ValidationError):
+        Settings(service_id="bad\n")
