@@ -157,6 +157,17 @@ class HTTPSettings(_Frozen):
     unix_connections: int = Field(default=256, gt=0, le=100_000)
 
 
+class ClockSettings(_Frozen):
+    # A testing aid: a file holding the current time (ISO 8601) that the service reads
+    # as "now" for schedules (pets); unset (the default): the real time.
+    file: Path | None = None
+
+
+class PetSettings(_Frozen):
+    # Seconds between two looks at the pets' schedules (notice, reclaim); 0: no duty.
+    check_interval: float = Field(default=10.0, ge=0, le=3600)
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
     unix_socket: Path | None = None
@@ -186,6 +197,8 @@ class Settings(_Frozen):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    clock: ClockSettings = Field(default_factory=ClockSettings)
+    pets: PetSettings = Field(default_factory=PetSettings)
 
     @field_validator("unix_socket_mode")
     @classmethod

@@ -25,6 +25,7 @@ from .routes import (
     instances,
     keys,
     operations,
+    pets,
     placement_groups,
     scale_requests,
     scaling,
@@ -61,7 +62,7 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     install_error_handlers(app)
     # Work on instances waits for LXD and the startup reconcile (503 until then).
     on_instances = (instances, scaling, governor_sockets)
-    for module in (server, deployments, shapes, placement_groups, instances, changes, keys,
+    for module in (server, deployments, shapes, placement_groups, pets, instances, changes, keys,
                    certificates, operations, webhooks, scale_requests, scaling, governor_sockets,
                    events, audit):
         app.include_router(module.router,

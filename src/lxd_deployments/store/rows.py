@@ -70,3 +70,19 @@ class PlacementGroupRow:
     rigor: str  # strict | permissive
     max_per_member: int | None  # None: not set (spread groups hold 1 per member then)
     config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PetRow:
+    id: int
+    name: str
+    description: str
+    member: str  # the cluster member lent ("" when a cluster group is)
+    cluster_group: str  # the LXD cluster group whose members are lent ("" when a member is)
+    schedule: str
+    lead_time: int  # seconds between the notice and the busy window's start
+    grace_period: int  # seconds a borrowed instance is given to stop at the deadline
+    allow_vms: bool
+    notice_for: str = ""  # the busy start (ISO, UTC) whose notice was sent
+    reclaimed_for: str = ""  # the busy start whose reclaim ended
+    config: dict[str, str] = field(default_factory=dict)
