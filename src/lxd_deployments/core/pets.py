@@ -288,3 +288,10 @@ def delete_pet(core: Core, name: str) -> None:
     with core.db.write() as conn:
         row = require_pet(conn, name)
         store.delete_pet(conn, row.id)
+
+
+def rename_pet(core: Core, name: str, new_name: str) -> None:
+    validate_name(new_name, "Pet")
+    with core.db.write() as conn:
+        row = require_pet(conn, name)
+        store.rename_pet(conn, row.id, new_name)

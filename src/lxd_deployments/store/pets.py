@@ -68,3 +68,10 @@ def set_state(conn: Connection, pet_id: int, *, notice_for: str | None = None,
 
 def delete_pet(conn: Connection, pet_id: int) -> None:
     conn.execute(delete(pets).where(pets.c.id == pet_id))
+
+
+def rename_pet(conn: Connection, pet_id: int, new_name: str) -> None:
+    try:
+        conn.execute(update(pets).where(pets.c.id == pet_id).values(name=new_name))
+    except IntegrityError as err:
+        raise Conflict(f'Pet "{new_name}" already exists') from err

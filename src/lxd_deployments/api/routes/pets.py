@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from ...auth.dependencies import AdminOnly
 from ...core import pets as core
-from ...models import PetPatch, PetPut, PetsPost
+from ...models import PetPatch, PetPut, PetsPost, RenameRequest
 from ..dependencies import CoreDep, IfMatchHeader, RecursionQuery
 from ..envelope import created_response, sync_response
 
@@ -45,6 +45,12 @@ def put_pet(name: str, body: PetPut, c: CoreDep, if_match: IfMatchHeader = None)
 def patch_pet(name: str, body: PetPatch, c: CoreDep, if_match: IfMatchHeader = None):
     core.patch_pet(c, name, body, if_match)
     return sync_response()
+
+
+@router.post("/{name}", status_code=201, dependencies=[AdminOnly], summary="Rename a pet")
+def rename_pet(name: str, body: RenameRequest, c: CoreDep):
+    core.rename_pet(c, name, body.name)
+    return created_response(core.pet_url(body.name))
 
 
 @router.delete("/{name}", dependencies=[AdminOnly], summary="Delete a pet")
