@@ -15,12 +15,15 @@ from lxd_deployments.core import Core
 from lxd_deployments.core.clock import FileClock, ManualClock, iso
 from lxd_deployments.core.pet_duty import PetDuty
 from lxd_deployments.core.pets import state_at
+from lxd_deployments.core.scale_requests import Debounce
 from lxd_deployments.core.schedule import parse
 from lxd_deployments.errors import InvalidInput
 from lxd_deployments.lxd import ClusterMember
 from lxd_deployments.store import open_database
 from lxd_deployments.store.rows import PetRow
 from lxd_deployments.webhooks.events import EventBus
+from lxd_deployments.webhooks.monitor import Monitor
+from lxd_deployments.webhooks.settings import EventSettings
 
 from .conftest import admin_app, error_of
 
@@ -324,3 +327,42 @@ def test_a_reclaim_cut_short_is_resumed_by_the_next_duty(papi, pcore, clock, fak
     PetDuty(pcore).tick()  # a restart
     body = papi.get("/1.0/pets/big").json()["metadata"]
     assert body["borrowed"] == [] and body["reclaimed_for"] == "2026-12-02T14:00:00Z"
+
+
+# --- offers -----------------------------------------------------------------------------
+
+
+def offers(core: Core) -> list[dict]:
+    with core.db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT payload FROM deployments_webhook_deliveries WHERE event_type = "
+            "'capacity-offer' ORDER BY id").scalars().all()
+    return [json.loads(row)["metadata"] for row in rows]
+
+
+def test_offers_name_the_idle_pet_what_fits_there_and_until_when(papi, pcore, clock, fake_lxd):
+    gib = 2**30
+    fake_lxd.member_resources["m3"] = {"cpu": {"total": 32},
+                                       "memory": {"total": 64 * gib, "used": 0}}
+    make_pet(papi)
+    make_shape(papi, "cattle", maximum=100, template={**TEMPLATE, "config": {
+        "limits.memory": "4GiB"}}, **{"placement.pets": "allow"})
+    make_shape(papi, "plain", maximum=5)
+    monitor = Monitor(pcore, pcore.events, EventSettings(), Debounce())
+    assert monitor.capacity_pass() == 1
+    [offer] = offers(pcore)
+    assert offer["pets"] == {"big": {
+        "members": ["m3"], "until": "2026-12-02T13:00:00Z",
+        "busy_window": {"start": "2026-12-02T14:00:00Z", "end": "2026-12-02T16:00:00Z"},
+        "shapes": {"cattle": {"count": 16, "limited_by": "memory"}}}}
+    # One of three lands there (spread over three members): one fewer fits.
+    bulk(papi, "cattle", 3)
+    fake_lxd.member_resources["m3"]["memory"]["used"] = 4 * gib
+    assert monitor.capacity_pass() == 1
+    assert offers(pcore)[-1]["pets"]["big"]["shapes"]["cattle"]["count"] == 15
+    clock.set(utc(2026, 12, 2, 13, 0))  # notice: no pet offered
+    assert monitor.capacity_pass() == 1
+    assert "pets" not in offers(pcore)[-1]
+    clock.set(utc(2026, 12, 2, 16, 0))  # the window ended: offers resume
+    assert monitor.capacity_pass() == 1
+    assert offers(pcore)[-1]["pets"]["big"]["until"] == "2026-12-09T13:00:00Z"

@@ -295,3 +295,47 @@ def rename_pet(core: Core, name: str, new_name: str) -> None:
     with core.db.write() as conn:
         row = require_pet(conn, name)
         store.rename_pet(conn, row.id, new_name)
+
+
+# --- offers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lendable:
+    """An idle pet as offers show it: its members and until when it takes instances."""
+
+    pet: PetRow
+    members: list[str]
+    state: PetState
+
+    @property
+    def until(self) -> datetime | None:
+        """When new instances stop landing there (the notice), None: never."""
+        if self.state.window is None:
+            return None
+        return self.state.window[0] - timedelta(seconds=self.pet.lead_time)
+
+    def takes(self, config: dict[str, str], instance_type: str) -> bool:
+        return opted_in(config) and (instance_type != "virtual-machine" or self.pet.allow_vms)
+
+    def to_api(self) -> dict[str, Any]:
+        return {"members": self.members, "until": iso(self.until) if self.until else None,
+                "busy_window": self.state.to_api()["busy_window"]}
+
+
+def lendable(core: Core) -> list[Lendable]:
+    """The idle pets with at least one online member."""
+    with core.db.read() as conn:
+        rows = store.list_pets(conn)
+    if not rows:
+        return []
+    cluster = core.lxd.cluster_members() or []
+    online = {m.name for m in cluster if m.online}
+    now = core.clock.now()
+    found = []
+    for pet in rows:
+        state = state_at(pet, now)
+        members = [m for m in members_of(pet, cluster) if m in online]
+        if state.state == IDLE and members:
+            found.append(Lendable(pet, members, state))
+    return found
