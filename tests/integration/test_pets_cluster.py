@@ -13,6 +13,7 @@ no room), busy (nothing lands there) and the window's end (offers resume).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,13 +150,14 @@ def test_idle_opted_in_batches_spread_onto_the_pet_and_the_offer_holds(
     assert big["shapes"]["cattle"]["limited_by"] == "cpu" and fits >= 1
     # That many land on the pet when three times that many spread over the three
     # members; then none more fits there.
+    launched_at = time.time()
     names = launch(api, "cattle", 3 * fits)
     assert len(on_pet(cluster, names)) == fits
     borrowed = {b["name"] for b in ok(api.get(PET))["borrowed"]}
     assert borrowed == set(on_pet(cluster, names))
-    marker = max(r.received_at for r in receiver.received)
+    # (An offer goes out when what fits changed: the last one since the launch.)
     after = poll_until(lambda: [r for r in receiver.received if r.type == "capacity-offer"
-                                and r.received_at > marker and "pets" in r.metadata
+                                and r.received_at > launched_at and "pets" in r.metadata
                                 and r.metadata["pets"]["big"]["shapes"]["cattle"]["count"]
                                 == 0], 60, "an offer with no more room on the pet")
     assert after[-1].metadata["pets"]["big"]["shapes"]["cattle"]["limited_by"] == "cpu"
@@ -180,6 +182,7 @@ def test_notice_is_sent_after_a_restart_once_and_launches_avoid_the_pet(
     borrowed = sorted(b["name"] for b in ok(api.get(PET))["borrowed"])
     service.stop()  # down when the notice is due: sent once it is back
     set_clock(clock_file, "2026-12-02T13:00:30Z")
+    restarted_at = time.time()
     service.restart()
     api = API(service.http, PROJECT)
     notices = receiver.wait_for(
@@ -194,7 +197,7 @@ def test_notice_is_sent_after_a_restart_once_and_launches_avoid_the_pet(
     assert (body["state"], body["notice_sent_for"]) == ("notice", DEADLINE)
     # During the notice a launch goes to regular members, and no offer names the pet.
     assert on_pet(cluster, launch(api, "cattle", 3)) == []
-    pet_offer(receiver, notices[-1].received_at, "an offer without the pet", present=False)
+    pet_offer(receiver, restarted_at, "an offer without the pet", present=False)
     # A restart in the notice does not send it again (checked after the deadline).
     service.restart()
 
