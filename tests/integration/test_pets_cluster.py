@@ -213,13 +213,16 @@ def test_deadline_replaces_then_stops_and_deletes_and_the_pet_wins_where_no_room
     assert "m3" not in where.values()
     log = service.log()
     for name in borrowed:
-        assert f"borrowed instance {name} stopped" in log
-        assert f"borrowed instance {name} deleted" in log
+        # Stopped within the grace period (or found still running after it), then deleted.
+        stopped = max(log.find(f"borrowed instance {name} stopped"),
+                      log.find(f"borrowed instance {name} did not stop within 5 s"))
+        assert 0 <= stopped < log.index(f"borrowed instance {name} deleted"), name
     # keep (minimum 3, maximum 4): a replacement on a regular member first.
     keep = ok(api.get(f"{BASE}/shapes/keep/instances", recursion=1))
     assert len(keep) == 3 and Counter(i["location"] for i in keep)["m3"] == 0
+    keep_borrowed = next(n for n, s in borrowed.items() if s == "keep")
     assert log.index("replacement(s) of shape keep") < log.index(
-        f"borrowed instance {next(n for n, s in borrowed.items() if s == 'keep')} stopped")
+        f"borrowed instance {keep_borrowed} deleted")
     # tight (minimum = maximum = 3): the pet wins, and the governor is told why.
     [below] = receiver.wait_for(
         lambda r: r.type == "scale-request" and r.metadata.get("cause") == "below-minimum"

@@ -199,8 +199,8 @@ class PetDuty:
                     self.core.lxd.change_state(project, name, "stop", force=True)
             logger.info("pet %s: borrowed instance %s stopped", pet.name, name)
         except Exception as err:
-            logger.info("pet %s: %s did not stop within %d s (%s): forced", pet.name, name,
-                        pet.grace_period, err)
+            logger.info("pet %s: borrowed instance %s did not stop within %d s (%s): the "
+                        "delete forces it", pet.name, name, pet.grace_period, err)
 
     # --- thread ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import InvalidInput
@@ -78,10 +79,17 @@ class Schedule:
         """The busy interval `now` is in, else the next one (None: the schedule never
         makes the pet busy)."""
         now = aware(now)
-        for start, end in self.busy_intervals(now):
+        for start, end in _intervals_around(self, now.astimezone(self.timezone).date()):
             if end > now:
                 return start, end
         return None
+
+
+@lru_cache(maxsize=512)
+def _intervals_around(schedule: Schedule, day: date) -> tuple[tuple[datetime, datetime], ...]:
+    """The merged intervals around a local day (the same for every moment of that day),
+    kept: placement asks for every launch."""
+    return tuple(schedule.busy_intervals(datetime.combine(day, time(12), tzinfo=schedule.timezone)))
 
 
 def _time(text: str, *, end: bool) -> time | None:
