@@ -49,8 +49,8 @@ def insert_pet(conn: Connection, name: str, fields: Mapping) -> int:
 
 
 def update_pet(conn: Connection, pet_id: int, fields: Mapping) -> None:
-    """Replace the writable fields; a changed schedule forgets the duty's state (the
-    windows it was about may not exist any more)."""
+    """Replace the writable fields (the duty's state stays: it names the busy start it
+    was for, so a window the new schedule no longer has is forgotten at the next look)."""
     conn.execute(update(pets).where(pets.c.id == pet_id).values(**_values(fields)))
     _replace_config(conn, pets_config, "pet_id", pet_id, fields["config"])
 
