@@ -155,6 +155,8 @@ def test_idle_opted_in_batches_spread_onto_the_pet_and_the_offer_holds(
     assert len(on_pet(cluster, names)) == fits
     borrowed = {b["name"] for b in ok(api.get(PET))["borrowed"]}
     assert borrowed == set(on_pet(cluster, names))
+    listed = ok(api.get(f"{BASE}/shapes/cattle/instances", recursion=1))
+    assert {i["name"] for i in listed if i.get("borrowed_from") == "big"} == borrowed
     # (An offer goes out when what fits changed: the last one since the launch.)
     after = poll_until(lambda: [r for r in receiver.received if r.type == "capacity-offer"
                                 and r.received_at > launched_at and "pets" in r.metadata

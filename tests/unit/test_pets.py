@@ -220,6 +220,13 @@ def test_idle_pet_takes_opted_in_containers_only_and_none_during_notice(papi, cl
     assert set(bulk(papi, "vm", 4)) == {"m1", "m2"}
     borrowed = papi.get("/1.0/pets/big").json()["metadata"]["borrowed"]
     assert [(b["shape"], b["location"]) for b in borrowed] == [("cattle", "m3")]
+    # The instance listing marks it (LXD's object, with `borrowed_from`), and only it.
+    listed = papi.get(f"{SHAPES}/cattle/instances", params={"recursion": 1}).json()
+    assert sorted((i["location"], i.get("borrowed_from")) for i in listed["metadata"]) == [
+        ("m1", None), ("m2", None), ("m3", "big")]
+    one = next(i for i in listed["metadata"] if i["location"] == "m3")
+    assert papi.get(f"{SHAPES}/cattle/instances/{one['name']}").json()["metadata"][
+        "borrowed_from"] == "big"
     clock.set(utc(2026, 12, 2, 13, 30))  # notice
     assert set(bulk(papi, "cattle", 4)) == {"m1", "m2"}
     # A pet that allows VMs takes opted-in VMs while idle.

@@ -141,6 +141,26 @@ def filter_candidates(core: Core, members: list[ClusterMember], online: list[str
 # --- borrowed instances -----------------------------------------------------------------
 
 
+def pet_of_members(core: Core) -> dict[str, str]:
+    """Cluster member -> the pet it belongs to (empty when there are no pets)."""
+    with core.db.read() as conn:
+        rows = store.list_pets(conn)
+    if not rows:
+        return {}
+    cluster = core.lxd.cluster_members()
+    return {member: pet.name for pet in rows for member in members_of(pet, cluster)}
+
+
+def mark_borrowed(core: Core, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """LXD's instance objects, those on a pet's member with `borrowed_from` (the pet's
+    name) added, so that a governor sees which of its instances are borrowed."""
+    on = pet_of_members(core)
+    if not on:
+        return objects
+    return [{**o, "borrowed_from": on[o["location"]]} if o.get("location") in on else o
+            for o in objects]
+
+
 @dataclass(frozen=True)
 class Borrowed:
     record: InstanceRow
