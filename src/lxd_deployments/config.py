@@ -161,6 +161,17 @@ class HTTPSettings(_Frozen):
 _SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+class ClockSettings(_Frozen):
+    # A testing aid: a file holding the current time (ISO 8601) that the service reads
+    # as "now" for schedules (pets); unset (the default): the real time.
+    file: Path | None = None
+
+
+class PetSettings(_Frozen):
+    # Seconds between two looks at the pets' schedules (notice, reclaim); 0: no duty.
+    check_interval: float = Field(default=10.0, ge=0, le=3600)
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
     unix_socket: Path | None = None
@@ -194,6 +205,8 @@ class Settings(_Frozen):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    clock: ClockSettings = Field(default_factory=ClockSettings)
+    pets: PetSettings = Field(default_factory=PetSettings)
 
     @field_validator("service_id")
     @classmethod

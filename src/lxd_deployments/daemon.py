@@ -34,6 +34,7 @@ from .auth.identify import Authenticators
 from .auth.jwt import JWTAuthenticator
 from .config import ConfigError, Settings, load_settings
 from .core import Core
+from .core.clock import FileClock, SystemClock
 from .core.hook_timer import HookTimer
 from .core.operations import Operations
 from .core.readiness import LXDReadiness
@@ -128,7 +129,8 @@ def build_core(settings: Settings) -> Core:
                 service_id=service_id(settings),
                 events=make_bus(db, settings.webhooks, settings.events),
                 instance_socket=(str(settings.instance_socket_path)
-                                 if settings.jwt.enabled else None))
+                                 if settings.jwt.enabled else None),
+                clock=FileClock(settings.clock.file) if settings.clock.file else SystemClock())
 
 
 async def recover(watcher: Watcher) -> None:
@@ -259,7 +261,8 @@ async def serve(settings: Settings) -> None:
     # Again, now that the store's journals, the service id and the server key exist.
     secure_state(settings)
     watcher = Watcher(core, interval=settings.reconcile_interval)
-    webhooks = WebhookService(core, settings.webhooks, settings.events)
+    webhooks = WebhookService(core, settings.webhooks, settings.events,
+                              pet_interval=settings.pets.check_interval)
     hooks = HookTimer(core)
     pools = WarmPools(core)
     stop, first_attempt = asyncio.Event(), asyncio.Event()

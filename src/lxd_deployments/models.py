@@ -259,6 +259,43 @@ class PlacementGroupsPost(PlacementGroupPut):
     name: StrictStr
 
 
+Seconds = Annotated[StrictInt, Field(ge=0, le=7 * 24 * 3600)]
+
+
+class PetPut(_Body):
+    """The writable fields of a pet: the member (or LXD cluster group) lent, its weekly
+    busy windows (`schedule.py`), the notice's lead time and the stop's grace period
+    (seconds), and whether VMs may land there (containers only by default)."""
+
+    description: StrictStr = ""
+    member: StrictStr = ""
+    cluster_group: StrictStr = ""
+    schedule: StrictStr
+    lead_time: Seconds = 3600
+    grace_period: Seconds = 60
+    allow_vms: StrictBool = False
+    config: ConfigMap = Field(default_factory=dict)
+
+
+class PetPatch(_Body):
+    """`PATCH`: only the fields given change; config keys are merged."""
+
+    description: StrictStr | None = None
+    member: StrictStr | None = None
+    cluster_group: StrictStr | None = None
+    schedule: StrictStr | None = None
+    lead_time: Seconds | None = None
+    grace_period: Seconds | None = None
+    allow_vms: StrictBool | None = None
+    config: ConfigMap | None = None
+
+
+class PetsPost(PetPut):
+    """Body of `POST /1.0/pets`."""
+
+    name: StrictStr
+
+
 class PlacementGroupMember(_Public):
     """One instance of the group: its shape, the cluster member it is on ("none" when
     LXD is not clustered, "" when not known yet) and whether it breaks the rule."""

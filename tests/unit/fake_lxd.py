@@ -49,6 +49,9 @@ class FakeLXD:
     resources: dict[str, Any] = field(default_factory=lambda: {
         "cpu": {"total": 4}, "memory": {"total": 8 * 2**30, "used": 2 * 2**30}})
 
+    # `/1.0/resources?target=` per cluster member (absent: `resources`).
+    member_resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.profiles.setdefault(("default", "default"), Profile(
             name="default", devices={"root": {"path": "/", "pool": "default", "type": "disk"}}))
@@ -151,8 +154,8 @@ class FakeLXD:
         self.waited_for_operations.append(project)
         return 0
 
-    def get_resources(self) -> dict[str, Any]:
-        return self.resources
+    def get_resources(self, target: str | None = None) -> dict[str, Any]:
+        return self.member_resources.get(target, self.resources) if target else self.resources
 
     def add_instance_device(self, project: str, name: str, device_name: str,
                             device: dict[str, str], config: dict[str, str] | None = None

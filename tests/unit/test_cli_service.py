@@ -21,6 +21,7 @@ import yaml
 
 from lxd_deployments.cli.main import main
 from lxd_deployments.client import DeploymentsClient
+from lxd_deployments.lxd import ClusterMember
 from tests.certs import make_certificate
 
 from .conftest import admin_app
@@ -229,3 +230,28 @@ def test_placement_group_lifecycle_and_the_group_in_shape_show(cli):
     assert result.code == 1 and "is used by shape(s) primary" in result.err
     ok(cli("placement-group", "delete", "web", "near"))
     assert ok(cli("placement-group", "list", "web", "-f", "csv")).out.startswith("data,")
+
+
+def test_pet_lifecycle(cli, fake_lxd):
+    fake_lxd.cluster = [ClusterMember("m1"), ClusterMember("m2")]
+    ok(cli("pet", "create", "big", "--member", "m2", "--schedule",
+           "Mon-Fri 08:00-18:00 Europe/London", "--lead-time", "600"))
+    row = ok(cli("pet", "list", "-f", "csv")).out.strip().split(",")
+    assert row[:3] == ["big", "m2", "Mon-Fri 08:00-18:00 Europe/London"]
+    assert row[3] in ("idle", "notice", "busy") and row[5] == "0"
+    ok(cli("pet", "set", "big", "grace_period=30", "--property"))
+    ok(cli("pet", "set", "big", "user.owner=render"))
+    shown = yaml.safe_load(ok(cli("pet", "show", "big")).out)
+    assert (shown["grace_period"], shown["lead_time"], shown["config"]) == (
+        30, 600, {"user.owner": "render"})
+    ok(cli("pet", "unset", "big", "grace_period", "--property"))
+    ok(cli("pet", "unset", "big", "user.owner"))
+    assert ok(cli("pet", "get", "big", "grace_period", "-p")).out == "60\n"
+    ok(cli("pet", "edit", "big", stdin=yaml.safe_dump({**shown, "allow_vms": True})))
+    assert ok(cli("pet", "get", "big", "allow_vms", "-p")).out == "true\n"
+    result = cli("pet", "set", "big", "schedule=Someday 01:00-02:00", "-p")
+    assert (result.code, result.err) == (1, 'Error: Bad day "Someday" in schedule: use '
+                                            "Mon..Sun\n")
+    ok(cli("pet", "rename", "big", "render"))
+    ok(cli("pet", "delete", "render"))
+    assert ok(cli("pet", "list", "-f", "csv")).out == ""

@@ -26,6 +26,7 @@ from .routes import (
     keys,
     metrics,
     operations,
+    pets,
     placement_groups,
     refresh,
     scale_requests,
@@ -63,8 +64,8 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     install_error_handlers(app)
     # Work on instances waits for LXD and the startup reconcile (503 until then).
     on_instances = (instances, scaling, governor_sockets)
-    for module in (server, deployments, shapes, placement_groups, instances, changes, keys,
-                   certificates, operations, webhooks, scale_requests, scaling, refresh,
+    for module in (server, deployments, shapes, placement_groups, pets, instances, changes,
+                   keys, certificates, operations, webhooks, scale_requests, scaling, refresh,
                    governor_sockets, events, audit, metrics):
         app.include_router(module.router,
                            dependencies=[LXDReady] if module in on_instances else None)

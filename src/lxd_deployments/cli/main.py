@@ -17,6 +17,7 @@ from . import (
     deployments,
     governor_sockets,
     keys,
+    pets,
     placement_groups,
     project,
     remote,
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks.register_shape_commands(shape_group)
     placement_groups.register(add_group(subparsers, "placement-group",
                                         "Manage placement groups (affinity across members)"))
+    pets.register(add_group(subparsers, "pet",
+                            "Manage pets (members lent while their schedule is idle)"))
     trust.register(add_group(subparsers, "trust", "Manage trusted certificates"))
     remote.register(add_group(subparsers, "remote", "Manage remote deployments services"))
     project.register(add_group(subparsers, "project", "The current LXD project of a remote"))

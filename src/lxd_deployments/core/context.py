@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
+from .clock import Clock, SystemClock
 from .inflight import InstanceLocks, Reported, StateActions
 from .lifecycle import Hooks
 from .operations import Operations
@@ -67,6 +68,8 @@ class Core:
     # Whether LXD answered and the startup reconcile ran (the daemon starts without
     # LXD and waits for it; in tests a core is ready from the start).
     lxd_readiness: LXDReadiness = field(default_factory=LXDReadiness)
+    # The one wall clock of schedule-driven work (pets); tests give a manual one.
+    clock: Clock = field(default_factory=SystemClock)
 
     def __post_init__(self) -> None:
         # The events stream carries LXD's `operation` events (LXD's clients wait on them).

@@ -24,7 +24,7 @@ from ..store import instances as records
 from ..store import repository as repo
 from ..store.rows import InstanceRow
 from ..webhooks import events
-from . import lifecycle, notify, warm_pool
+from . import lifecycle, notify, pets, warm_pool
 from .context import Core
 from .inflight import retry_busy
 from .operations import DEFERRED, Ended, Operation
@@ -79,8 +79,9 @@ def list_instances_full(core: Core, target: Target, *,
     if not wanted:
         return []
     found = core.lxd.list_instances(target.project, with_state=with_state)
-    return sorted((i for i in found if i.get("name") in wanted and _ours(core, i, target)),
-                  key=lambda i: i["name"])
+    return pets.mark_borrowed(core, sorted(
+        (i for i in found if i.get("name") in wanted and _ours(core, i, target)),
+        key=lambda i: i["name"]))
 
 
 def get_instance(core: Core, target: Target, name: str) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def get_instance(core: Core, target: Target, name: str) -> dict[str, Any]:
     instance = core.lxd.get_instance(target.project, name)
     if instance is None or not _ours(core, instance, target):
         raise NotFound("Instance not found in LXD")
-    return instance
+    return pets.mark_borrowed(core, [instance])[0]
 
 
 def _ours(core: Core, instance: dict[str, Any], target: Target | None = None) -> bool:

@@ -25,6 +25,9 @@ member is chosen and the instance is marked as violating. `decide` is pure; `pla
 the counts in the reservation transaction, which holds the group's lock
 (`store.instances.lock_for_reservation`), so that the rule holds under any concurrency
 exactly as the bound does. Without a cluster the one server is one member (`""`).
+
+Pets (`pets.py`) leave the candidates first: a pet's members are candidates only while
+the pet is idle, for shapes with `placement.pets=allow` (VMs only where it allows them).
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ..errors import Conflict, PlacementRefused
+from ..models import InstanceTemplate
 from ..store import instances as records
 from ..store import repository as repo
 from ..store.instances import ReservationScope
 from ..store.rows import PlacementGroupRow
+from . import pets
 from .context import Core
 from .shapes import CLUSTER_GROUP_KEY
 
@@ -54,13 +59,16 @@ def candidates(core: Core, deployment_id: int | None = None,
     if members is None:
         return None
     online = [member for member in members if member.online]
-    group = _group(core, deployment_id, shape) if shape is not None else ""
+    config, instance_type = (_shape_facts(core, deployment_id, shape) if shape is not None
+                             else ({}, "container"))
+    group = config.get(CLUSTER_GROUP_KEY) or ""
     if group:
         online = [member for member in online if group in member.groups]
         if not online:
             raise Conflict(f'No online cluster member in group "{group}" (the '
                            f'{CLUSTER_GROUP_KEY} of shape "{shape}")')
-    return sorted(member.name for member in online)
+    return pets.filter_candidates(core, members, sorted(member.name for member in online),
+                                  config=config, instance_type=instance_type)
 
 
 def unavailable(core: Core) -> dict[str, str]:
@@ -69,10 +77,15 @@ def unavailable(core: Core) -> dict[str, str]:
     return {} if members is None else {m.name: m.status for m in members if not m.online}
 
 
-def _group(core: Core, deployment_id: int | None, shape: str) -> str:
+def _shape_facts(core: Core, deployment_id: int | None, shape: str
+                 ) -> tuple[dict[str, str], str]:
+    """The shape's config and its template's instance type."""
     with core.db.read() as conn:
         row = repo.get_shape(conn, deployment_id, shape) if deployment_id else None
-    return (row.config.get(CLUSTER_GROUP_KEY) or "") if row is not None else ""
+    if row is None:
+        return {}, "container"
+    template = InstanceTemplate.model_validate_json(row.instance_template)
+    return dict(row.config), template.type
 
 
 def spread(members: list[str], counts: Mapping[str, int], number: int) -> list[str]:

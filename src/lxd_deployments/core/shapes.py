@@ -11,7 +11,7 @@ from ..names import validate_config, validate_name
 from ..store import placement_groups as groups
 from ..store import repository as repo
 from ..store.rows import ShapeRow
-from . import lifecycle, warm_pool
+from . import lifecycle, pets, warm_pool
 from .context import Core
 from .deployments import require_deployment
 from .etag import check_if_match, etag_of
@@ -27,8 +27,11 @@ from .urls import shape_url
 #   every shape of the group; see `placement_groups.py`). It must exist when set.
 CLUSTER_GROUP_KEY = "placement.cluster_group"
 # - `lifecycle.*`, `scaling.termination_policy`, `warm_pool.size`: see `lifecycle.py`.
+# - `placement.pets`: `allow` lets the shape's instances land on idle pets (see
+#   `pets.py`); `deny` (the default) keeps them off.
 SHAPE_CONFIG_KEYS: frozenset[str] = frozenset({CLUSTER_GROUP_KEY, groups.GROUP_KEY,
-                                               *lifecycle.LIFECYCLE_CONFIG_KEYS})
+                                               *lifecycle.LIFECYCLE_CONFIG_KEYS,
+                                               pets.PETS_KEY})
 
 
 def check_cluster_group(core: Core, config: dict[str, str],
@@ -98,6 +101,7 @@ def create_shape(core: Core, project: str, deployment: str, request: ShapesPost)
     validate_bounds(request.scaling_minimum, request.scaling_maximum)
     validate_config(request.config, "shape", SHAPE_CONFIG_KEYS)
     lifecycle.check_config(request.config)
+    pets.check_shape_key(request.config)
     with core.db.read() as conn:
         require_deployment(conn, project, deployment)
     check_cluster_group(core, request.config)
@@ -133,6 +137,7 @@ def _update(core: Core, project: str, deployment: str, name: str, if_match: str 
         validate_bounds(new.scaling_minimum, new.scaling_maximum)
         validate_config(new.config, "shape", SHAPE_CONFIG_KEYS)
         lifecycle.check_config(new.config)
+        pets.check_shape_key(new.config)
         if new.config.get(CLUSTER_GROUP_KEY) != proposed.config.get(CLUSTER_GROUP_KEY):
             raise Conflict("The shape changed during the update; retry")
         check_placement_group(conn, d.id, new.config)

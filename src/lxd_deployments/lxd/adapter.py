@@ -111,8 +111,9 @@ class LXDAdapter(Protocol):
         """
         ...
 
-    def get_resources(self) -> dict[str, Any]:
-        """LXD's `/1.0/resources`: the host's CPU and memory (of the member answering)."""
+    def get_resources(self, target: str | None = None) -> dict[str, Any]:
+        """LXD's `/1.0/resources`: the host's CPU and memory (of the member answering, or
+        of cluster member `target`)."""
         ...
 
     def watch_events(self, handler: EventHandler, stop: threading.Event, *,

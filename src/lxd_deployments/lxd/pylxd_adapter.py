@@ -223,8 +223,16 @@ class PylxdAdapter:
             raise _unavailable(err) from err
         return {str(url).rstrip("/").rsplit("/", 1)[-1] for url in listing}
 
-    def get_resources(self) -> dict[str, Any]:
-        return self._get(self._client.api.resources) or {}
+    def get_resources(self, target: str | None = None) -> dict[str, Any]:
+        if target is None:
+            return self._get(self._client.api.resources) or {}
+        try:
+            return self._client.api.resources.get(
+                params={"target": target}).json()["metadata"] or {}
+        except pylxd_errors.LXDAPIException as err:
+            raise LXDUnavailable(f"LXD refused the request: {_lxd_message(err)}") from err
+        except requests.RequestException as err:
+            raise LXDUnavailable(f"LXD is unreachable: {err}") from err
 
     def wait_for_instance_operations(self, project: str, timeout: float) -> int:
         listing = self._get(self._client.api.operations, project) or {}

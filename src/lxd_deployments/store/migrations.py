@@ -281,6 +281,37 @@ def _add_lifecycle(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_pets(conn: Connection) -> None:
+    """Pets (issue 17): cluster members (or an LXD cluster group) lent to governors while
+    their weekly schedule leaves them idle. `notice_for` and `reclaimed_for` hold the
+    start (UTC, ISO) of the busy window whose notice was sent and whose reclaim ended,
+    so a restart in the middle of either resumes it rather than starting over."""
+    statements = [
+        """CREATE TABLE pets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            member TEXT NOT NULL DEFAULT '',
+            cluster_group TEXT NOT NULL DEFAULT '',
+            schedule TEXT NOT NULL,
+            lead_time INTEGER NOT NULL CHECK (lead_time >= 0),
+            grace_period INTEGER NOT NULL CHECK (grace_period >= 0),
+            allow_vms INTEGER NOT NULL DEFAULT 0,
+            notice_for TEXT NOT NULL DEFAULT '',
+            reclaimed_for TEXT NOT NULL DEFAULT ''
+        )""",
+        """CREATE TABLE pets_config (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pet_id INTEGER NOT NULL REFERENCES pets (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            UNIQUE (pet_id, key)
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
@@ -291,6 +322,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_placement_groups,
     _add_metrics_certificates,
     _add_lifecycle,
+    _add_pets,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

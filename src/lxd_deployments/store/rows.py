@@ -103,3 +103,19 @@ class WarmInstanceRow:
     revision: int
     status: str  # pending (being made) | ready (stopped, waiting) | deleting
     created_at: str = ""
+
+
+@dataclass(frozen=True)
+class PetRow:
+    id: int
+    name: str
+    description: str
+    member: str  # the cluster member lent ("" when a cluster group is)
+    cluster_group: str  # the LXD cluster group whose members are lent ("" when a member is)
+    schedule: str
+    lead_time: int  # seconds between the notice and the busy window's start
+    grace_period: int  # seconds a borrowed instance is given to stop at the deadline
+    allow_vms: bool
+    notice_for: str = ""  # the busy start (ISO, UTC) whose notice was sent
+    reclaimed_for: str = ""  # the busy start whose reclaim ended
+    config: dict[str, str] = field(default_factory=dict)

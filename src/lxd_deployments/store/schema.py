@@ -200,3 +200,28 @@ audit_log = Table(
     Column("operation", Text, nullable=False),
     Column("error", Text, nullable=False),
 )
+
+pets = Table(
+    "pets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    Column("member", Text, nullable=False),
+    Column("cluster_group", Text, nullable=False),
+    Column("schedule", Text, nullable=False),
+    Column("lead_time", Integer, nullable=False),
+    Column("grace_period", Integer, nullable=False),
+    Column("allow_vms", Integer, nullable=False),
+    Column("notice_for", Text, nullable=False),
+    Column("reclaimed_for", Text, nullable=False),
+)
+
+pets_config = Table(
+    "pets_config",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pet_id", Integer, ForeignKey("pets.id", ondelete="CASCADE")),
+    Column("key", Text, nullable=False),
+    Column("value", Text, nullable=False),
+)

@@ -3,13 +3,16 @@ below their minimum or a host under memory pressure.
 
 Only deployments someone listens to are looked at: those with a `governor_webhook_url`
 or a client on the events stream that may see them. One LXD listing (with state) per
-project and one `/1.0/resources` per pass, whatever the number of shapes.
+project and one `/1.0/resources` per pass (and one per member of an idle pet), whatever
+the number of shapes.
 
 - metrics (every `events.metrics_interval`): one `metrics` event per deployment;
 - capacity (every `events.capacity_interval`): a `capacity-offer` per deployment when
-  what fits changed since the last offer; a `scale-request` (`below-minimum`) for a shape
-  below its minimum not yet asked at that count; under memory pressure a `scale-request`
-  (`capacity-pressure`) per shape that can shrink, once per wanted count.
+  what fits changed since the last offer (with `pets`, while some are idle: per pet its
+  members, until when it takes instances, and how many more of each opted-in shape fit
+  there); a `scale-request` (`below-minimum`) for a shape below its minimum not yet
+  asked at that count; under memory pressure a `scale-request` (`capacity-pressure`)
+  per shape that can shrink, once per wanted count.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from ..background import BackgroundLoop
 from ..core import capacity as cap
+from ..core import pets
 from ..core.context import Core
 from ..core.metrics import CpuSamples, shape_metrics
 from ..core.reconcile import owner_keys
@@ -68,7 +72,8 @@ class Monitor:
         self.pressure = Debounce()
         self.samples = CpuSamples()
         self._clock = clock
-        self._offers: dict[int, dict[str, int]] = {}
+        self._offers: dict[int, dict[str, Any]] = {}
+        self._pet_hosts: dict[str, cap.Host] = {}
         self._loop_thread = BackgroundLoop("event-monitor")
 
     # --- what is looked at ---------------------------------------------------------------
@@ -159,6 +164,9 @@ class Monitor:
         listings = self._listings({w.deployment.project for w in watched})
         allocated = cap.allocated_cpu(i for found in listings.values() for i in found.values())
         profiles: dict[tuple[str, str], dict[str, str]] = {}
+        lendable = pets.lendable(self.core)
+        self._pet_hosts = {m: cap.host_of(self.core.lxd.get_resources(target=m))
+                           for pet in lendable for m in pet.members}
         usages = []
         for w in watched:
             project = w.deployment.project
@@ -177,9 +185,15 @@ class Monitor:
                     running=sum(1 for i in states if i.get("status") == "Running"),
                     memory_usage=sum(int(((i.get("state") or {}).get("memory") or {})
                                          .get("usage") or 0) for i in states)))
-            counts = {name: o["count"] for name, o in offers.items()}
+            counts: dict[str, Any] = {name: o["count"] for name, o in offers.items()}
+            metadata: dict[str, Any] = {"shapes": offers, "host": host.to_api()}
+            if lendable:
+                pet_offers = self._pet_offers(w, lendable, listings, profiles)
+                metadata["pets"] = pet_offers
+                counts["pets"] = {name: {s: o["count"] for s, o in p["shapes"].items()}
+                                  for name, p in pet_offers.items()}
             if offers and self._offers.get(w.deployment.id) != counts and self.bus.publish(
-                    w.deployment.id, ev.CAPACITY_OFFER, {"shapes": offers, "host": host.to_api()}):
+                    w.deployment.id, ev.CAPACITY_OFFER, metadata):
                 published += 1
                 self._offers[w.deployment.id] = counts
         wanted = cap.pressure_counts(host, self.settings.memory_pressure_percent, usages)
@@ -197,6 +211,41 @@ class Monitor:
                 f"host memory is {host.memory_percent:.0f}% used (threshold "
                 f"{self.settings.memory_pressure_percent:g}%)")
         return published
+
+    def _pet_offers(self, w: Watched, lendable: list[pets.Lendable],
+                    listings: dict[str, dict[str, dict[str, Any]]],
+                    profiles: dict[tuple[str, str], dict[str, str]]) -> dict[str, Any]:
+        """Per idle pet: its members, until when it takes instances, and how many more
+        of each opted-in shape fit on its members (each member's own resources and the
+        running instances there; the shape's maximum bounds the sum)."""
+        everywhere = [i for found in listings.values() for i in found.values()]
+        project = w.deployment.project
+        result = {}
+        for pet in lendable:
+            shapes = {}
+            for shape in w.shapes:
+                template = InstanceTemplate.model_validate_json(shape.instance_template)
+                if not pet.takes(shape.config, template.type):
+                    continue
+                config = self._template_config(project, shape, profiles)
+                current = w.current.get(shape.id, 0)
+                count, limited_by = 0, "scaling_maximum"
+                for member in pet.members:
+                    here = cap.offer(
+                        self._pet_hosts[member], config, current=current,
+                        maximum=shape.scaling_maximum,
+                        cpu_allocated=cap.allocated_cpu(
+                            i for i in everywhere if i.get("location") == member),
+                        cpu_allocation_ratio=self.settings.cpu_allocation_ratio)
+                    count += here["count"]
+                    limited_by = here["limited_by"] if here["limited_by"] != \
+                        "scaling_maximum" else limited_by
+                room = max(shape.scaling_maximum - current, 0)
+                if count >= room:
+                    count, limited_by = room, "scaling_maximum"
+                shapes[shape.name] = {"count": count, "limited_by": limited_by}
+            result[pet.pet.name] = {**pet.to_api(), "shapes": shapes}
+        return result
 
     def _scale_request(self, w: Watched, shape: ShapeRow, count: int, current: int,
                        cause: str, reason: str) -> int:

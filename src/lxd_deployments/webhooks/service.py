@@ -1,11 +1,13 @@
-"""The background side of events for the daemon: the deliverer, the change follower and
-the monitor, started after the startup reconcile and stopped before the store closes."""
+"""The background side of events for the daemon: the deliverer, the change follower,
+the monitor and the pets' duty, started after the startup reconcile and stopped before
+the store closes."""
 
 from __future__ import annotations
 
 import logging
 
 from ..core.context import Core
+from ..core.pet_duty import PetDuty
 from ..core.scale_requests import Debounce
 from .deliverer import Deliverer
 from .events import EventBus
@@ -22,7 +24,8 @@ def make_bus(db, webhooks: WebhookSettings, events: EventSettings) -> EventBus:
 
 
 class WebhookService:
-    def __init__(self, core: Core, webhooks: WebhookSettings, events: EventSettings) -> None:
+    def __init__(self, core: Core, webhooks: WebhookSettings, events: EventSettings, *,
+                 pet_interval: float = 0.0) -> None:
         if core.events is None:
             raise ValueError("the core has no event bus")
         self.core = core
@@ -34,14 +37,18 @@ class WebhookService:
                                        poll_interval=events.changes_poll_interval,
                                        retention=events.changes_retention)
         self.monitor = Monitor(core, self.bus, events, below_minimum)
+        # The pets' notices and reclaims (0: none), a duty of its own.
+        self.pets = PetDuty(core, interval=pet_interval)
 
     def start(self) -> None:
         self.deliverer.start()
         self.follower.start()
         self.monitor.start()
+        self.pets.start()
         logger.info("events and webhook deliveries started")
 
     def stop(self) -> None:
+        self.pets.stop(timeout=5.0)
         self.monitor.stop(timeout=5.0)
         self.follower.stop(timeout=5.0)
         self.deliverer.stop(timeout=5.0)
