@@ -80,7 +80,10 @@ class World:
             elif name == "name":
                 owner = path.split("/{name}")[0].rsplit("/", 1)[-1]
                 values[name] = {"deployments": "fz", "shapes": "victim", "keys": "k",
-                                "instances": "c1", "placement-groups": "pg"}[owner]
+                                "instances": "c1", "placement-groups": "pg",
+                                # No pet: one needs a cluster member, and this LXD is
+                                # not clustered (a pet's routes answer 404 here).
+                                "pets": "pt"}[owner]
             else:
                 return None
         return values or None
