@@ -13,6 +13,7 @@ from lxd_deployments.auth import Listener
 from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core
 from lxd_deployments.store import open_database
+from lxd_deployments.webhooks.events import EventBus
 from tests.certs import make_certificate
 
 from .fake_lxd import FakeLXD
@@ -213,3 +214,14 @@ def nothing_changes(core, fake_lxd):
                 assert store_snapshot(core) == self.store
                 assert fake_lxd.instances == self.instances
     return Check()
+
+
+@pytest.fixture
+def ecore(tmp_path, fake_lxd) -> Core:
+    """A core with an event bus on a store of its own (what webhooks and the events
+    stream see), for the tests of events."""
+    db = open_database(tmp_path / "events.sqlite3")
+    core = Core(db=db, lxd=fake_lxd, events=EventBus(db))
+    yield core
+    core.operations.shutdown()
+    db.close()

@@ -14,16 +14,14 @@ from starlette.websockets import WebSocketDisconnect
 from lxd_deployments.api import create_app
 from lxd_deployments.auth.caller import Listener
 from lxd_deployments.auth.middleware import ListenerApp
-from lxd_deployments.core import Core
 from lxd_deployments.core import capacity as cap
 from lxd_deployments.core import reconcile as rec
 from lxd_deployments.core.scale_requests import Debounce
 from lxd_deployments.core.watcher import handle_event
 from lxd_deployments.lxd import LifecycleEvent
 from lxd_deployments.store import changes as changes_log
-from lxd_deployments.store import open_database
 from lxd_deployments.store import webhook_deliveries as queue
-from lxd_deployments.webhooks.events import Event, EventBus, Subscription
+from lxd_deployments.webhooks.events import Event, Subscription
 from lxd_deployments.webhooks.follower import PRUNE_EVERY, ChangeFollower, event_type_of
 from lxd_deployments.webhooks.monitor import Monitor
 from lxd_deployments.webhooks.settings import EventSettings
@@ -31,14 +29,6 @@ from lxd_deployments.webhooks.settings import EventSettings
 URL = "http://governor.example/hooks"
 BASE = "/1.0/deployments/web/shapes/front"
 GiB = 2**30
-
-
-@pytest.fixture
-def ecore(tmp_path, fake_lxd):
-    db = open_database(tmp_path / "events.sqlite3")
-    core = Core(db=db, lxd=fake_lxd, events=EventBus(db))
-    yield core
-    db.close()
 
 
 @pytest.fixture

@@ -12,22 +12,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from lxd_deployments.api.app import create_app
 from lxd_deployments.auth.caller import Listener
-from lxd_deployments.core.context import Core
-from lxd_deployments.store import open_database
-from lxd_deployments.webhooks.events import EventBus, OperationEvent
+from lxd_deployments.webhooks.events import OperationEvent
 
 from .conftest import ListenerApp
 from .test_events import make_shape, run
 
 BASE = "/1.0/deployments/web/shapes/front"
-
-
-@pytest.fixture
-def ecore(tmp_path, fake_lxd):
-    db = open_database(tmp_path / "compat.sqlite3")
-    core = Core(db=db, lxd=fake_lxd, events=EventBus(db))
-    yield core
-    db.close()
 
 
 @pytest.fixture

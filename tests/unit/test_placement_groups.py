@@ -16,8 +16,6 @@ from lxd_deployments.core.placement import Rule, decide, violations
 from lxd_deployments.errors import PlacementRefused
 from lxd_deployments.lxd import ClusterMember, LifecycleEvent
 from lxd_deployments.models import PlacementGroup
-from lxd_deployments.store import open_database
-from lxd_deployments.webhooks.events import EventBus
 
 from .conftest import admin_app, error_of
 
@@ -276,15 +274,6 @@ def test_shape_keys_naming_a_missing_group_or_cluster_group_are_400_when_set(
 
 
 # --- launches held by the rule -----------------------------------------------------------
-
-
-@pytest.fixture
-def ecore(tmp_path, fake_lxd) -> Core:
-    db = open_database(tmp_path / "events.sqlite3")
-    core = Core(db=db, lxd=fake_lxd, events=EventBus(db))
-    yield core
-    core.operations.shutdown()
-    db.close()
 
 
 @pytest.fixture
