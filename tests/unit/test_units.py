@@ -114,9 +114,11 @@ def test_a_pending_operation_of_a_is_cancelled_through_b_and_never_runs(two):
     assert cleaned == ["released"]  # the runner (a) released what it held
     assert queued.status is Status.CANCELLED and queued.done.is_set()
     release.set()
-    wait_until(lambda: b.operations.get(queued.id).status.final)
-    time.sleep(0.1)  # give a wrongly started work the time to show (it must not)
-    assert ran == ["first"]
+    # One worker, first in first out: once a later operation ran, the cancelled one's
+    # turn has passed.
+    later = a.operations.start("third", {}, blocking_work(release, ran, "third"))
+    assert b.operations.wait(later.id, WAIT).status is Status.SUCCESS
+    assert ran == ["first", "third"]
     with pytest.raises(Conflict):
         b.operations.cancel(queued.id)
 
@@ -133,7 +135,9 @@ def test_a_cancel_flagged_just_before_the_runner_starts_wins(two):
         assert stored.request_cancel(conn, queued.id)
     release.set()
     assert b.operations.wait(queued.id, WAIT).status is Status.CANCELLED
-    assert ran == ["first"]
+    later = a.operations.start("third", {}, blocking_work(release, ran, "third"))
+    assert b.operations.wait(later.id, WAIT).status is Status.SUCCESS
+    assert ran == ["first", "third"]
 
 
 def test_a_running_cancellable_operation_of_a_stops_at_its_next_step_when_b_cancels(two):
@@ -233,12 +237,14 @@ def test_one_leader_runs_the_duties_and_another_takes_over_when_it_stops(two):
     assert first.try_lead() and not second.try_lead()
     assert log == [f"recover {a.unit_id}", f"start {a.unit_id}"]
     second.start()
-    time.sleep(0.2)  # followers keep trying: none may take the lead while a holds it
+    # Followers keep trying: none may take the lead while a holds it.
+    wait_until(lambda: second.rounds >= 3, what="three rounds of the follower")
     assert not second.leader
     stopped = time.monotonic()
     first.stop()
     wait_until(lambda: second.leader, what="b to take the lead")
     assert time.monotonic() - stopped < 1.0
+    wait_until(lambda: len(log) == 5, what="b's duties to start")
     assert log[2:] == [f"stop {a.unit_id}", f"recover {b.unit_id}", f"start {b.unit_id}"]
     second.stop()
 
@@ -267,7 +273,7 @@ def test_a_leader_killed_with_sigkill_is_replaced_within_a_second(two, tmp_path)
         follower = leadership(b, log)
         follower.join()
         follower.start()
-        time.sleep(0.2)
+        wait_until(lambda: follower.rounds >= 3, what="three rounds of the follower")
         assert not follower.leader
         killed = time.monotonic()
         os.kill(holder.pid, signal.SIGKILL)
@@ -275,6 +281,8 @@ def test_a_leader_killed_with_sigkill_is_replaced_within_a_second(two, tmp_path)
         wait_until(lambda: follower.leader, what="the takeover")
         assert time.monotonic() - killed < 1.0
         assert presence.alive(a.db, [dead_unit, b.unit_id]) == {b.unit_id}
+        # Recovery first, then the duties.
+        wait_until(lambda: len(log) == 2, what="the duties to start")
         assert log == [f"recover {b.unit_id}", f"start {b.unit_id}"]
         follower.stop()
     finally:

@@ -104,6 +104,7 @@ class Leadership:
         self.on_recovered = on_recovered
         self.interval = interval
         self.elected_at: float | None = None
+        self.rounds = 0  # of the election thread (how many times it looked)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started: list[Duty] = []
@@ -166,6 +167,7 @@ class Leadership:
                     beat = time.monotonic()
             except Exception:
                 logger.exception("the leader election failed this round; trying again")
+            self.rounds += 1
 
     def stop(self) -> None:
         """Stop the duties (in reverse order), then give up the lead and our presence."""
