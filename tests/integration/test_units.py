@@ -129,6 +129,9 @@ def test_sigkill_of_the_leader_during_bulk_launches_is_taken_over_within_5s(
             poll_until(lambda: created() >= 2, 120, "two members created in LXD")
             killed = time.monotonic()
             leader.kill()
+            # The kill cut launches off: recovery has reservations to settle.
+            at_kill = busy_records(leader)
+            assert at_kill, "every launch had ended before the kill"
             poll_until(units.leader_lock_held, TAKEOVER_LIMIT, "another unit to lead")
             takeover = time.monotonic() - killed
             print(f"\ntakeover: {takeover:.2f}s after the SIGKILL")
@@ -140,6 +143,12 @@ def test_sigkill_of_the_leader_during_bulk_launches_is_taken_over_within_5s(
             # of it unfinished; the batch it ran ended as failed.
             poll_until(lambda: not busy_records(heir) and not unfinished_operations(heir),
                        SETTLE_TIMEOUT, "the dead unit's work to be settled")
+            settled = Counter(row[0] for row in store_rows(
+                heir, "SELECT change FROM deployments_instance_changes "
+                      "WHERE change IN ('recovered', 'released')"))
+            assert sum(settled.values()) >= len(at_kill), (settled, at_kill)
+            print(f"at the kill: {len(at_kill)} reservation(s) in flight; recovery: "
+                  f"{dict(settled)}")
             ended = ok(heir.http.get(f"/1.0/operations/{batch['id']}"))
             assert ended["status"] == "Failure"
             assert "stopped before it ended" in ended["err"], ended
