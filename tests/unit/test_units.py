@@ -350,7 +350,7 @@ def test_recovery_settles_the_work_of_dead_processes_only(two):
     assert dead_with_work(a) == {dead_unit}
 
     from lxd_deployments.core.reconcile import reconcile
-    assert settle_dead(a, lambda: reconcile(a, startup=True)) == 1
+    assert settle_dead(a, lambda: reconcile(a, startup=True)).changes == 2
     assert statuses(a) == {"dead-made": "ready", "live-pending": "pending",
                            "live-deleting": "deleting"}
     assert a.operations.get(stuck.id).status is Status.FAILURE

@@ -64,10 +64,10 @@ def dead_with_work(core: Core) -> set[str]:
     return holders - presence.alive(core.db, holders)
 
 
-def settle_dead(core: Core, reconcile: Reconcile) -> int:
+def settle_dead(core: Core, reconcile: Reconcile) -> Summary:
     """Settle what dead processes left: their operations fail, their pending/deleting
     records are settled by the startup reconcile (`reconcile`); their rows go. Returns
-    how many operations it ended."""
+    what the reconcile did."""
     dead = dead_with_work(core)
     ended = 0
     if dead:
@@ -83,7 +83,7 @@ def settle_dead(core: Core, reconcile: Reconcile) -> int:
                      "processes stay until the next attempt", project, error)
     if not summary.failed:
         presence.forget_dead(core.db)
-    return ended
+    return summary
 
 
 class Leadership:
@@ -129,7 +129,8 @@ class Leadership:
             self.elected_at = time.monotonic()
             logger.info("this process (%s) leads: it runs the background duties",
                         self.core.unit_id)
-            settle_dead(self.core, self.reconcile)
+            summary = settle_dead(self.core, self.reconcile)
+            logger.info("startup reconcile done: %d change(s) recorded", summary.changes)
             if self.on_recovered is not None:
                 self.on_recovered()
             for duty in self.duties:
