@@ -72,7 +72,8 @@ class Presence:
             conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             conn.detach()  # never back to the pool: the locks live as long as it does
             self._conn = conn
-            if not conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"),
+            if not conn.execute(text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), "
+                                     "CAST(:key AS integer))"),
                                 {"ns": NS_UNIT, "key": unit_key(self.unit_id)}).scalar():
                 raise RuntimeError(f"the liveness lock of unit {self.unit_id} is taken")
         else:
@@ -102,7 +103,8 @@ class Presence:
             return True
         if self._conn is not None:
             self.leader = bool(self._conn.execute(
-                text("SELECT pg_try_advisory_lock(:ns, 0)"), {"ns": NS_LEADER}).scalar())
+                text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), 0)"),
+                {"ns": NS_LEADER}).scalar())
         else:
             self.leader = self._flock("leader", lock_dir(self.db).parent / "leader.lock")
         return self.leader
@@ -158,7 +160,7 @@ def alive(db, unit_ids: Iterable[str]) -> set[str]:
         with db.read() as conn:
             held = set(conn.execute(text(
                 "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = :ns AND objsubid = 2 AND granted "
+                "AND classid::bigint = :ns AND objsubid = 2 AND granted "
                 "AND database = (SELECT oid FROM pg_database "
                 "WHERE datname = current_database())"), {"ns": NS_UNIT}).scalars())
         return {unit for unit in wanted if unit_key(unit) in held}
