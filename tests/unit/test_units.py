@@ -362,3 +362,35 @@ def test_recovery_settles_the_work_of_dead_processes_only(two):
     alive_presence.leave()
     dead_op.shutdown()
 
+
+
+def test_a_hook_is_settled_by_the_process_that_began_it_or_the_leader_once_it_died(two):
+    """The operation a governor waits on lives in the process that began the hook: no
+    other live process settles it (the operation would never end); once that process
+    is dead, the leader's timer does."""
+    from lxd_deployments.core import lifecycle
+    from lxd_deployments.core.instances import settle_due_hooks
+
+    a, b = two
+    with TestClient(admin_app(a)) as api:
+        assert api.post("/1.0/deployments", json={"name": "web"}).status_code == 201
+        assert api.post("/1.0/deployments/web/shapes", json={
+            "name": "front", "scaling_minimum": 0, "scaling_maximum": 4,
+            "config": {lifecycle.TERMINATE_TIMEOUT_KEY: "600"},
+            "instance_template": {"source": {"type": "image", "alias": "busybox"}}}
+        ).status_code == 201
+    b_presence = Presence(b.db, b.unit_id)
+    b_presence.join()
+    with a.db.write() as conn:
+        record = records.reserve(conn, shape_id(a), "default", "c1", status=records.READY)
+        # b began the hook; its deadline has passed.
+        records.begin_hook(conn, record, records.TERMINATING, time.time() - 10,
+                           time.time() - 1, unit=b.unit_id)
+    a.lxd.add_instance("default", "c1", our_keys(a))
+    assert settle_due_hooks(a, orphans=True) == 0  # b lives: b's to settle
+    assert statuses(a) == {"c1": records.TERMINATING}
+    b_presence.leave()  # b is gone
+    assert settle_due_hooks(a, orphans=False) == 0  # a follower leaves orphans alone
+    assert settle_due_hooks(a, orphans=True) == 1  # the leader settles them
+    wait_until(lambda: statuses(a) == {}, what="the removal")
+    assert ("default", "c1") not in a.lxd.instances
