@@ -10,6 +10,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from lxd_deployments.core import Core, placement, placement_groups, reconcile, watcher
 from lxd_deployments.core.placement import Rule, decide, violations
@@ -286,9 +287,9 @@ def eapi(ecore):
 
 def queued(core: Core, type_: str = "placement-violated") -> list[dict]:
     with core.db.read() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT payload FROM deployments_webhook_deliveries WHERE event_type = ? "
-            "ORDER BY id", (type_,)).scalars().all()
+        rows = conn.execute(text(
+            "SELECT payload FROM deployments_webhook_deliveries WHERE event_type = :type "
+            "ORDER BY id"), {"type": type_}).scalars().all()
     return [json.loads(row) for row in rows]
 
 

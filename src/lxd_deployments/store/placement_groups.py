@@ -93,7 +93,8 @@ _SHAPES_IN_GROUP = (
            deployments_shapes_config.c.value == bindparam("name"))
     .order_by(deployments_shapes.c.name))
 _LOCK_GROUP = (select(groups).where(groups.c.deployment_id == bindparam("deployment_id"),
-                                    groups.c.name == bindparam("name")).with_for_update())
+                                    groups.c.name == bindparam("name"))
+               .with_for_update(key_share=True))
 
 
 def shapes_in_group(conn: Connection, deployment_id: int, name: str
@@ -105,7 +106,7 @@ def shapes_in_group(conn: Connection, deployment_id: int, name: str
 
 def lock_group(conn: Connection, deployment_id: int, name: str) -> PlacementGroupRow | None:
     """The group's rule (its config left out), its row locked until the transaction ends
-    (`FOR UPDATE`: not rendered by SQLite, whose write transactions are serial)."""
+    (`FOR NO KEY UPDATE`: not rendered by SQLite, whose write transactions are serial)."""
     row = conn.execute(_LOCK_GROUP, {"deployment_id": deployment_id, "name": name}).first()
     return None if row is None else _row(row, {})
 
