@@ -67,26 +67,42 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def database(request: pytest.FixtureRequest, store_kind: str, tmp_path):
-    """A `store.Database`, migrated, on the store the test runs on: a SQLite file in
-    tmp_path, or a fresh database of the private PostgreSQL server (dropped after)."""
-    if store_kind == SQLITE:
-        db = open_database(tmp_path / "db.sqlite3")
-        yield db
+def new_store(request: pytest.FixtureRequest, store_kind: str, tmp_path):
+    """`new_store(migrated=True)` makes a fresh store on the store the test runs on (a
+    SQLite file in tmp_path, or a database of the private PostgreSQL server) and returns
+    `open`: each `open()` is a new `store.Database` on it (migrating it if needed), as
+    another unit or a restart would open it. All are closed (and the PostgreSQL
+    databases dropped) after the test. `migrated=False` leaves a PostgreSQL database
+    empty (for the migration tests; SQLite files are always made empty)."""
+    opened = []
+    made = []
+    numbers = iter(range(1, 1000))
+
+    def make(migrated: bool = True):
+        if store_kind == SQLITE:
+            path = tmp_path / f"store-{next(numbers)}" / "db.sqlite3"
+
+            def open_sqlite(**options):
+                opened.append(open_database(path, **options))
+                return opened[-1]
+            return open_sqlite
+        server: PostgresServer = request.getfixturevalue("postgres")
+        created = server.create_database(migrated=migrated)
+        made.append(created)
+
+        def open_postgresql(**options):
+            opened.append(created.open(**options))
+            return opened[-1]
+        return open_postgresql
+
+    yield make
+    for db in opened:
         db.close()
-        return
-    server: PostgresServer = request.getfixturevalue("postgres")
-    made = server.create_database()
-    db = made.open()
-    yield db
-    db.close()
-    server.drop_database(made.name)
+    for created in made:
+        created.server.drop_database(created.name)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--long"):
-        return
-    long_ones = [item for item in items if item.get_closest_marker("long") is not None]
-    if long_ones:
-        config.hook.pytest_deselected(items=long_ones)
-        items[:] = [item for item in items if item.get_closest_marker("long") is None]
+@pytest.fixture
+def database(new_store):
+    """A `store.Database`, migrated, on the store the test runs on (closed after)."""
+    return new_store()()

@@ -97,6 +97,7 @@ class Database:
         the migration lock, so that concurrent starts apply each step once."""
         with self._migration_lock():
             with self.write() as conn:
+                conn.execution_options(sqlite_ddl=True)
                 conn.execute(text(
                     "CREATE TABLE IF NOT EXISTS schema "
                     "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"))

@@ -3,9 +3,10 @@
 A record is written *before* LXD is asked to create the instance (status `pending`), in
 the same transaction that counts the shape's records, so the count and the reservation
 cannot be separated by another writer (`Database.write` takes SQLite's write lock at
-BEGIN; on PostgreSQL `lock_for_reservation` locks the shape's row, and only that). Every status counts towards `scaling_maximum`; `pending` and `deleting` ones are
-left out when checking `scaling_minimum`: a launch may still fail, and a delete is on
-its way out.
+BEGIN; on PostgreSQL `lock_for_reservation` locks the shape's row, and only that).
+Every status counts towards `scaling_maximum`; `pending` and `deleting` ones are left
+out when checking `scaling_minimum`: a launch may still fail, and a delete is on its
+way out.
 """
 
 from __future__ import annotations
