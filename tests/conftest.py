@@ -72,7 +72,7 @@ def new_store(request: pytest.FixtureRequest, store_kind: str, tmp_path):
     SQLite file in tmp_path, or a database of the private PostgreSQL server) and returns
     `open`: each `open()` is a new `store.Database` on it (migrating it if needed), as
     another unit or a restart would open it. All are closed (and the PostgreSQL
-    databases dropped) after the test. `migrated=False` leaves a PostgreSQL database
+    databases given back, emptied) after the test. `migrated=False` leaves a PostgreSQL database
     empty (for the migration tests; SQLite files are always made empty)."""
     opened = []
     made = []
@@ -87,8 +87,10 @@ def new_store(request: pytest.FixtureRequest, store_kind: str, tmp_path):
                 return opened[-1]
             return open_sqlite
         server: PostgresServer = request.getfixturevalue("postgres")
-        created = server.create_database(migrated=migrated)
-        made.append(created)
+        # A migrated one is leased (recycled: cheap), an empty one made.
+        created = server.lease_database() if migrated else server.create_database(
+            migrated=False)
+        made.append((created, migrated))
 
         def open_postgresql(**options):
             opened.append(created.open(**options))
@@ -98,8 +100,11 @@ def new_store(request: pytest.FixtureRequest, store_kind: str, tmp_path):
     yield make
     for db in opened:
         db.close()
-    for created in made:
-        created.server.drop_database(created.name)
+    for created, leased in made:
+        if leased:
+            created.server.release_database(created)
+        else:
+            created.server.drop_database(created.name)
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from lxd_deployments.models import PlacementGroup
 
 from .conftest import admin_app, error_of
 
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
 GROUPS = "/1.0/deployments/web/placement-groups"
 SHAPES = "/1.0/deployments/web/shapes"
 TEMPLATE = {"source": {"type": "image", "alias": "busybox"}}
