@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, Select, insert, inspect, select, text
 
 from ..config import Settings, database_password
 from .migrations import MIGRATIONS
@@ -82,6 +82,7 @@ class Database:
         """A transaction that may write; commits on success. On SQLite it holds the
         write lock from its start; on PostgreSQL it locks what its statements lock."""
         with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(store_write=True)  # see `for_change`
             if self.dialect == SQLITE:
                 conn.execution_options(begin_mode="IMMEDIATE")
             with conn.begin():
@@ -126,6 +127,18 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def for_change(conn: Connection, query: Select) -> Select:
+    """`query`, locking the rows it reads when it runs in a write transaction: what a
+    write reads (a deployment, a shape, a group, a pet) it is about to change from what
+    it read (a PATCH merges config), and on PostgreSQL two such writes at once would
+    each overwrite the other's change. `FOR NO KEY UPDATE` makes them serial, and no
+    more: inserts of child rows (their foreign keys) never wait for it. SQLite's write
+    transactions are serial anyway (it renders no FOR UPDATE)."""
+    if conn.get_execution_options().get("store_write"):
+        return query.with_for_update(key_share=True)
+    return query
 
 
 def _version(conn: Connection) -> int:

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
+from .database import for_change
 from .repository import _configs_of, _replace_config
 from .rows import PlacementGroupRow
 from .schema import deployments_placement_groups as groups
@@ -37,8 +38,8 @@ def list_groups(conn: Connection, deployment_id: int) -> list[PlacementGroupRow]
 
 
 def get_group(conn: Connection, deployment_id: int, name: str) -> PlacementGroupRow | None:
-    row = conn.execute(select(groups).where(groups.c.deployment_id == deployment_id,
-                                            groups.c.name == name)).first()
+    row = conn.execute(for_change(conn, select(groups).where(
+        groups.c.deployment_id == deployment_id, groups.c.name == name))).first()
     if row is None:
         return None
     return _row(row, _configs_of(conn, groups_config, "group_id", [row.id]).get(row.id, {}))
