@@ -121,8 +121,9 @@ def secure_state(settings: Settings) -> None:
 def build_core(settings: Settings) -> Core:
     """The core, with an LXD adapter not connected yet (`bring_up_lxd` connects it)."""
     secure_state(settings)  # before the store opens: its secrets are never exposed
-    create_private(settings.database_path)
-    db = open_database(settings.database_path)
+    if settings.database is None:
+        create_private(settings.database_path)  # SQLite: made 0600 before it opens
+    db = open_database(settings)
     return Core(db=db, lxd=PylxdAdapter(), lxd_readiness=LXDReadiness(ready=False),
                 operations=Operations(max_workers=settings.operation_workers,
                                       bulk_workers=settings.bulk_concurrency),

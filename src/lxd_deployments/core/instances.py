@@ -251,6 +251,9 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
     not protected), then delete it in LXD: at once, or once its terminating hook is
     answered or times out."""
     with core.db.write() as conn:
+        # Serial with the shape's other deletes and launches (PostgreSQL: the shape's
+        # row), so that two deletes cannot both see room above the minimum.
+        records.lock_shape(conn, target.shape.id)
         shape = require_shape(conn, target.deployment.id, target.shape.name, details=False)
         record = _require_record(conn, target, name)
         _refuse_busy(record)

@@ -3,9 +3,10 @@
 A record is written *before* LXD is asked to create the instance (status `pending`), in
 the same transaction that counts the shape's records, so the count and the reservation
 cannot be separated by another writer (`Database.write` takes SQLite's write lock at
-BEGIN). Every status counts towards `scaling_maximum`; `pending` and `deleting` ones are
-left out when checking `scaling_minimum`: a launch may still fail, and a delete is on
-its way out.
+BEGIN; on PostgreSQL `lock_for_reservation` locks the shape's row, and only that).
+Every status counts towards `scaling_maximum`; `pending` and `deleting` ones are left
+out when checking `scaling_minimum`: a launch may still fail, and a delete is on its
+way out.
 """
 
 from __future__ import annotations
@@ -92,8 +93,20 @@ class ReservationScope:
 _SHAPE_GROUP = (select(deployments_shapes_config.c.value)
                 .where(deployments_shapes_config.c.shape_id == bindparam("shape_id"),
                        deployments_shapes_config.c.key == groups.GROUP_KEY))
+# FOR NO KEY UPDATE on PostgreSQL: it serialises the shape's reservations, yet the
+# inserts of records (whose foreign key takes FOR KEY SHARE on the shape's row) and of
+# every other table never wait for it.
 _LOCK_SHAPE = (select(deployments_shapes.c.id)
-               .where(deployments_shapes.c.id == bindparam("shape_id")).with_for_update())
+               .where(deployments_shapes.c.id == bindparam("shape_id"))
+               .with_for_update(key_share=True))
+
+
+def lock_shape(conn: Connection, shape_id: int) -> None:
+    """Lock the shape's row until the transaction ends, as a reservation does: the first
+    statement of a transaction that counts the shape's records and then changes them
+    (a delete checking the minimum), so that two such transactions are serial. SQLite's
+    write transactions are serial anyway (FOR UPDATE is not rendered there)."""
+    conn.execute(_LOCK_SHAPE, {"shape_id": shape_id}).first()
 
 
 def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
@@ -111,7 +124,7 @@ def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
     group = None
     if group_name:
         group = groups.lock_group(conn, deployment_id, group_name)
-    conn.execute(_LOCK_SHAPE, {"shape_id": shape_id}).first()
+    lock_shape(conn, shape_id)
     if group is None:
         return ReservationScope(None, (shape_id,))
     members = [sid for sid, _ in groups.shapes_in_group(conn, deployment_id, group.name)]
