@@ -225,3 +225,22 @@ pets_config = Table(
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
 )
+
+store_identity = Table(
+    "store_identity",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("store_id", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+
+store_copies = Table(
+    "store_copies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_store_id", Text, nullable=False, unique=True),
+    Column("source", Text, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("copied_at", Text, nullable=False),
+)
