@@ -1,6 +1,6 @@
-"""copy-store's copy between two stores (SQLite into SQLite here; into PostgreSQL in
-tests/integration/test_store_copy_postgresql.py): exact, once, all or nothing, and never
-into a store that holds other data."""
+"""copy-store's copy of a SQLite store into another store (`target`: SQLite, and the
+private PostgreSQL server, see --store): exact, once, all or nothing, and never into a
+store that holds other data. The command around it: tests/integration/test_copy_store.py."""
 
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ def source(tmp_path):
     database.close()
 
 
+pytestmark = pytest.mark.both_stores
+
+
 @pytest.fixture
-def target(tmp_path):
-    database = open_database(tmp_path / "target" / "database.sqlite3")
-    yield database
-    database.close()
+def target(database):
+    """A fresh, migrated store on the store the test runs on (tests/conftest.py)."""
+    return database
 
 
 def markers(database) -> list[dict]:
@@ -75,6 +77,19 @@ def test_new_rows_in_the_target_get_ids_past_the_copied_ones(source, target):
         new = repo.insert_deployment(conn, "default", "after-the-copy", "", "", {})
 
     assert new > highest
+    if target.dialect == "postgresql":  # every identity column's sequence, not just one
+        with target.write() as conn:
+            for table in copied_tables():
+                sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"),
+                                        {"t": table.name}).scalar_one() \
+                    if "id" in table.columns else None
+                if sequence is None:
+                    continue
+                top = conn.execute(text(f"SELECT coalesce(max(id), 0) FROM {table.name}")
+                                   ).scalar_one()
+                following = conn.execute(text("SELECT nextval(:s)"), {"s": sequence}
+                                         ).scalar_one()
+                assert following > top, table.name
 
 
 def test_a_second_copy_is_a_no_op(source, target):
