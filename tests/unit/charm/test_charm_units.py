@@ -266,3 +266,42 @@ def test_a_leader_change_half_way_the_new_leader_records_the_old_leaders_copy(
     data = state_out.get_relation(peer.id).local_app_data
     assert (data["store"], data["store-url"]) == ("postgresql", URL)
     _assert_on_postgresql(serving)
+
+
+def test_the_governor_reaches_the_holder_when_the_leader_does_not_serve(
+        ctx, serving, service):
+    """Both units' answers, as a governor charm's library reads them together: ready,
+    with the one endpoint of the unit that serves."""
+    from tests.unit.lib.test_governor_lib import GOVERNOR_META, DummyGovernorCharm
+
+    secret, pair = _server_secret()
+    shared = {"service-id": str(uuid.uuid4()), "server-secret": secret.id,
+              "sqlite-unit": "lxd-deployments/1"}
+    governor = _governor()
+    leader = ctx.run(ctx.on.relation_changed(governor), testing.State(
+        leader=True, relations={_peer(2, **shared), governor}, secrets={secret},
+        config={"deployments": WEB}))
+    holder_ctx = testing.Context(charm.LXDDeploymentsCharm, unit_id=1)
+    holder = holder_ctx.run(holder_ctx.on.relation_changed(governor), testing.State(
+        leader=False, secrets={secret}, config={"deployments": WEB}, relations={
+            testing.PeerRelation("cluster", local_app_data=shared, peers_data={0: {}}),
+            governor}))
+    assert holder.unit_status.name == "blocked"  # two units, no shared store: it serves
+
+    back = testing.Relation(
+        "deployments", id=governor.id, local_app_data=governor.remote_app_data,
+        remote_app_name="lxd-deployments",
+        remote_app_data=leader.get_relation(governor.id).local_app_data,
+        remote_units_data={0: leader.get_relation(governor.id).local_unit_data,
+                           1: holder.get_relation(governor.id).local_unit_data})
+    governor_ctx = testing.Context(DummyGovernorCharm, meta=GOVERNOR_META)
+    with governor_ctx(governor_ctx.on.relation_changed(back, remote_unit=1),
+                      testing.State(leader=True, relations={back})) as manager:
+        manager.run()
+        ((kind, access),) = manager.charm.seen
+
+    assert kind == "ready"
+    assert access.key_name == f"juju-relation-{governor.id}"
+    assert [e.url for e in access.endpoints] == ["https://192.0.2.0:8444"]
+    assert [e.server_certificate for e in access.endpoints] == [pair.certificate]
+    assert service.find_key("default", "web", access.key_name) is not None
