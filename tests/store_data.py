@@ -27,8 +27,10 @@ from lxd_deployments.store.schema import (
     deployments_webhook_deliveries,
     deployments_webhook_secrets,
     event_cursors,
+    operations,
     pets,
     pets_config,
+    units,
 )
 
 NOW = "2026-12-02T03:04:05.123456+00:00"
@@ -99,6 +101,16 @@ def fill(database: Database, *, scale: int = 1) -> None:
                 schedule="mon-fri 08:00-18:00", lead_time=300, grace_period=60,
                 allow_vms=0, notice_for="", reclaimed_for="")).inserted_primary_key[0]
             conn.execute(insert(pets_config).values(pet_id=pet, key="user.a", value="b"))
+            conn.execute(insert(units).values(
+                unit_id=f"0000000{n}-unit", host="machine-0", pid=1000 + n, started_at=NOW,
+                seen_at=1796094245.5 + n))
+            conn.execute(insert(operations).values(
+                id=f"00000000-0000-4000-9000-{n:012d}", unit=f"0000000{n}-unit",
+                owner=None if n % 2 else f"{n:064x}", project="default",
+                description="Creating instance", resources='{"instances": ["web-0-0"]}',
+                status="Success" if n % 2 else "Running", metadata="{}", err="",
+                cancellable=n % 2, cancel_requested=0, created_at=NOW, updated_at=NOW,
+                finished_at=1796094250.75 if n % 2 else None))
         # Gaps: the first of each kind is gone (its children with it).
         conn.execute(delete(deployments).where(deployments.c.name == "web-0"))
         conn.execute(delete(certificates).where(certificates.c.name == "gov-0"))
