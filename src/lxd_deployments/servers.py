@@ -154,9 +154,9 @@ def _names_for(host: str) -> tuple[list[str], list[str]]:
     return dns, ips
 
 
-def prepare_tls(settings: Settings, core: Core) -> ServerTLS:
-    """The server certificate (made on first start unless configured) and the TLS
-    context, reloaded whenever the trust store changes."""
+def server_certificate(settings: Settings) -> str:
+    """The server certificate (PEM), made on first start unless configured. A supervisor
+    makes it before its workers start, so that they never race to make two."""
     cert_path, key_path = settings.server_cert_path, settings.server_key_path
     host = (settings.https_bind or ("", 0))[0]
     try:
@@ -167,9 +167,16 @@ def prepare_tls(settings: Settings, core: Core) -> ServerTLS:
                 logger.info("made the server certificate %s", cert_path)
         elif not key_path.exists():
             raise CertificateFilesError(f"tls.key {key_path} does not exist")
-        certificate = read_certificate(cert_path)
+        return read_certificate(cert_path)
     except CertificateFilesError as err:
         raise ConfigError(str(err)) from err
+
+
+def prepare_tls(settings: Settings, core: Core) -> ServerTLS:
+    """The server certificate (made on first start unless configured) and the TLS
+    context, reloaded whenever the trust store changes."""
+    cert_path, key_path = settings.server_cert_path, settings.server_key_path
+    certificate = server_certificate(settings)
 
     def load_trusted():
         with core.db.read() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -12,10 +13,12 @@ from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
 from .clock import Clock, SystemClock
-from .inflight import InstanceLocks, Reported, StateActions
+from .instance_locks import InstanceLocks
 from .lifecycle import Hooks
 from .operations import Operations
+from .placement_reports import PlacementReports
 from .readiness import LXDReadiness
+from .state_actions import StateActions
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
 
 if TYPE_CHECKING:
@@ -44,12 +47,17 @@ class Core:
     operations: Operations = field(default_factory=Operations)
     projects: frozenset[str] | None = None
     service_id: str = "lxd-deployments"
-    state_actions: StateActions = field(default_factory=StateActions)
-    # Orders the service's own changes of each instance (see inflight.py).
-    instance_locks: InstanceLocks = field(default_factory=InstanceLocks)
-    # The placement violations last reported per placement group, so that a lasting one
-    # is told once (by the launch that made it, or the check that found it).
-    placement_reports: Reported = field(default_factory=Reported)
+    # This process's id (every unit and worker has its own, made at start): what it
+    # holds in the store (hooks it waits on, state changes it makes) is marked with it.
+    unit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # The state changes in flight of every process (in the store: state_actions.py).
+    state_actions: StateActions = field(init=False)
+    # Orders the service's own changes of each instance, across processes
+    # (instance_locks.py).
+    instance_locks: InstanceLocks = field(init=False)
+    # The placement violations last reported per placement group (in the store), so
+    # that a lasting one is told once (by the launch that made it, or the check).
+    placement_reports: PlacementReports = field(init=False)
     events: EventBus | None = None
     # Called (with no argument) after the trust store changed: the HTTPS server reloads
     # its trusted certificates then. A listener must not raise.
@@ -72,6 +80,10 @@ class Core:
     clock: Clock = field(default_factory=SystemClock)
 
     def __post_init__(self) -> None:
+        # Made from the store: what they hold is shared by every process on it.
+        object.__setattr__(self, "state_actions", StateActions(self.db, self.unit_id))
+        object.__setattr__(self, "instance_locks", InstanceLocks(self.db))
+        object.__setattr__(self, "placement_reports", PlacementReports(self.db))
         # The events stream carries LXD's `operation` events (LXD's clients wait on them).
         if self.events is not None:
             self.operations.listen(self.events.operation_changed)

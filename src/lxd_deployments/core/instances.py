@@ -224,7 +224,8 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
                 records.set_status(conn, record_id, records.READY)
             else:
                 now = time.time()
-                records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now))
+                records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now),
+                                   owner=core.unit_id)
         if hook is None:
             metrics.launched(*labels, reserved_at)
             notify.instance_event(core, target, name, events.INSTANCE_LAUNCHED, op, **extra)
@@ -265,7 +266,7 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
                                f"({shape.scaling_minimum}): cannot delete an instance")
         hook = lifecycle.terminate_hook(repo.shape_config(conn, shape.id))
-        mark_for_removal(conn, record, hook)
+        mark_for_removal(conn, record, hook, owner=core.unit_id)
     return delete_operation(core, target, record, owner=owner, hook=hook)
 
 
@@ -276,14 +277,17 @@ def _refuse_busy(record: InstanceRow) -> None:
         raise Conflict(f'Instance "{record.instance_name}" is being deleted')
 
 
-def mark_for_removal(conn, record: InstanceRow, hook: lifecycle.Hook | None) -> None:
+def mark_for_removal(conn, record: InstanceRow, hook: lifecycle.Hook | None, *,
+                     owner: str) -> None:
     """In the transaction that decided the removal: `deleting`, or `terminating` until
-    the hook's deadline when the shape has a terminating hook."""
+    the hook's deadline when the shape has a terminating hook; `owner` is the process
+    that waits on the hook (`core.unit_id`): it settles the hook the moment it is due."""
     if hook is None:
         records.set_status(conn, record.id, records.DELETING)
         return
     now = time.time()
-    records.begin_hook(conn, record.id, records.TERMINATING, now, hook.deadline(now))
+    records.begin_hook(conn, record.id, records.TERMINATING, now, hook.deadline(now),
+                       owner=owner)
 
 
 def delete_operation(core: Core, target: Target, record: InstanceRow, *,
@@ -365,10 +369,28 @@ def _target_of(core: Core, record: InstanceRow) -> Target | None:
     return None if d is None or s is None else Target(d, s)
 
 
+# Seconds a due hook of another process is left to that process (its hook timer looks
+# every `hook_timer.TICK`, so that the operation its governor holds ends with the
+# removal) before any process settles it as an orphan's: the process that began it died
+# or restarted (a new process id).
+ORPHAN_GRACE = 3.0
+
+
+def _settles_now(core: Core, record: InstanceRow, now: float) -> bool:
+    """Whether this process settles the due hook of `record` now: its own at once, any
+    other's once it has been due for `ORPHAN_GRACE`."""
+    if record.hook_owner == core.unit_id:
+        return True
+    due_since = record.hook_answered_at if record.hook_result else record.hook_deadline
+    return due_since + ORPHAN_GRACE <= now
+
+
 def settle_due_hooks(core: Core) -> int:
     """Settle every hook whose answer is in or whose timeout passed: a terminating
     record is claimed (`deleting`) and removed, by the operation its governor holds
-    when this process began the hook, else by a new one. Returns how many it settled."""
+    when this process began the hook, else by a new one. Another process's hook is left
+    to it for `ORPHAN_GRACE` (an answer may arrive at any process: the one waiting sees
+    it in the store within a tick). Returns how many it settled."""
     now = time.time()
     with core.db.read() as conn:
         hooked = records.in_hooks(conn)
@@ -378,7 +400,7 @@ def settle_due_hooks(core: Core) -> int:
     for record in hooked:
         result = lifecycle.result_of(
             record, lifecycle.hook_of_record(configs[record.shape_id], record), now)
-        if result is None:
+        if result is None or not _settles_now(core, record, now):
             continue
         if record.status == records.LAUNCHING:
             settled += _settle_launch(core, record, result)
@@ -526,7 +548,7 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
         hook = lifecycle.terminate_hook(configs[instance.shape_id])
         if hook is not None and instance.status in (records.READY, records.FAILED):
             with core.db.write() as conn:
-                mark_for_removal(conn, instance, hook)
+                mark_for_removal(conn, instance, hook, owner=core.unit_id)
             hooked[instance.id] = hook
             target = _target_of(core, instance)
             if target is not None:

@@ -219,9 +219,12 @@ class WarmPools:
     """The refiller thread: refills on a tick or when a launch took an instance
     (`core.warm_pool_wakeup`, which also wakes it to stop)."""
 
-    def __init__(self, core: Core, *, tick: float = TICK) -> None:
+    def __init__(self, core: Core, *, tick: float = TICK, recover_at_start: bool = True) -> None:
         self.core = core
         self.tick = tick
+        # Off in a process started while other processes of the service may be taking
+        # pool instances (a restarted worker): their `taken` rows are no crash's.
+        self.recover_at_start = recover_at_start
         self._thread = BackgroundLoop("warm-pools", wake=core.warm_pool_wakeup.set)
 
     def start(self) -> None:
@@ -235,7 +238,7 @@ class WarmPools:
         while not stopping.is_set():
             try:
                 if time.monotonic() - swept > SWEEP_INTERVAL:
-                    if swept == 0.0:
+                    if swept == 0.0 and self.recover_at_start:
                         recover(self.core)
                     sweep(self.core)
                     swept = time.monotonic()

@@ -10,6 +10,7 @@ its way out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -233,17 +234,19 @@ def set_protected(conn: Connection, record_id: int, protected: bool) -> None:
 
 
 def begin_hook(conn: Connection, record_id: int, status: str, started: float,
-               deadline: float) -> None:
-    """Put the record in a hook (`terminating` or `launching`) until `deadline`."""
+               deadline: float, *, owner: str) -> None:
+    """Put the record in a hook (`terminating` or `launching`) until `deadline`, waited
+    on by process `owner`."""
     conn.execute(update(instances).where(instances.c.id == record_id).values(
-        status=status, hook_started=started, hook_deadline=deadline, hook_result=""))
+        status=status, hook_started=started, hook_deadline=deadline, hook_result="",
+        hook_owner=owner, hook_answered_at=0.0))
 
 
 def answer_hook(conn: Connection, record_id: int, status: str, result: str) -> bool:
     """Record the governor's answer to a record still in hook `status`; False if not."""
     done = conn.execute(update(instances).where(
         instances.c.id == record_id, instances.c.status == status,
-        instances.c.hook_result == "").values(hook_result=result))
+        instances.c.hook_result == "").values(hook_result=result, hook_answered_at=time.time()))
     return done.rowcount == 1
 
 

@@ -312,6 +312,42 @@ def _add_pets(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_process_coherence(conn: Connection) -> None:
+    """State that several processes of the service (units, workers) share (migration
+    10): counters bumped by changes that each process caches (the trust store, access),
+    the state changes in flight (so the leader's watcher knows another process's own
+    changes), who waits on each hook and when it was answered (so the process holding
+    the governor's operation settles it), and the placement violations last told."""
+    statements = [
+        """CREATE TABLE service_generations (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        )""",
+        """CREATE TABLE service_state_actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            project TEXT NOT NULL,
+            instance_name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            expires_at REAL
+        )""",
+        "CREATE INDEX service_state_actions_instance "
+        "ON service_state_actions (project, instance_name)",
+        """CREATE TABLE deployments_placement_reports (
+            group_id INTEGER PRIMARY KEY
+                REFERENCES deployments_placement_groups (id) ON DELETE CASCADE,
+            fingerprint TEXT NOT NULL
+        )""",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN hook_owner TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN hook_answered_at REAL NOT NULL DEFAULT 0",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
@@ -323,6 +359,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_metrics_certificates,
     _add_lifecycle,
     _add_pets,
+    _add_process_coherence,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

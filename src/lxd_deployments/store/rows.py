@@ -69,6 +69,9 @@ class InstanceRow:
     hook_deadline: float = 0.0
     hook_result: str = ""
     hook_started: float = 0.0
+    # The process waiting on the hook (its `core.unit_id`), and when the answer came.
+    hook_owner: str = ""
+    hook_answered_at: float = 0.0
 
 
 def instance_row(r) -> InstanceRow:
@@ -77,7 +80,8 @@ def instance_row(r) -> InstanceRow:
                        instance_name=r.instance_name, status=r.status, location=r.location,
                        created_at=r.created_at, revision=r.revision,
                        protected=bool(r.protected), hook_deadline=r.hook_deadline,
-                       hook_result=r.hook_result, hook_started=r.hook_started)
+                       hook_result=r.hook_result, hook_started=r.hook_started,
+                       hook_owner=r.hook_owner, hook_answered_at=r.hook_answered_at)
 
 
 @dataclass(frozen=True)

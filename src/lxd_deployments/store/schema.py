@@ -112,6 +112,8 @@ deployments_shapes_instances = Table(
     Column("hook_deadline", Float, nullable=False),
     Column("hook_result", Text, nullable=False),
     Column("hook_started", Float, nullable=False),
+    Column("hook_owner", Text, nullable=False),
+    Column("hook_answered_at", Float, nullable=False),
 )
 
 deployments_warm_pool = Table(
@@ -224,4 +226,31 @@ pets_config = Table(
     Column("pet_id", Integer, ForeignKey("pets.id", ondelete="CASCADE")),
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
+)
+
+service_generations = Table(
+    "service_generations",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+service_state_actions = Table(
+    "service_state_actions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", Text, nullable=False),
+    Column("instance_name", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("expires_at", Float),
+)
+
+deployments_placement_reports = Table(
+    "deployments_placement_reports",
+    metadata,
+    Column("group_id", Integer, ForeignKey("deployments_placement_groups.id",
+                                           ondelete="CASCADE"), primary_key=True),
+    Column("fingerprint", Text, nullable=False),
 )
