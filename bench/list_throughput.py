@@ -49,8 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="the service's worker counts to measure (default: 1 2)")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="record the service (its first worker) with py-spy into "
-                             "this SVG while the 8 clients load it (needs py-spy)")
+                        help="record the service (and its workers) with py-spy into this "
+                             "file (.svg: a flame graph, .txt: collapsed stacks) while "
+                             "the 8 clients load it (needs py-spy)")
     _common.add_common_arguments(parser)
     return parser.parse_args()
 
@@ -108,9 +109,10 @@ def _wait_running(lxd_http: httpx.Client, project: str, count: int) -> None:
 
 def _profile(pid: int, output: Path, seconds: float):
     import subprocess
+    raw = ["--format", "raw"] if output.suffix == ".txt" else []  # collapsed stacks
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration",
                              str(int(seconds) + 1), "--output", str(output), "--subprocesses",
-                             "--nonblocking"], stdout=subprocess.DEVNULL)
+                             "--nonblocking", *raw], stdout=subprocess.DEVNULL)
 
 
 def measure(args: argparse.Namespace, lxd, workers: int) -> dict[str, float]:
@@ -149,7 +151,7 @@ def measure(args: argparse.Namespace, lxd, workers: int) -> dict[str, float]:
                     if args.profile and kind == "service" and clients == max(CLIENTS) \
                             and round_ == 0:
                         spy = _profile(svc.process.pid, args.profile.with_suffix(
-                            f".w{workers}.svg"), args.seconds)
+                            f".w{workers}{args.profile.suffix}"), args.seconds)
                     value, errors = load(kind, target, clients, args.seconds)
                     if spy is not None:
                         spy.wait(60)

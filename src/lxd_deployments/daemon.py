@@ -37,6 +37,7 @@ from .auth.jwt import JWTAuthenticator
 from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.clock import FileClock, SystemClock
+from .core.generations import GenerationFollower
 from .core.hook_timer import HookTimer
 from .core.operations import Operations
 from .core.readiness import LXDReadiness
@@ -289,6 +290,11 @@ async def serve(settings: Settings, role: Role | None = None) -> None:
         listening.append(Listening(https, sockets.https, "https", own_loop=True))
     # Again, now that the store's journals, the service id and the server key exist.
     secure_state(settings)
+    # Changes of trust and access made by the other processes on the store reach this
+    # one's TLS context and caches.
+    follower = GenerationFollower(core.generations, core.tell_trust_listeners,
+                                  core.tell_access_listeners)
+    follower.start()
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events,
                               pet_interval=settings.pets.check_interval)
@@ -320,7 +326,7 @@ async def serve(settings: Settings, role: Role | None = None) -> None:
     finally:
         stop.set()
         await lxd  # a startup reconcile under way ends first (it uses the store)
-        for duty in (pools, hooks, webhooks, watcher):
+        for duty in (pools, hooks, webhooks, watcher, follower):
             await asyncio.to_thread(duty.stop)
         if role.owns_sockets:
             sockets.close()

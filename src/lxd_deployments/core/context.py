@@ -13,6 +13,7 @@ from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
 from .clock import Clock, SystemClock
+from .generations import ACCESS, TRUST, Generations
 from .instance_locks import InstanceLocks
 from .lifecycle import Hooks
 from .operations import Operations
@@ -58,6 +59,8 @@ class Core:
     # The placement violations last reported per placement group (in the store), so
     # that a lasting one is told once (by the launch that made it, or the check).
     placement_reports: PlacementReports = field(init=False)
+    # The trust and access counters this process follows (generations.py).
+    generations: Generations = field(init=False)
     events: EventBus | None = None
     # Called (with no argument) after the trust store changed: the HTTPS server reloads
     # its trusted certificates then. A listener must not raise.
@@ -84,18 +87,36 @@ class Core:
         object.__setattr__(self, "state_actions", StateActions(self.db, self.unit_id))
         object.__setattr__(self, "instance_locks", InstanceLocks(self.db))
         object.__setattr__(self, "placement_reports", PlacementReports(self.db))
+        object.__setattr__(self, "generations", Generations(self.db))
         # The events stream carries LXD's `operation` events (LXD's clients wait on them).
         if self.events is not None:
             self.operations.listen(self.events.operation_changed)
 
     def trust_changed(self) -> None:
+        """The trust store changed here: tell this process's listeners, and the others
+        through the store (`generations.py`)."""
+        self._bump(TRUST)
+        self.tell_trust_listeners()
+
+    def access_changed(self) -> None:
+        self._bump(ACCESS)
+        self.tell_access_listeners()
+
+    def _bump(self, name: str) -> None:
+        try:
+            self.generations.bump(name)
+        except Exception:  # the change is made; the others learn of it at their resync
+            self.generations.note_local()
+            logger.exception("cannot tell the other processes that %s changed", name)
+
+    def tell_trust_listeners(self) -> None:
         for listener in list(self.trust_listeners):
             try:
                 listener()
             except Exception:
                 logger.exception("a trust store listener failed")
 
-    def access_changed(self) -> None:
+    def tell_access_listeners(self) -> None:
         for listener in list(self.access_listeners):
             try:
                 listener()

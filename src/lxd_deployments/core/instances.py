@@ -48,12 +48,26 @@ def resolve(core: Core, project: str, deployment: str, shape: str) -> Target:
     # service was not given (a deployment made before its project left the list).
     core.require_project_allowed(project)
     with core.db.read() as conn:
-        d, s = repo.get_deployment_shape(conn, project, deployment, shape)
+        return _resolve_in(conn, project, deployment, shape)
+
+
+def _resolve_in(conn, project: str, deployment: str, shape: str) -> Target:
+    d, s = repo.get_deployment_shape(conn, project, deployment, shape)
     if d is None:
         raise NotFound("Deployment not found")
     if s is None:
         raise NotFound("Shape not found")
     return Target(d, s)
+
+
+def list_urls_of(core: Core, project: str, deployment: str, shape: str) -> list[str]:
+    """A governor's URL list (the hot read): the shape and its records in one read."""
+    core.require_project_allowed(project)
+    with core.db.read() as conn:
+        target = _resolve_in(conn, project, deployment, shape)
+        names = records.names(conn, target.shape.id)
+    return [shape_instance_url(project, target.deployment.name, target.shape.name, name)
+            for name in names]
 
 
 def _require_record(conn, target: Target, name: str) -> InstanceRow:

@@ -35,10 +35,10 @@ router = APIRouter(prefix="/1.0/deployments/{deployment}/shapes/{shape}/instance
             summary="List a shape's instances (as LXD: recursion=1 objects, 2 with state)")
 def list_instances(deployment: str, shape: str, c: CoreDep,
                    project: ProjectQuery = DEFAULT_PROJECT, recursion: RecursionQuery = 0):
+    if not recursion:
+        return sync_response(core.list_urls_of(c, project, deployment, shape))
     target = core.resolve(c, project, deployment, shape)
-    if recursion:
-        return sync_response(core.list_instances_full(c, target, with_state=recursion >= 2))
-    return sync_response(core.list_instance_urls(c, target))
+    return sync_response(core.list_instances_full(c, target, with_state=recursion >= 2))
 
 
 def _launch(c, project: str, deployment: str, shape: str, name: str | None,
