@@ -14,9 +14,9 @@ class PlacementReports:
         self._db = db
 
     def changed(self, group_id: int, fingerprint: str) -> bool:
-        """Remember `fingerprint` for the group; whether it differs from what was told."""
+        """Remember `fingerprint` for the group; whether it differs from what was told
+        (False for a group deleted meanwhile: there is no one to tell)."""
         with self._db.write() as conn:
             if rows.told(conn, group_id) == fingerprint:
                 return False
-            rows.remember(conn, group_id, fingerprint)
-            return True
+            return rows.remember(conn, group_id, fingerprint)

@@ -1,0 +1,365 @@
+"""State that several processes of the service share: two `Core`s on one SQLite file
+stand for two workers (or units), each with its own app; what one does, the other sees.
+
+Where a lock must span processes (instance locks, the startup flag) a real forked
+process holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lxd_deployments.api import create_app
+from lxd_deployments.auth import Listener
+from lxd_deployments.auth.cache import CallerCache
+from lxd_deployments.auth.caller import Caller
+from lxd_deployments.auth.middleware import ListenerApp
+from lxd_deployments.core import Core, lifecycle, warm_pool
+from lxd_deployments.core import instance_locks as locks_module
+from lxd_deployments.core.generations import GenerationFollower
+from lxd_deployments.core.instances import ORPHAN_GRACE, settle_due_hooks
+from lxd_deployments.core.state_actions import StateActions
+from lxd_deployments.core.watcher import handle_event
+from lxd_deployments.lxd import LifecycleEvent
+from lxd_deployments.process_role import SharedStartup
+from lxd_deployments.store import instances as records
+from lxd_deployments.store import open_database
+from lxd_deployments.store import placement_groups as groups
+from lxd_deployments.store import placement_reports as pr_rows
+from lxd_deployments.store import repository as repo
+from lxd_deployments.store import state_actions as action_rows
+
+from .fake_lxd import FakeLXD
+
+SHAPE = "/1.0/deployments/dep/shapes/web"
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two cores on one store file and one (fake) LXD, each with its admin app."""
+    lxd = FakeLXD()
+    path = tmp_path / "db.sqlite3"
+    a = Core(db=open_database(path), lxd=lxd)
+    b = Core(db=open_database(path), lxd=lxd)
+    with TestClient(ListenerApp(create_app(a), Listener.UNIX)) as api_a, \
+            TestClient(ListenerApp(create_app(b), Listener.UNIX)) as api_b:
+        yield a, b, api_a, api_b, lxd
+    a.db.close()
+    b.db.close()
+
+
+def make_shape(api, config: dict | None = None, maximum: int = 4) -> None:
+    assert api.post("/1.0/deployments", json={"name": "dep"}).status_code == 201
+    answer = api.post("/1.0/deployments/dep/shapes", json={
+        "name": "web", "scaling_minimum": 0, "scaling_maximum": maximum,
+        "config": config or {},
+        "instance_template": {"source": {"type": "image", "alias": "busybox"}}})
+    assert answer.status_code == 201, answer.json()
+
+
+def launch(api, name: str) -> dict:
+    answer = api.post(f"{SHAPE}/instances", json={"instance_name": name})
+    assert answer.status_code == 202, answer.json()
+    return wait(api, answer.json()["metadata"]["id"])
+
+
+def wait(api, op_id: str, timeout: float = 10) -> dict:
+    return api.get(f"/1.0/operations/{op_id}/wait",
+                   params={"timeout": timeout}).json()["metadata"]
+
+
+def record_of(core, name: str):
+    with core.db.read() as conn:
+        return records.find(conn, "default", name)
+
+
+# --- state changes in flight ----------------------------------------------------------
+
+def test_a_state_change_by_one_process_is_known_to_the_others_watcher(pair):
+    a, b, *_ = pair
+    with b.state_actions.running("p", "c1", "stop"):
+        assert a.state_actions.busy("p", "c1")
+    # The leader (a) sees b's own stop event as b's, once: then outside again.
+    assert a.state_actions.explains("p", "c1", "instance-stopped")
+    assert not b.state_actions.explains("p", "c1", "instance-stopped")
+    assert len(a.state_actions) == 0
+
+
+def test_a_refused_state_change_leaves_nothing(pair):
+    a, b, *_ = pair
+    with pytest.raises(RuntimeError), b.state_actions.running("p", "c1", "start"):
+        raise RuntimeError("LXD refused")
+    assert not a.state_actions.explains("p", "c1", "instance-started")
+    assert len(a.state_actions) == 0
+
+
+def test_a_dead_processes_change_goes_after_the_longest_run(pair):
+    """The table holds changes in flight only: one whose process died in the middle
+    (never finished) goes after `max_running`, a finished one after its grace."""
+    a, *_ = pair
+    now = [1000.0]
+    dead = StateActions(a.db, "dead", max_running=60, clock=lambda: now[0])
+    with a.db.write() as conn:
+        action_rows.add(conn, "p", "c1", "stop", "dead", now[0])  # never finished
+    for index in range(5):
+        with dead.running("p", f"d{index}", "start"):
+            pass
+    assert len(dead) == 6 and dead.busy("p", "c1")
+    now[0] += 61
+    assert not dead.busy("p", "c1")
+    assert not dead.explains("p", "c1", "instance-stopped")  # taken for the dead's
+    assert len(dead) == 0
+
+
+def test_the_watcher_of_one_core_ignores_a_stop_made_through_the_other(pair):
+    a, _, api_a, api_b, _ = pair
+    make_shape(api_a)
+    launch(api_a, "c1")
+    done = api_b.put(f"{SHAPE}/instances/c1/state", json={"action": "stop"}).json()
+    assert wait(api_b, done["metadata"]["id"])["status"] == "Success"
+    event = LifecycleEvent(action="instance-stopped", project="default", name="c1",
+                           context={})
+    assert not handle_event(a, event)  # b's own: nothing recorded by the leader
+    assert handle_event(a, event)  # the next stop is an outside one
+    changes = api_a.get("/1.0/deployments/dep/changes").json()["metadata"]
+    assert [c["change"] for c in changes] == ["stopped"], changes
+
+
+# --- instance locks ---------------------------------------------------------------------
+
+def _hold_in_child(db_path: str, project: str, name: str, held, release) -> None:
+    core = Core(db=open_database(db_path), lxd=FakeLXD())
+    with core.instance_locks.hold(project, name):
+        held.set()
+        release.wait(30)
+    os._exit(0)
+
+
+def test_an_instance_lock_held_by_another_process_is_waited_for(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    core = Core(db=open_database(path), lxd=FakeLXD())
+    context = multiprocessing.get_context("fork")
+    held, release = context.Event(), context.Event()
+    child = context.Process(target=_hold_in_child, args=(str(path), "p", "c1", held, release))
+    child.start()
+    try:
+        assert held.wait(10)
+        acquired, other = threading.Event(), threading.Event()
+
+        def take(name: str, done: threading.Event) -> None:
+            with core.instance_locks.hold("p", name):
+                done.set()
+
+        threading.Thread(target=take, args=("c2", other), daemon=True).start()
+        assert other.wait(10)  # another instance is not held up
+        waiter = threading.Thread(target=take, args=("c1", acquired), daemon=True)
+        waiter.start()
+        assert not acquired.wait(0.5)  # c1 is the child's
+        release.set()
+        assert acquired.wait(10)
+        waiter.join(10)
+    finally:
+        release.set()
+        child.join(10)
+    assert len(core.instance_locks) == 0
+    core.db.close()
+
+
+def test_instances_sharing_a_lock_slot_still_each_get_their_lock(tmp_path, monkeypatch):
+    """Past `SLOTS` instances share bytes of the fixed-size lock file: they wait for each
+    other a little, never hold one lock twice nor lose one."""
+    monkeypatch.setattr(locks_module, "SLOTS", 1)
+    core = Core(db=open_database(tmp_path / "db.sqlite3"), lxd=FakeLXD())
+    inside, order = threading.Lock(), []
+
+    def change(name: str) -> None:
+        with core.instance_locks.hold("p", name):
+            assert inside.acquire(blocking=False), "two changes held one slot at once"
+            order.append(name)
+            inside.release()
+
+    threads = [threading.Thread(target=change, args=(f"c{i}",)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(order) == sorted(f"c{i}" for i in range(20))
+    assert os.path.getsize(str(tmp_path / "db.sqlite3") + ".locks") == 0  # never grows
+    core.db.close()
+
+
+# --- lifecycle hooks --------------------------------------------------------------------
+
+def test_an_answer_at_another_process_is_settled_by_the_one_holding_the_operation(pair):
+    a, b, api_a, api_b, lxd = pair
+    make_shape(api_a, {lifecycle.TERMINATE_TIMEOUT_KEY: "600"})
+    launch(api_a, "c1")
+    removal = api_a.delete(f"{SHAPE}/instances/c1").json()["metadata"]
+    assert record_of(a, "c1").hook_owner == a.unit_id
+    answer = api_b.post(f"{SHAPE}/instances/c1/lifecycle", json={"action": "continue"})
+    assert answer.status_code == 200, answer.json()
+    assert settle_due_hooks(b) == 0  # not b's: a holds the governor's operation
+    assert settle_due_hooks(a) == 1
+    ended = wait(api_a, removal["id"])
+    assert ended["status"] == "Success" and ended["metadata"]["lifecycle_result"] == "continue"
+    assert ("default", "c1") not in lxd.instances and record_of(a, "c1") is None
+
+
+def test_the_hook_timer_of_the_waiting_process_acts_within_a_second(pair):
+    from lxd_deployments.core.hook_timer import HookTimer
+
+    a, _b, api_a, api_b, _lxd = pair
+    make_shape(api_a, {lifecycle.TERMINATE_TIMEOUT_KEY: "600"})
+    launch(api_a, "c1")
+    removal = api_a.delete(f"{SHAPE}/instances/c1").json()["metadata"]
+    timer = HookTimer(a)
+    timer.start()
+    try:
+        start = time.monotonic()
+        assert api_b.post(f"{SHAPE}/instances/c1/lifecycle",
+                          json={"action": "continue"}).status_code == 200
+        assert wait(api_a, removal["id"])["status"] == "Success"
+        assert time.monotonic() - start < 1.5
+    finally:
+        timer.stop()
+
+
+def test_the_hook_of_a_process_gone_is_settled_by_another_after_the_grace(pair):
+    a, b, api_a, api_b, lxd = pair
+    make_shape(api_a, {lifecycle.TERMINATE_TIMEOUT_KEY: "600"})
+    launch(api_a, "c1")
+    api_a.delete(f"{SHAPE}/instances/c1")
+    assert api_b.post(f"{SHAPE}/instances/c1/lifecycle",
+                      json={"action": "abandon"}).status_code == 200
+    record = record_of(a, "c1")
+    assert record.hook_answered_at > 0
+    assert settle_due_hooks(b) == 0
+    with b.db.write() as conn:  # as if the answer came ORPHAN_GRACE ago, and a died
+        conn.execute(records.instances.update().where(records.instances.c.id == record.id)
+                     .values(hook_answered_at=time.time() - ORPHAN_GRACE - 0.1))
+    assert settle_due_hooks(b) == 1
+    (deleting,) = [op for op in b.operations.list() if op.description == "Deleting instance c1"]
+    assert deleting.done.wait(10) and deleting.status.text == "Success", deleting.err
+    assert ("default", "c1") not in lxd.instances
+
+
+# --- warm pools -------------------------------------------------------------------------
+
+def test_a_pool_instance_taken_by_another_process_is_refilled_by_the_leader(pair):
+    a, b, api_a, api_b, _lxd = pair
+    make_shape(api_a, {lifecycle.WARM_POOL_SIZE_KEY: "1"})
+    assert warm_pool.refill(a) == 1  # a: the leader, runs the refiller
+    done = launch(api_b, "c1")  # b's launch takes it
+    assert done["metadata"]["warm_pool"] is True
+    assert warm_pool.refill(a) == 1  # the leader sees the pool short in the store
+    assert warm_pool.refill(b) == 0
+
+
+def test_a_restarted_leader_leaves_the_others_taken_pool_rows_alone(pair, monkeypatch):
+    """A duty worker started again while others may be taking pool instances does not
+    run the startup recovery, which takes every `taken` row for a crash's."""
+    a, _b, api_a, *_ = pair
+    make_shape(api_a, {lifecycle.WARM_POOL_SIZE_KEY: "1"})
+    recovered, refilled = [], threading.Event()
+    monkeypatch.setattr(warm_pool, "recover", lambda core: recovered.append(core))
+    monkeypatch.setattr(warm_pool, "refill", lambda core: refilled.set())
+    pools = warm_pool.WarmPools(a, recover_at_start=False)
+    pools.start()
+    try:
+        assert refilled.wait(10)
+    finally:
+        pools.stop()
+    assert recovered == []
+    first = warm_pool.WarmPools(a)  # the first start of the service recovers
+    refilled.clear()
+    first.start()
+    try:
+        assert refilled.wait(10)
+    finally:
+        first.stop()
+    assert recovered == [a]
+
+
+# --- placement reports ------------------------------------------------------------------
+
+def test_a_violation_told_by_one_process_is_not_told_again_by_another(pair):
+    a, b, api_a, *_ = pair
+    assert api_a.post("/1.0/deployments", json={"name": "dep"}).status_code == 201
+    answer = api_a.post("/1.0/deployments/dep/placement-groups", json={
+        "name": "spread", "policy": "spread", "rigor": "permissive"})
+    assert answer.status_code == 201, answer.json()
+    with a.db.read() as conn:
+        deployment = repo.get_deployment(conn, "default", "dep")
+        group = groups.list_groups(conn, deployment.id)[0]
+    assert a.placement_reports.changed(group.id, "[m1]")
+    assert not b.placement_reports.changed(group.id, "[m1]")
+    assert b.placement_reports.changed(group.id, "[m1, m2]")
+    assert not a.placement_reports.changed(group.id, "[m1, m2]")
+    # The group's row goes with the group; a report of a group gone is not kept.
+    assert api_a.delete("/1.0/deployments/dep/placement-groups/spread").status_code == 200
+    with a.db.read() as conn:
+        assert pr_rows.told(conn, group.id) is None
+    assert not a.placement_reports.changed(group.id, "[m1, m2, m3]")
+
+
+# --- trust and access -------------------------------------------------------------------
+
+def test_a_change_of_access_in_one_process_reaches_the_others_listeners(pair):
+    a, b, *_ = pair
+    told: list[str] = []
+    follower = GenerationFollower(b.generations, lambda: told.append("trust"),
+                                  lambda: told.append("access"))
+    follower.look()  # as at start
+    cache = CallerCache(lambda: b.generations.epoch)
+    governor = Caller(kind="governor", method="tls", name="g", fingerprint="f" * 64)
+    cache.put("f" * 64, governor, cache.epoch(), time.time() + 3600)
+    assert cache.get("f" * 64) is governor
+    a.access_changed()
+    assert cache.get("f" * 64) is governor  # b has not looked yet
+    assert follower.look() == {"access"} and told == ["access"]
+    assert cache.get("f" * 64) is None  # dropped: read again from the store
+    a.trust_changed()
+    assert follower.look() == {"trust"} and told == ["access", "trust"]
+    assert follower.look() == set()
+
+
+def test_the_caller_cache_is_bounded_and_never_outlives_a_certificate():
+    now = [1000.0]
+    cache = CallerCache(lambda: 0, ttl=10, max_entries=3, clock=lambda: now[0])
+    callers = {f"{i:064x}": Caller(kind="governor", method="tls", name=str(i),
+                                   fingerprint=f"{i:064x}") for i in range(5)}
+    for fingerprint, caller in callers.items():
+        cache.put(fingerprint, caller, 0, now[0] + 5)
+    assert len(cache) == 3 and cache.get(f"{0:064x}") is None  # the oldest went
+    assert cache.get(f"{4:064x}") is callers[f"{4:064x}"]
+    now[0] += 5  # the certificate's not_after
+    assert cache.get(f"{4:064x}") is None
+    cache.put("a" * 64, Caller.anonymous("no"), 0, now[0] + 100)
+    assert cache.get("a" * 64) is None  # only the authenticated are kept
+    cache.put("b" * 64, callers[f"{1:064x}"], 1, now[0] + 100)  # read in another epoch
+    assert cache.get("b" * 64) is None
+
+
+# --- the startup reconcile, across fork --------------------------------------------------
+
+def test_workers_wait_for_the_startup_reconcile_of_the_duty_worker():
+    startup = SharedStartup()
+    assert not startup.done and not startup.should_reconcile()
+    pid = os.fork()
+    if pid == 0:  # the duty worker
+        startup.runs = True
+        code = 0 if startup.should_reconcile() else 1
+        startup.mark_done()
+        os._exit(code)
+    stop = asyncio.Event()
+    assert asyncio.run(asyncio.wait_for(startup.wait(stop), 10))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    startup.runs = True  # a duty worker started again later does not reconcile
+    assert startup.done and not startup.should_reconcile()
