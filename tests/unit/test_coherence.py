@@ -363,3 +363,41 @@ def test_workers_wait_for_the_startup_reconcile_of_the_duty_worker():
     assert os.waitstatus_to_exitcode(status) == 0
     startup.runs = True  # a duty worker started again later does not reconcile
     assert startup.done and not startup.should_reconcile()
+
+
+# --- the audit log's refusal budget -------------------------------------------------------
+
+def test_two_processes_spend_from_one_refusal_budget(pair):
+    from lxd_deployments.api.refusals import StoredRefusalBudget
+
+    a, b, *_ = pair
+    now = [1000.0]
+    budget_a = StoredRefusalBudget(a.db, rate=1.0, burst=2, clock=lambda: now[0])
+    budget_b = StoredRefusalBudget(b.db, rate=1.0, burst=2, clock=lambda: now[0])
+    assert budget_a.check("f1") == (0.0, False)
+    with a.db.write() as conn:
+        budget_a.spend(conn, "f1")
+    with b.db.write() as conn:
+        budget_b.spend(conn, "f1")  # b's refusal comes out of the same budget
+    assert budget_b.check("f1") == (1.0, True)
+    assert budget_a.check("f1") == (1.0, False)  # that 429 was recorded already
+    now[0] += 1.0
+    assert budget_a.check("f1") == (0.0, False)
+
+
+def test_the_refusal_budgets_table_keeps_a_bounded_number_of_callers(pair, monkeypatch):
+    from lxd_deployments.api.refusals import StoredRefusalBudget
+    from lxd_deployments.store import refusal_budgets
+
+    a, *_ = pair
+    monkeypatch.setattr(refusal_budgets, "MAX_CALLERS", 10)
+    now = [1000.0]
+    budget = StoredRefusalBudget(a.db, rate=0.001, burst=5, clock=lambda: now[0])
+    for index in range(25):
+        now[0] += 1
+        with a.db.write() as conn:
+            budget.spend(conn, f"caller-{index}")
+    with a.db.read() as conn:
+        assert refusal_budgets.count(conn) <= 10
+        assert refusal_budgets.load(conn, "caller-24") is not None  # the newest kept
+        assert refusal_budgets.load(conn, "caller-0") is None  # the least recent went

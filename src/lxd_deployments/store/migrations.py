@@ -317,7 +317,8 @@ def _add_process_coherence(conn: Connection) -> None:
     10): counters bumped by changes that each process caches (the trust store, access),
     the state changes in flight (so the leader's watcher knows another process's own
     changes), who waits on each hook and when it was answered (so the process holding
-    the governor's operation settles it), and the placement violations last told."""
+    the governor's operation settles it), the placement violations last told, and each
+    caller's budget of refused changes."""
     statements = [
         """CREATE TABLE service_generations (
             name TEXT PRIMARY KEY,
@@ -343,6 +344,12 @@ def _add_process_coherence(conn: Connection) -> None:
         "ADD COLUMN hook_owner TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE deployments_shapes_instances "
         "ADD COLUMN hook_answered_at REAL NOT NULL DEFAULT 0",
+        """CREATE TABLE audit_refusal_budgets (
+            key TEXT PRIMARY KEY,
+            tokens REAL NOT NULL,
+            updated REAL NOT NULL,
+            recorded_429 REAL
+        )""",
     ]
     for statement in statements:
         conn.execute(text(statement))

@@ -254,3 +254,12 @@ deployments_placement_reports = Table(
                                            ondelete="CASCADE"), primary_key=True),
     Column("fingerprint", Text, nullable=False),
 )
+
+audit_refusal_budgets = Table(
+    "audit_refusal_budgets",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("recorded_429", Float),
+)
