@@ -15,7 +15,9 @@ kept-alive connection, for `--seconds`:
 - LXD's `GET /1.0/instances?project=P` on LXD's unix socket.
 
 Printed: requests per second of each, and the ratio service / LXD for each worker count
-and client count. Goal: >= 1.0 (the service serves its URL listing at least as fast as
+and client count; also the CPU time each server spent a request (its process and
+children, from /proc), which other load on a shared machine moves far less than req/s.
+Goal: >= 1.0 (the service serves its URL listing at least as fast as
 LXD). The last line is JSON: {"bench": "list_throughput", "rps": {...}, "ratios": {...}}.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -77,6 +80,29 @@ def _client_loop(kind: str, target: dict, start: float, seconds: float, results)
             else:
                 errors += 1
     results.put((done, errors))
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children alive now: what the
+    server spent, whatever else the machine runs (a shared machine moves req/s, not
+    this much)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def load(kind: str, target: dict, clients: int, seconds: float) -> tuple[float, int]:
@@ -140,9 +166,12 @@ def measure(args: argparse.Namespace, lxd, workers: int) -> dict[str, float]:
         with governor_client(svc, target["url"], certificate) as governor:
             urls = governor.get(path, params={"project": project}).json()["metadata"]
         assert len(urls) == args.count, urls
+        cpu: dict[str, float] = {}
+        served: dict[str, float] = {}
         for clients in CLIENTS:
             for kind in ("service", "lxd"):
                 rps[f"{kind}_{clients}"] = 0.0
+                cpu[f"{kind}_{clients}"] = served[f"{kind}_{clients}"] = 0.0
         for round_ in range(args.rounds):
             for clients in CLIENTS:
                 order = ("service", "lxd") if round_ % 2 == 0 else ("lxd", "service")
@@ -152,14 +181,22 @@ def measure(args: argparse.Namespace, lxd, workers: int) -> dict[str, float]:
                             and round_ == 0:
                         spy = _profile(svc.process.pid, args.profile.with_suffix(
                             f".w{workers}{args.profile.suffix}"), args.seconds)
+                    server = svc.process.pid if kind == "service" else lxd._process.pid
+                    cpu_before = cpu_seconds(server)
                     value, errors = load(kind, target, clients, args.seconds)
+                    used = cpu_seconds(server) - cpu_before
+                    cpu[f"{kind}_{clients}"] += used
+                    served[f"{kind}_{clients}"] += value * args.seconds
                     if spy is not None:
                         spy.wait(60)
                     if errors:
                         raise RuntimeError(f"{kind}, {clients} clients: {errors} errors")
                     rps[f"{kind}_{clients}"] += value / args.rounds
+                    per_request = used * 1000 / max(1.0, value * args.seconds)
                     _common.log(f"workers={workers} {kind:>7} {clients} client(s): "
-                                f"{value:8.1f} req/s")
+                                f"{value:8.1f} req/s, {per_request:.2f} ms CPU a request")
+        for path, seconds in cpu.items():
+            rps[f"cpu_ms_{path}"] = seconds * 1000 / max(1.0, served[path])
     return rps
 
 
@@ -178,13 +215,18 @@ def main() -> int:
         for clients in CLIENTS:
             ratio = rps[f"service_{clients}"] / rps[f"lxd_{clients}"]
             ratios[f"{name}_clients_{clients}"] = round(ratio, 3)
+            cpu_ratio = rps[f"cpu_ms_lxd_{clients}"] / rps[f"cpu_ms_service_{clients}"]
+            ratios[f"{name}_clients_{clients}_cpu"] = round(cpu_ratio, 3)
             print(f"{name}, {clients} client(s): service {rps[f'service_{clients}']:8.1f} "
                   f"req/s, LXD {rps[f'lxd_{clients}']:8.1f} req/s: ratio {ratio:.2f} "
-                  f"(goal >= {GOAL}: {'met' if ratio >= GOAL else 'MISSED'})")
+                  f"(goal >= {GOAL}: {'met' if ratio >= GOAL else 'MISSED'}); CPU a request: "
+                  f"service {rps[f'cpu_ms_service_{clients}']:.2f} ms, LXD "
+                  f"{rps[f'cpu_ms_lxd_{clients}']:.2f} ms (LXD / service {cpu_ratio:.2f})")
     print(f"load average before: {load_before}, after: {load_after}")
     _common.emit({"bench": "list_throughput", "n": args.count, "seconds": args.seconds,
                   "rounds": args.rounds, "goal": GOAL,
-                  "rps": {name: {k: round(v, 1) for k, v in rps.items()}
+                  "rps": {name: {k: round(v, 3 if k.startswith("cpu_ms") else 1)
+                                 for k, v in rps.items()}
                           for name, rps in results.items()},
                   "ratios": ratios, "cpus": multiprocessing.cpu_count(),
                   "loadavg_before": load_before, "loadavg_after": load_after})
