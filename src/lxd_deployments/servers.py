@@ -103,6 +103,10 @@ def make_server(app: ASGIApp, listener: Listener, settings: Settings, *,
     config = uvicorn.Config(
         ListenerApp(app, listener), http=gate, log_level=settings.log_level,
         access_log=False, timeout_graceful_shutdown=5, lifespan=lifespan,
+        # No proxy stands in front (mTLS ends here): a local process must not be able to
+        # name another client address in `X-Forwarded-For`, and every request skips
+        # uvicorn's proxy headers middleware.
+        proxy_headers=False,
         timeout_keep_alive=settings.http.keepalive_timeout,  # type: ignore[arg-type]
         h11_max_incomplete_event_size=settings.http.max_header_bytes)
     server = QuietServer(config)
