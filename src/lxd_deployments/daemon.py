@@ -37,6 +37,7 @@ from .auth.jwt import JWTAuthenticator
 from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.clock import FileClock, SystemClock
+from .core.duties import Leadership
 from .core.generations import GenerationFollower
 from .core.hook_timer import HookTimer
 from .core.operations import Operations
@@ -46,7 +47,7 @@ from .core.watcher import Watcher
 from .errors import LXDUnavailable
 from .lxd.pylxd_adapter import PylxdAdapter, describe, open_client
 from .net.limits import plan_connections, raise_fd_limit
-from .process_role import BoundSockets, LocalStartup, Role, Startup
+from .process_role import BoundSockets, Role
 from .servers import Listening, bind_tcp_socket, make_server, prepare_tls, run_servers
 from .statedir import UMASK, create_private, secure_state_dir
 from .store import open_database
@@ -126,8 +127,9 @@ def secure_state(settings: Settings) -> None:
 def build_core(settings: Settings) -> Core:
     """The core, with an LXD adapter not connected yet (`bring_up_lxd` connects it)."""
     secure_state(settings)  # before the store opens: its secrets are never exposed
-    create_private(settings.database_path)
-    db = open_database(settings.database_path)
+    if settings.database is None:
+        create_private(settings.database_path)  # SQLite: made 0600 before it opens
+    db = open_database(settings)
     return Core(db=db, lxd=PylxdAdapter(), lxd_readiness=LXDReadiness(ready=False),
                 operations=Operations(max_workers=settings.operation_workers,
                                       bulk_workers=settings.bulk_concurrency),
@@ -171,14 +173,20 @@ class Duty(Protocol):
 async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
                        duties: Sequence[Duty], stop: asyncio.Event, *,
                        first_attempt: asyncio.Event | None = None,
-                       startup: Startup | None = None) -> None:
+                       leadership: Leadership | None = None,
+                       local_duties: Sequence[Duty] = ()) -> None:
     """Connect to LXD (retrying with backoff until it answers or `stop` is set), run the
-    startup reconcile (when `startup` says it is this process's; else wait until it
-    ran), then open work on instances and start the background `duties` (in order).
+    startup reconcile, then open work on instances and start the background `duties`
+    (in order), and `local_duties` (every process's own, e.g. settling the hooks it
+    waits on).
+    With `leadership` (the daemon: processes share the store), the startup reconcile and
+    the duties are the leader's: this process tries to lead at once (and keeps trying,
+    see `core/duties.py`); work on instances opens as soon as it led and recovered, or
+    found another leader.
     `first_attempt` is set once the first attempt failed, or all that succeeded."""
     try:
-        await _bring_up(core, settings, watcher, duties, stop, first_attempt,
-                        startup or LocalStartup())
+        await _bring_up(core, settings, watcher, duties, stop, first_attempt, leadership,
+                        local_duties)
     finally:
         if first_attempt is not None:
             first_attempt.set()
@@ -186,7 +194,9 @@ async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
 
 async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
                     duties: Sequence[Duty], stop: asyncio.Event,
-                    first_attempt: asyncio.Event | None, startup: Startup) -> None:
+                    first_attempt: asyncio.Event | None,
+                    leadership: Leadership | None,
+                    local_duties: Sequence[Duty] = ()) -> None:
     delay, logged_at = LXD_RETRY_MIN, None
     loop = asyncio.get_running_loop()
     while not stop.is_set():
@@ -208,11 +218,16 @@ async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
         logger.info("connected to LXD %s%s", describe(settings.lxd),
                     " (it was not available at start)" if logged_at is not None else "")
         core.lxd_readiness.problem = "the startup reconcile is running"
-        if startup.should_reconcile():
-            await recover(watcher)
-            startup.mark_done()
-        elif not await startup.wait(stop):
+        if leadership is not None:
+            if not await asyncio.to_thread(leadership.try_lead):
+                logger.info("another process leads (runs the background duties); this "
+                            "one serves the API and takes the lead if that one stops")
+            core.lxd_readiness.set_ready()
+            leadership.start()
+            for duty in local_duties:
+                duty.start()
             return
+        await recover(watcher)
         if stop.is_set():
             return
         core.lxd_readiness.set_ready()
@@ -223,6 +238,14 @@ async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
 
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
+
+
+def _exit_on_lost_locks(reason: str) -> None:
+    """Our liveness and leader locks are gone (see `core/duties.py`): stop now, before
+    doing anything another process may have taken over; systemd starts us again."""
+    logger.critical("%s: stopping at once (exit 1) so that no work runs twice", reason)
+    logging.shutdown()
+    os._exit(1)
 
 
 def authenticators_for(settings: Settings) -> Authenticators:
@@ -299,12 +322,17 @@ async def serve(settings: Settings, role: Role | None = None) -> None:
     webhooks = WebhookService(core, settings.webhooks, settings.events,
                               pet_interval=settings.pets.check_interval)
     hooks = HookTimer(core)
-    pools = WarmPools(core, recover_at_start=role.startup.should_reconcile())
-    # Every process settles the hooks it waits on; the duties run in one process.
-    duties: list[Duty] = [hooks, *([watcher, webhooks, pools] if role.runs_duties else [])]
+    pools = WarmPools(core)
+    # The leader's duties; every process settles the hooks it waits on (`hooks`).
+    duties = [watcher, webhooks, pools]
+    leadership = Leadership(core, reconcile=lambda: watcher.reconcile(startup=True),
+                            duties=duties, on_lost=_exit_on_lost_locks,
+                            on_recovered=core.lxd_readiness.set_ready)
+    await asyncio.to_thread(leadership.join)
     stop, first_attempt = asyncio.Event(), asyncio.Event()
     lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, duties, stop,
-                                           first_attempt=first_attempt, startup=role.startup),
+                                           first_attempt=first_attempt,
+                                           leadership=leadership, local_duties=[hooks]),
                               name="bring-up-lxd")
     try:
         # With LXD there at start (the common case) the startup reconcile ends before the
@@ -326,7 +354,8 @@ async def serve(settings: Settings, role: Role | None = None) -> None:
     finally:
         stop.set()
         await lxd  # a startup reconcile under way ends first (it uses the store)
-        for duty in (pools, hooks, webhooks, watcher, follower):
+        await asyncio.to_thread(leadership.stop)  # the duties it started, in reverse
+        for duty in (hooks, follower):
             await asyncio.to_thread(duty.stop)
         if role.owns_sockets:
             sockets.close()

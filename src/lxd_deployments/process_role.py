@@ -1,30 +1,17 @@
-"""What one process of the service does: which worker it is, whether it runs the
-background duties, the sockets it serves, and the startup reconcile it waits for.
+"""What one process of the service is: which worker, and the sockets it serves.
 
-The daemon alone (`workers: 1`) is its own single worker: it binds its sockets, runs
-the startup reconcile and every duty. Under a supervisor (`workers` > 1, see
+The daemon alone (`workers: 1`) is its own single worker: it binds its sockets (and
+removes the unix ones when it stops). Under a supervisor (`workers` > 1, see
 `supervisor.py`) the sockets are bound once by the supervisor and inherited across
-fork, and one worker (index 0: `DUTY_WORKER`) runs the startup reconcile and the
-duties; the others serve as soon as the startup reconcile ran (a flag in memory shared
-across fork, `SharedStartup`), since it assumes that no operation is in flight.
-
-Which process runs the duties is decided here only (`runs_duties`), so that leader
-election across units and workers replaces this one rule.
+fork. Either way every process joins the store's presence and competes for the lead
+(`core/duties.py`): whichever leads runs the recovery and the background duties, so a
+worker needs no role of its own for them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import mmap
 import socket
-from dataclasses import dataclass, field
-from typing import Protocol
-
-# The worker that runs the startup reconcile and the background duties.
-DUTY_WORKER = 0
-# Seconds between looks at the shared startup flag while waiting for it.
-STARTUP_POLL = 0.1
+from dataclasses import dataclass
 
 
 @dataclass
@@ -44,75 +31,15 @@ class BoundSockets:
             sock.close()
 
 
-class Startup(Protocol):
-    """Whether the startup reconcile is this process's to run, and its end."""
-
-    def should_reconcile(self) -> bool: ...
-
-    def mark_done(self) -> None: ...
-
-    async def wait(self, stop: asyncio.Event) -> bool: ...
-
-
-class LocalStartup:
-    """The daemon alone: it runs the startup reconcile itself, once."""
-
-    def should_reconcile(self) -> bool:
-        return True
-
-    def mark_done(self) -> None:
-        pass
-
-    async def wait(self, stop: asyncio.Event) -> bool:
-        return True
-
-
-class SharedStartup:
-    """A byte of anonymous memory shared by the supervisor and its workers (made before
-    fork): set by the duty worker once its startup reconcile ran. A duty worker started
-    again after a crash finds it set and does not reconcile at startup: the other
-    workers' operations are in flight then."""
-
-    def __init__(self) -> None:
-        self._flag = mmap.mmap(-1, 1)
-        self.runs = False  # set in the duty worker after fork
-
-    @property
-    def done(self) -> bool:
-        return self._flag[0] == 1
-
-    def should_reconcile(self) -> bool:
-        return self.runs and not self.done
-
-    def mark_done(self) -> None:
-        self._flag[0] = 1
-
-    async def wait(self, stop: asyncio.Event) -> bool:
-        """Until the startup reconcile ran (True) or `stop` is set (False)."""
-        while not self.done:
-            if stop.is_set():
-                return False
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), STARTUP_POLL)
-        return True
-
-
 @dataclass
 class Role:
-    """One process's part: `index` (shown in the `X-LXD-Deployments-Worker` header),
-    `runs_duties`, the `sockets` it inherited (None: it binds them, and removes the unix
-    sockets when it stops) and how it learns that the startup reconcile ran."""
+    """One process's part: `index` (shown in the `X-LXD-Deployments-Worker` header) and
+    the `sockets` it inherited (None: it binds them, and removes the unix sockets when
+    it stops)."""
 
     index: int = 0
-    runs_duties: bool = True
     sockets: BoundSockets | None = None
-    startup: Startup = field(default_factory=LocalStartup)
 
     @property
     def owns_sockets(self) -> bool:
         return self.sockets is None
-
-
-def runs_duties(index: int) -> bool:
-    """The one rule of which worker runs the background duties (until leader election)."""
-    return index == DUTY_WORKER

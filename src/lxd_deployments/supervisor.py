@@ -39,7 +39,7 @@ from .daemon import (
     service_id,
 )
 from .errors import LXDUnavailable
-from .process_role import BoundSockets, Role, SharedStartup, runs_duties
+from .process_role import BoundSockets, Role
 from .servers import server_certificate
 from .statedir import create_private
 from .store import open_database
@@ -74,8 +74,9 @@ def prepare(settings: Settings) -> BoundSockets:
     store's schema (the engine closed again: none may cross a fork), the service id,
     the server certificate, and the bound sockets."""
     secure_state(settings)
-    create_private(settings.database_path)
-    open_database(settings.database_path).close()
+    if settings.database is None:
+        create_private(settings.database_path)  # SQLite: made 0600 before it opens
+    open_database(settings).close()
     service_id(settings)
     if settings.https_bind is not None:
         server_certificate(settings)
@@ -92,8 +93,7 @@ def _die_with_parent() -> None:
         logger.warning("workers will not stop by themselves if the supervisor is killed")
 
 
-def _worker_main(settings: Settings, index: int, sockets: BoundSockets,
-                 startup: SharedStartup) -> int:
+def _worker_main(settings: Settings, index: int, sockets: BoundSockets) -> int:
     """The life of one worker process, after fork; returns its exit code."""
     from .daemon import _exit_on_sigterm
 
@@ -101,8 +101,7 @@ def _worker_main(settings: Settings, index: int, sockets: BoundSockets,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards a ctrl+c
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _die_with_parent()
-    startup.runs = runs_duties(index)
-    role = Role(index=index, runs_duties=startup.runs, sockets=sockets, startup=startup)
+    role = Role(index=index, sockets=sockets)
     try:
         asyncio.run(serve(settings, role))
     except (ConfigError, LXDUnavailable) as err:
@@ -122,7 +121,6 @@ class Supervisor:
     def __init__(self, settings: Settings, sockets: BoundSockets) -> None:
         self.settings = settings
         self.sockets = sockets
-        self.startup = SharedStartup()
         self.slots = [_Slot(i) for i in range(settings.workers)]
         self.stopping = threading.Event()
         self._wake = threading.Event()
@@ -134,7 +132,7 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
-                code = _worker_main(self.settings, slot.index, self.sockets, self.startup)
+                code = _worker_main(self.settings, slot.index, self.sockets)
             finally:
                 logging.shutdown()
                 os._exit(code)

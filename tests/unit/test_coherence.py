@@ -6,7 +6,6 @@ process holds it."""
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import threading
@@ -23,17 +22,17 @@ from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core, lifecycle, warm_pool
 from lxd_deployments.core import instance_locks as locks_module
 from lxd_deployments.core.generations import GenerationFollower
-from lxd_deployments.core.instances import ORPHAN_GRACE, settle_due_hooks
+from lxd_deployments.core.instances import settle_due_hooks
 from lxd_deployments.core.state_actions import StateActions
 from lxd_deployments.core.watcher import handle_event
 from lxd_deployments.lxd import LifecycleEvent
-from lxd_deployments.process_role import SharedStartup
 from lxd_deployments.store import instances as records
 from lxd_deployments.store import open_database
 from lxd_deployments.store import placement_groups as groups
 from lxd_deployments.store import placement_reports as pr_rows
 from lxd_deployments.store import repository as repo
 from lxd_deployments.store import state_actions as action_rows
+from lxd_deployments.store.presence import Presence
 
 from .fake_lxd import FakeLXD
 
@@ -42,16 +41,24 @@ SHAPE = "/1.0/deployments/dep/shapes/web"
 
 @pytest.fixture
 def pair(tmp_path):
-    """Two cores on one store file and one (fake) LXD, each with its admin app."""
+    """Two cores on one store file and one (fake) LXD, each with its admin app, both
+    alive in the store's presence (`PRESENCE[core]`, to let one "die")."""
     lxd = FakeLXD()
     path = tmp_path / "db.sqlite3"
     a = Core(db=open_database(path), lxd=lxd)
     b = Core(db=open_database(path), lxd=lxd)
+    for core in (a, b):
+        PRESENCE[core.unit_id] = Presence(core.db, core.unit_id)
+        PRESENCE[core.unit_id].join()
     with TestClient(ListenerApp(create_app(a), Listener.UNIX)) as api_a, \
             TestClient(ListenerApp(create_app(b), Listener.UNIX)) as api_b:
         yield a, b, api_a, api_b, lxd
-    a.db.close()
-    b.db.close()
+    for core in (a, b):
+        PRESENCE.pop(core.unit_id).leave()
+        core.db.close()
+
+
+PRESENCE: dict[str, Presence] = {}
 
 
 def make_shape(api, config: dict | None = None, maximum: int = 4) -> None:
@@ -201,7 +208,7 @@ def test_an_answer_at_another_process_is_settled_by_the_one_holding_the_operatio
     make_shape(api_a, {lifecycle.TERMINATE_TIMEOUT_KEY: "600"})
     launch(api_a, "c1")
     removal = api_a.delete(f"{SHAPE}/instances/c1").json()["metadata"]
-    assert record_of(a, "c1").hook_owner == a.unit_id
+    assert record_of(a, "c1").unit == a.unit_id
     answer = api_b.post(f"{SHAPE}/instances/c1/lifecycle", json={"action": "continue"})
     assert answer.status_code == 200, answer.json()
     assert settle_due_hooks(b) == 0  # not b's: a holds the governor's operation
@@ -230,23 +237,22 @@ def test_the_hook_timer_of_the_waiting_process_acts_within_a_second(pair):
         timer.stop()
 
 
-def test_the_hook_of_a_process_gone_is_settled_by_another_after_the_grace(pair):
+def test_the_hook_of_a_process_gone_is_settled_by_another(pair):
     a, b, api_a, api_b, lxd = pair
     make_shape(api_a, {lifecycle.TERMINATE_TIMEOUT_KEY: "600"})
     launch(api_a, "c1")
     api_a.delete(f"{SHAPE}/instances/c1")
     assert api_b.post(f"{SHAPE}/instances/c1/lifecycle",
                       json={"action": "abandon"}).status_code == 200
-    record = record_of(a, "c1")
-    assert record.hook_answered_at > 0
-    assert settle_due_hooks(b) == 0
-    with b.db.write() as conn:  # as if the answer came ORPHAN_GRACE ago, and a died
-        conn.execute(records.instances.update().where(records.instances.c.id == record.id)
-                     .values(hook_answered_at=time.time() - ORPHAN_GRACE - 0.1))
+    assert record_of(a, "c1").hook_answered_at > 0
+    assert settle_due_hooks(b) == 0  # a lives: the hook is a's
+    PRESENCE[a.unit_id].leave()  # a dies (its liveness lock goes)
     assert settle_due_hooks(b) == 1
-    (deleting,) = [op for op in b.operations.list() if op.description == "Deleting instance c1"]
+    (deleting,) = [op for op in b.operations.list() if op.unit == b.unit_id
+                   and op.description == "Deleting instance c1"]
     assert deleting.done.wait(10) and deleting.status.text == "Success", deleting.err
     assert ("default", "c1") not in lxd.instances
+    PRESENCE[a.unit_id].join()  # for the fixture's clean-up
 
 
 # --- warm pools -------------------------------------------------------------------------
@@ -261,29 +267,25 @@ def test_a_pool_instance_taken_by_another_process_is_refilled_by_the_leader(pair
     assert warm_pool.refill(b) == 0
 
 
-def test_a_restarted_leader_leaves_the_others_taken_pool_rows_alone(pair, monkeypatch):
-    """A duty worker started again while others may be taking pool instances does not
-    run the startup recovery, which takes every `taken` row for a crash's."""
-    a, _b, api_a, *_ = pair
+def test_a_new_leader_leaves_the_pool_instances_live_processes_are_taking(pair):
+    """The refiller's recovery (when a process takes the lead) takes `taken` rows for a
+    crash's only when no other process lives: another may be taking one right now."""
+    from lxd_deployments.store import warm_pool as pool_rows
+
+    a, b, api_a, *_ = pair
     make_shape(api_a, {lifecycle.WARM_POOL_SIZE_KEY: "1"})
-    recovered, refilled = [], threading.Event()
-    monkeypatch.setattr(warm_pool, "recover", lambda core: recovered.append(core))
-    monkeypatch.setattr(warm_pool, "refill", lambda core: refilled.set())
-    pools = warm_pool.WarmPools(a, recover_at_start=False)
-    pools.start()
-    try:
-        assert refilled.wait(10)
-    finally:
-        pools.stop()
-    assert recovered == []
-    first = warm_pool.WarmPools(a)  # the first start of the service recovers
-    refilled.clear()
-    first.start()
-    try:
-        assert refilled.wait(10)
-    finally:
-        first.stop()
-    assert recovered == [a]
+    assert warm_pool.refill(a) == 1
+    with b.db.write() as conn:  # b takes it, and is in the middle
+        (row,) = pool_rows.all_rows(conn, (pool_rows.READY,))
+        assert pool_rows.claim(conn, row.shape_id, row.revision) is not None
+    warm_pool.recover(a)
+    with a.db.read() as conn:
+        assert [r.status for r in pool_rows.all_rows(conn)] == [pool_rows.TAKEN]
+    PRESENCE[b.unit_id].leave()  # b died in the middle
+    warm_pool.recover(a)
+    with a.db.read() as conn:
+        assert pool_rows.all_rows(conn) == []
+    PRESENCE[b.unit_id].join()
 
 
 # --- placement reports ------------------------------------------------------------------
@@ -344,25 +346,6 @@ def test_the_caller_cache_is_bounded_and_never_outlives_a_certificate():
     assert cache.get("a" * 64) is None  # only the authenticated are kept
     cache.put("b" * 64, callers[f"{1:064x}"], 1, now[0] + 100)  # read in another epoch
     assert cache.get("b" * 64) is None
-
-
-# --- the startup reconcile, across fork --------------------------------------------------
-
-def test_workers_wait_for_the_startup_reconcile_of_the_duty_worker():
-    startup = SharedStartup()
-    assert not startup.done and not startup.should_reconcile()
-    pid = os.fork()
-    if pid == 0:  # the duty worker
-        startup.runs = True
-        code = 0 if startup.should_reconcile() else 1
-        startup.mark_done()
-        os._exit(code)
-    stop = asyncio.Event()
-    assert asyncio.run(asyncio.wait_for(startup.wait(stop), 10))
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    startup.runs = True  # a duty worker started again later does not reconcile
-    assert startup.done and not startup.should_reconcile()
 
 
 # --- the audit log's refusal budget -------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from lxd_deployments import supervisor
 from lxd_deployments.config import MAX_WORKERS, ConfigError, Settings, load_settings
-from lxd_deployments.process_role import BoundSockets, runs_duties
+from lxd_deployments.process_role import BoundSockets
 
 
 @pytest.mark.parametrize("value", [0, MAX_WORKERS + 1, "many"])
@@ -22,9 +22,8 @@ def test_workers_out_of_bounds_are_refused_at_start(tmp_path, value):
         load_settings(path)
 
 
-def test_one_worker_is_the_default_and_worker_0_runs_the_duties():
+def test_one_worker_is_the_default():
     assert Settings().workers == 1
-    assert runs_duties(0) and not runs_duties(1)
 
 
 @pytest.fixture

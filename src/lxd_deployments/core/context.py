@@ -48,9 +48,6 @@ class Core:
     operations: Operations = field(default_factory=Operations)
     projects: frozenset[str] | None = None
     service_id: str = "lxd-deployments"
-    # This process's id (every unit and worker has its own, made at start): what it
-    # holds in the store (hooks it waits on, state changes it makes) is marked with it.
-    unit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     # The state changes in flight of every process (in the store: state_actions.py).
     state_actions: StateActions = field(init=False)
     # Orders the service's own changes of each instance, across processes
@@ -81,6 +78,10 @@ class Core:
     lxd_readiness: LXDReadiness = field(default_factory=LXDReadiness)
     # The one wall clock of schedule-driven work (pets); tests give a manual one.
     clock: Clock = field(default_factory=SystemClock)
+    # This process's id (made at start): several processes (units, workers) share one
+    # store; it names who runs an operation, who holds a pending/deleting record or
+    # waits on its hook, and who makes a state change.
+    unit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def __post_init__(self) -> None:
         # Made from the store: what they hold is shared by every process on it.
@@ -88,6 +89,8 @@ class Core:
         object.__setattr__(self, "instance_locks", InstanceLocks(self.db))
         object.__setattr__(self, "placement_reports", PlacementReports(self.db))
         object.__setattr__(self, "generations", Generations(self.db))
+        # Operations are recorded in the store, under this process's id.
+        self.operations.attach(self.db, self.unit_id)
         # The events stream carries LXD's `operation` events (LXD's clients wait on them).
         if self.events is not None:
             self.operations.listen(self.events.operation_changed)

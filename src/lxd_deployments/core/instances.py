@@ -21,6 +21,7 @@ from .. import metrics_export as metrics
 from ..errors import BoundReached, Conflict, InvalidInput, LXDUnavailable, NameTaken, NotFound
 from ..names import validate_name
 from ..store import instances as records
+from ..store import presence
 from ..store import repository as repo
 from ..store.rows import InstanceRow
 from ..webhooks import events
@@ -239,7 +240,7 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
             else:
                 now = time.time()
                 records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now),
-                                   owner=core.unit_id)
+                                   unit=core.unit_id)
         if hook is None:
             metrics.launched(*labels, reserved_at)
             notify.instance_event(core, target, name, events.INSTANCE_LAUNCHED, op, **extra)
@@ -264,6 +265,9 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
     not protected), then delete it in LXD: at once, or once its terminating hook is
     answered or times out."""
     with core.db.write() as conn:
+        # Serial with the shape's other deletes and launches (PostgreSQL: the shape's
+        # row), so that two deletes cannot both see room above the minimum.
+        records.lock_shape(conn, target.shape.id)
         shape = require_shape(conn, target.deployment.id, target.shape.name, details=False)
         record = _require_record(conn, target, name)
         _refuse_busy(record)
@@ -280,7 +284,7 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
                                f"({shape.scaling_minimum}): cannot delete an instance")
         hook = lifecycle.terminate_hook(repo.shape_config(conn, shape.id))
-        mark_for_removal(conn, record, hook, owner=core.unit_id)
+        mark_for_removal(conn, record, hook, unit=core.unit_id)
     return delete_operation(core, target, record, owner=owner, hook=hook)
 
 
@@ -292,16 +296,16 @@ def _refuse_busy(record: InstanceRow) -> None:
 
 
 def mark_for_removal(conn, record: InstanceRow, hook: lifecycle.Hook | None, *,
-                     owner: str) -> None:
+                     unit: str) -> None:
     """In the transaction that decided the removal: `deleting`, or `terminating` until
-    the hook's deadline when the shape has a terminating hook; `owner` is the process
+    the hook's deadline when the shape has a terminating hook; `unit` is the process
     that waits on the hook (`core.unit_id`): it settles the hook the moment it is due."""
     if hook is None:
-        records.set_status(conn, record.id, records.DELETING)
+        records.set_status(conn, record.id, records.DELETING, unit=unit)
         return
     now = time.time()
     records.begin_hook(conn, record.id, records.TERMINATING, now, hook.deadline(now),
-                       owner=owner)
+                       unit=unit)
 
 
 def delete_operation(core: Core, target: Target, record: InstanceRow, *,
@@ -383,44 +387,38 @@ def _target_of(core: Core, record: InstanceRow) -> Target | None:
     return None if d is None or s is None else Target(d, s)
 
 
-# Seconds a due hook of another process is left to that process (its hook timer looks
-# every `hook_timer.TICK`, so that the operation its governor holds ends with the
-# removal) before any process settles it as an orphan's: the process that began it died
-# or restarted (a new process id).
-ORPHAN_GRACE = 3.0
-
-
-def _settles_now(core: Core, record: InstanceRow, now: float) -> bool:
-    """Whether this process settles the due hook of `record` now: its own at once, any
-    other's once it has been due for `ORPHAN_GRACE`."""
-    if record.hook_owner == core.unit_id:
-        return True
-    due_since = record.hook_answered_at if record.hook_result else record.hook_deadline
-    return due_since + ORPHAN_GRACE <= now
+def _settles_now(core: Core, record: InstanceRow, alive: set[str]) -> bool:
+    """Whether this process settles the due hook of `record` now: its own (the process
+    that began it holds the governor's operation, which ends with the removal), or one
+    whose process is gone (`alive`: the live ones among the hooks' processes)."""
+    return record.unit == core.unit_id or record.unit not in alive
 
 
 def settle_due_hooks(core: Core) -> int:
     """Settle every hook whose answer is in or whose timeout passed: a terminating
     record is claimed (`deleting`) and removed, by the operation its governor holds
-    when this process began the hook, else by a new one. Another process's hook is left
-    to it for `ORPHAN_GRACE` (an answer may arrive at any process: the one waiting sees
-    it in the store within a tick). Returns how many it settled."""
+    when this process began the hook, else by a new one. A live process's hook is left to
+    it (an answer may arrive at any process: every process's hook timer looks at the
+    store every tick and settles its own). Returns how many it settled."""
     now = time.time()
     with core.db.read() as conn:
         hooked = records.in_hooks(conn)
         configs = {shape_id: repo.shape_config(conn, shape_id)
                    for shape_id in {r.shape_id for r in hooked}}
+    others = {r.unit for r in hooked if r.unit and r.unit != core.unit_id}
+    alive = presence.alive(core.db, others) if others else set()
     settled = 0
     for record in hooked:
         result = lifecycle.result_of(
             record, lifecycle.hook_of_record(configs[record.shape_id], record), now)
-        if result is None or not _settles_now(core, record, now):
+        if result is None or not _settles_now(core, record, alive):
             continue
         if record.status == records.LAUNCHING:
             settled += _settle_launch(core, record, result)
             continue
         with core.db.write() as conn:
-            if not records.claim_hook(conn, record.id, records.TERMINATING, records.DELETING):
+            if not records.claim_hook(conn, record.id, records.TERMINATING, records.DELETING,
+                                      unit=core.unit_id):
                 continue  # another settler (a forced delete, another unit) has it
         settled += 1
         settle = core.hooks.take(record.id)
@@ -496,7 +494,7 @@ def _settle_launch(core: Core, record: InstanceRow, result: str) -> int:
     `abandon` removes it (and its launch fails)."""
     to = records.READY if result == lifecycle.CONTINUE else records.DELETING
     with core.db.write() as conn:
-        if not records.claim_hook(conn, record.id, records.LAUNCHING, to):
+        if not records.claim_hook(conn, record.id, records.LAUNCHING, to, unit=core.unit_id):
             return 0
     settle = core.hooks.take(record.id)
     if settle is not None:
@@ -562,7 +560,7 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
         hook = lifecycle.terminate_hook(configs[instance.shape_id])
         if hook is not None and instance.status in (records.READY, records.FAILED):
             with core.db.write() as conn:
-                mark_for_removal(conn, instance, hook, owner=core.unit_id)
+                mark_for_removal(conn, instance, hook, unit=core.unit_id)
             hooked[instance.id] = hook
             target = _target_of(core, instance)
             if target is not None:
@@ -577,7 +575,7 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
             hooked[instance.id] = hook or lifecycle.Hook(0)
             continue
         with core.db.write() as conn:
-            records.set_status(conn, instance.id, records.DELETING)
+            records.set_status(conn, instance.id, records.DELETING, unit=core.unit_id)
         try:
             with core.instance_locks.hold(instance.project, instance.instance_name):
                 retry_busy(lambda i=instance: _delete_if_ours(core, i.project, i.instance_name),

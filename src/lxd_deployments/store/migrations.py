@@ -312,13 +312,53 @@ def _add_pets(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_operations_and_units(conn: Connection) -> None:
+    """Several service processes (units, workers) share one store (issue 14): operations
+    live here so that any process reads, waits on and cancels them; `units` lists the
+    processes (their liveness is a lock each holds, see `store/presence.py`); and an
+    instance record names the process whose launch or delete holds it `pending` or
+    `deleting` (`unit`, "" before this step), so that recovery settles only the records
+    of processes that died."""
+    statements = [
+        """CREATE TABLE operations (
+            id TEXT PRIMARY KEY,
+            unit TEXT NOT NULL,
+            owner TEXT,
+            project TEXT NOT NULL,
+            description TEXT NOT NULL,
+            resources TEXT NOT NULL,
+            status TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            err TEXT NOT NULL DEFAULT '',
+            cancellable INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at REAL
+        )""",
+        "CREATE INDEX operations_unit ON operations (unit, finished_at)",
+        "CREATE INDEX operations_finished ON operations (finished_at)",
+        """CREATE TABLE units (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            unit_id TEXT NOT NULL UNIQUE,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        )""",
+        "ALTER TABLE deployments_shapes_instances ADD COLUMN unit TEXT NOT NULL DEFAULT ''",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 def _add_process_coherence(conn: Connection) -> None:
     """State that several processes of the service (units, workers) share (migration
-    10): counters bumped by changes that each process caches (the trust store, access),
+    11): counters bumped by changes that each process caches (the trust store, access),
     the state changes in flight (so the leader's watcher knows another process's own
-    changes), who waits on each hook and when it was answered (so the process holding
-    the governor's operation settles it), the placement violations last told, and each
-    caller's budget of refused changes."""
+    changes), when each hook was answered (the process holding the governor's
+    operation, the record's `unit`, settles it), the placement violations last told,
+    and each caller's budget of refused changes."""
     statements = [
         """CREATE TABLE service_generations (
             name TEXT PRIMARY KEY,
@@ -340,8 +380,6 @@ def _add_process_coherence(conn: Connection) -> None:
                 REFERENCES deployments_placement_groups (id) ON DELETE CASCADE,
             fingerprint TEXT NOT NULL
         )""",
-        "ALTER TABLE deployments_shapes_instances "
-        "ADD COLUMN hook_owner TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE deployments_shapes_instances "
         "ADD COLUMN hook_answered_at REAL NOT NULL DEFAULT 0",
         """CREATE TABLE audit_refusal_budgets (
@@ -366,6 +404,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_metrics_certificates,
     _add_lifecycle,
     _add_pets,
+    _add_operations_and_units,
     _add_process_coherence,
 )
 
