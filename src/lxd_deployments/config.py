@@ -38,6 +38,9 @@ LXD_SOCKET_CANDIDATES = (
 )
 
 
+# The most worker processes one unit runs (each holds its own store connections).
+MAX_WORKERS = 64
+
 # LXD's port, the default of `https_address`.
 DEFAULT_HTTPS_PORT = 8443
 
@@ -234,6 +237,9 @@ class Settings(_Frozen):
     # Members of bulk launches and scalings created (or deleted) at once, all batches
     # together, on threads of their own (single launches never wait behind a batch).
     bulk_concurrency: int = Field(default=3, gt=0, le=64)
+    # Processes serving the API (all on the same sockets, store and LXD), so that one
+    # unit uses every core; 1: the daemon serves in its own process, no supervisor.
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     # The application's identity on its instances (`user.lxd-deployments.service`); set by
     # the charm so that every unit of an application has the same. Unset: the id kept in
     # `<state_dir>/service-id` (made on first start).

@@ -26,7 +26,9 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import create_app
 from .auth.caller import Listener
@@ -36,6 +38,7 @@ from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.clock import FileClock, SystemClock
 from .core.duties import Leadership
+from .core.generations import GenerationFollower
 from .core.hook_timer import HookTimer
 from .core.operations import Operations
 from .core.readiness import LXDReadiness
@@ -44,6 +47,7 @@ from .core.watcher import Watcher
 from .errors import LXDUnavailable
 from .lxd.pylxd_adapter import PylxdAdapter, describe, open_client
 from .net.limits import plan_connections, raise_fd_limit
+from .process_role import BoundSockets, Role
 from .servers import Listening, bind_tcp_socket, make_server, prepare_tls, run_servers
 from .statedir import UMASK, create_private, secure_state_dir
 from .store import open_database
@@ -56,6 +60,8 @@ LXD_RETRY_MIN = 0.5
 LXD_RETRY_MAX = 10.0
 # Seconds a thread holds the GIL before another waiting for it gets it (Python's is 0.005).
 SWITCH_INTERVAL = 0.001
+# The response header naming the worker process that served a request.
+WORKER_HEADER = b"x-lxd-deployments-worker"
 # Seconds between two log lines saying LXD is still not there.
 LXD_WAIT_LOG_INTERVAL = 60.0
 
@@ -257,39 +263,62 @@ def _unix_paths(settings: Settings) -> list[Path]:
                                     if settings.jwt.enabled else [])]
 
 
-async def serve(settings: Settings) -> None:
-    caps = plan_connections(settings.http, raise_fd_limit())
-    core = build_core(settings)
-    tls = prepare_tls(settings, core) if settings.https_bind else None
-    app = create_app(core, max_body_bytes=settings.max_body_bytes,
-                     authenticators=authenticators_for(settings),
-                     server_certificate=tls.certificate_pem if tls else None,
-                     audit_settings=settings.audit)
-    unix_sock = bind_unix_socket(settings)
-    listening = [Listening(make_server(app, Listener.UNIX, settings, caps=caps), unix_sock,
-                           "unix")]
+def bind_sockets(settings: Settings) -> BoundSockets:
+    """Bind every listening socket of the service; on a failure, close (and remove) what
+    this call bound, never what another process owns."""
+    bound = BoundSockets(unix=bind_unix_socket(settings))
     try:
         if settings.jwt.enabled:
-            # The app's lifespan runs once, with the first server.
-            instance = make_server(app, Listener.INSTANCE, settings, caps=caps,
-                                   lifespan="off")
-            listening.append(Listening(instance, bind_instance_socket(settings), "instance",
-                                       own_loop=True))
-        if tls is not None:
-            https = make_server(app, Listener.HTTPS, settings, tls=tls, caps=caps,
-                                lifespan="off")
-            listening.append(Listening(https, bind_tcp_socket(*settings.https_bind), "https",
-                                       own_loop=True))
+            bound.instance = bind_instance_socket(settings)
+        if settings.https_bind is not None:
+            bound.https = bind_tcp_socket(*settings.https_bind)
     except ConfigError:
-        for item in listening:  # only what this process bound: another may own the rest
-            bound = item.sock.getsockname() if item.sock.family == socket.AF_UNIX else None
-            item.sock.close()
-            if bound:
-                Path(bound).unlink(missing_ok=True)
+        for sock in bound.all():
+            path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+            sock.close()
+            if path:
+                Path(path).unlink(missing_ok=True)
+        raise
+    return bound
+
+
+def remove_unix_sockets(settings: Settings) -> None:
+    for path in _unix_paths(settings):
+        path.unlink(missing_ok=True)
+
+
+async def serve(settings: Settings, role: Role | None = None) -> None:
+    """Serve the API until SIGTERM; `role`: this process's part (default: the daemon
+    alone, binding its own sockets and running every duty)."""
+    role = role or Role()
+    caps = plan_connections(settings.http, raise_fd_limit())
+    core = build_core(settings)
+    try:
+        sockets = role.sockets or bind_sockets(settings)
+    except ConfigError:
         core.db.close()
         raise
+    tls = prepare_tls(settings, core) if sockets.https is not None else None
+    app = WorkerHeader(create_app(core, max_body_bytes=settings.max_body_bytes,
+                                  authenticators=authenticators_for(settings),
+                                  server_certificate=tls.certificate_pem if tls else None,
+                                  audit_settings=settings.audit), role.index)
+    listening = [Listening(make_server(app, Listener.UNIX, settings, caps=caps), sockets.unix,
+                           "unix")]
+    if sockets.instance is not None:
+        # The app's lifespan runs once, with the first server.
+        instance = make_server(app, Listener.INSTANCE, settings, caps=caps, lifespan="off")
+        listening.append(Listening(instance, sockets.instance, "instance", own_loop=True))
+    if tls is not None and sockets.https is not None:
+        https = make_server(app, Listener.HTTPS, settings, tls=tls, caps=caps, lifespan="off")
+        listening.append(Listening(https, sockets.https, "https", own_loop=True))
     # Again, now that the store's journals, the service id and the server key exist.
     secure_state(settings)
+    # Changes of trust and access made by the other processes on the store reach this
+    # one's TLS context and caches.
+    follower = GenerationFollower(core.generations, core.tell_trust_listeners,
+                                  core.tell_access_listeners)
+    follower.start()
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events,
                               pet_interval=settings.pets.check_interval)
@@ -310,11 +339,13 @@ async def serve(settings: Settings) -> None:
         # first request is served, as it always did; without, serving starts at once.
         await first_attempt.wait()
         logger.info("serving the deployments API on %s%s%s (connections at most: %d "
-                    "HTTPS, %d per address, %d in-instance, %d admin)", settings.socket_path,
+                    "HTTPS, %d per address, %d in-instance, %d admin)%s", settings.socket_path,
                     f", {settings.instance_socket_path} (in-instance)"
-                    if settings.jwt.enabled else "",
+                    if sockets.instance is not None else "",
                     f" and https://{settings.https_address}" if tls else "",
-                    caps.https, caps.https_per_address, caps.instance, caps.unix)
+                    caps.https, caps.https_per_address, caps.instance, caps.unix,
+                    f" as worker {role.index} (pid {os.getpid()}, process {core.unit_id})"
+                    if not role.owns_sockets else "")
         # What start-up made (modules, the app, the store's machinery) lives as long as
         # the process: out of the collector's sight, a full collection (which holds the
         # GIL, every loop waiting) walks only what requests and connections make.
@@ -325,11 +356,37 @@ async def serve(settings: Settings) -> None:
         await lxd  # a startup reconcile under way ends first (it uses the store)
         await asyncio.to_thread(hooks.stop)
         await asyncio.to_thread(leadership.stop)  # the duties it started, in reverse
-        for item in listening:
-            item.sock.close()
-        for path in _unix_paths(settings):
-            path.unlink(missing_ok=True)
+        await asyncio.to_thread(follower.stop)
+        if role.owns_sockets:
+            sockets.close()
+            remove_unix_sockets(settings)
         core.db.close()
+
+
+class WorkerHeader:
+    """The app, answering with the header that names the worker which served (so that a
+    client, and the tests, see the requests spread over the workers)."""
+
+    def __init__(self, app: ASGIApp, index: int) -> None:
+        self.app = app
+        self._header = (WORKER_HEADER, str(index).encode())
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = self._header
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 def run(config_path: str | Path | None = None) -> int:
@@ -351,6 +408,10 @@ def run(config_path: str | Path | None = None) -> int:
         # reconcile) and after, make SIGTERM an exit that runs serve()'s clean-up (stop
         # the watcher, remove the socket, close the store) rather than a kill.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if settings.workers > 1:
+        # Imported here: the supervisor runs this module's `serve` in each worker.
+        from .supervisor import supervise
+        return supervise(settings)
     try:
         asyncio.run(serve(settings))
     except (ConfigError, LXDUnavailable) as err:

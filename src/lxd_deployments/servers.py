@@ -103,6 +103,10 @@ def make_server(app: ASGIApp, listener: Listener, settings: Settings, *,
     config = uvicorn.Config(
         ListenerApp(app, listener), http=gate, log_level=settings.log_level,
         access_log=False, timeout_graceful_shutdown=5, lifespan=lifespan,
+        # No proxy stands in front (mTLS ends here): a local process must not be able to
+        # name another client address in `X-Forwarded-For`, and every request skips
+        # uvicorn's proxy headers middleware.
+        proxy_headers=False,
         timeout_keep_alive=settings.http.keepalive_timeout,  # type: ignore[arg-type]
         h11_max_incomplete_event_size=settings.http.max_header_bytes)
     server = QuietServer(config)
@@ -154,9 +158,9 @@ def _names_for(host: str) -> tuple[list[str], list[str]]:
     return dns, ips
 
 
-def prepare_tls(settings: Settings, core: Core) -> ServerTLS:
-    """The server certificate (made on first start unless configured) and the TLS
-    context, reloaded whenever the trust store changes."""
+def server_certificate(settings: Settings) -> str:
+    """The server certificate (PEM), made on first start unless configured. A supervisor
+    makes it before its workers start, so that they never race to make two."""
     cert_path, key_path = settings.server_cert_path, settings.server_key_path
     host = (settings.https_bind or ("", 0))[0]
     try:
@@ -167,9 +171,16 @@ def prepare_tls(settings: Settings, core: Core) -> ServerTLS:
                 logger.info("made the server certificate %s", cert_path)
         elif not key_path.exists():
             raise CertificateFilesError(f"tls.key {key_path} does not exist")
-        certificate = read_certificate(cert_path)
+        return read_certificate(cert_path)
     except CertificateFilesError as err:
         raise ConfigError(str(err)) from err
+
+
+def prepare_tls(settings: Settings, core: Core) -> ServerTLS:
+    """The server certificate (made on first start unless configured) and the TLS
+    context, reloaded whenever the trust store changes."""
+    cert_path, key_path = settings.server_cert_path, settings.server_key_path
+    certificate = server_certificate(settings)
 
     def load_trusted():
         with core.db.read() as conn:

@@ -102,13 +102,14 @@ def launch_instance(api, deployment: str, shape: str, name: str,
     return operation.json()["metadata"]
 
 
-# Tables that record requests rather than state: a refused attempt is written there.
-LOG_TABLES = ("audit_log",)
+# Tables that record requests rather than state: a refused attempt is written there
+# (its audit row, and what it spent of its caller's refusal budget).
+LOG_TABLES = ("audit_log", "audit_refusal_budgets")
 
 
 def store_snapshot(core: Core) -> dict[str, list[tuple]]:
-    """Every row of every table (but the audit log, which records refused attempts too),
-    to show that a refused request changed nothing."""
+    """Every row of every table (but the audit log and the refusal budgets, which record
+    refused attempts too), to show that a refused request changed nothing."""
     with core.db.read() as conn:
         tables = [name for name in sorted(inspect(conn).get_table_names())
                   if name not in LOG_TABLES]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lxd_deployments.core.inflight import StateActions
+from lxd_deployments.core.state_actions import StateActions
 from lxd_deployments.core.watcher import Watcher, handle_event
 from lxd_deployments.lxd import LifecycleEvent
 from lxd_deployments.lxd import events as lxd_events
@@ -161,9 +161,9 @@ def test_events_of_projects_not_allowed_are_ignored(api, core, fake_lxd, shape):
     assert names(api) == ["c1"]
 
 
-def test_own_state_actions_explain_their_events_for_a_grace_period():
+def test_own_state_actions_explain_their_events_for_a_grace_period(core):
     now = [100.0]
-    actions = StateActions(grace=5, clock=lambda: now[0])
+    actions = StateActions(core.db, grace=5, clock=lambda: now[0])
     with actions.running("p", "c1", "stop"):
         assert actions.busy("p", "c1")
         assert not actions.explains("p", "c1", "instance-started")
@@ -179,8 +179,8 @@ def test_own_state_actions_explain_their_events_for_a_grace_period():
     assert not actions.explains("p", "c1", "instance-started")  # expired
 
 
-def test_a_restart_explains_a_stop_on_its_way_and_ends_with_its_final_event():
-    actions = StateActions()
+def test_a_restart_explains_a_stop_on_its_way_and_ends_with_its_final_event(core):
+    actions = StateActions(core.db)
     with actions.running("p", "c1", "restart"):
         pass
     assert actions.explains("p", "c1", "instance-stopped")

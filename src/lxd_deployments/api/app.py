@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from .. import __version__
+from ..auth.cache import CallerCache
 from ..auth.dependencies import default_policy
 from ..auth.identify import Authenticators
 from ..auth.middleware import Authenticate
@@ -77,5 +78,7 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                        max_rows=audit_settings.max_rows,
                        refused_rate=audit_settings.refused_rate,
                        refused_burst=audit_settings.refused_burst)
-    app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators)
+    # Callers of client certificates are cached while no change of access was told.
+    app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators,
+                       cache=CallerCache(lambda: core.generations.epoch))
     return app

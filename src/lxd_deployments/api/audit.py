@@ -35,7 +35,7 @@ from ..store import Database
 from ..store import audit as store
 from .envelope import error_response
 from .errors import status_of
-from .refusals import RefusalBudget, budget_key
+from .refusals import StoredRefusalBudget, budget_key
 
 logger = logging.getLogger("lxd_deployments.audit")
 
@@ -76,7 +76,7 @@ class AuditLog:
         self.db = db
         self.retention = retention
         self.max_rows = max_rows
-        self.budget = RefusalBudget(refused_rate, refused_burst)
+        self.budget = StoredRefusalBudget(db, refused_rate, refused_burst)
         self._since_prune = 0
         self._last_prune = time.monotonic()
 
@@ -89,7 +89,8 @@ class AuditLog:
         start: Message | None = None
         recorded = False
 
-        async def write(status: int, headers: list, body: bytes) -> None:
+        async def write(status: int, headers: list, body: bytes,
+                        spend: str | None = None) -> None:
             nonlocal recorded
             recorded = True
             caller, grant = auth.caller, auth.grant
@@ -108,13 +109,13 @@ class AuditLog:
                         f" operation {entry.operation}" if entry.operation else
                         f" {entry.error[:320]}" if entry.error else "")
             try:
-                await anyio.to_thread.run_sync(self._record, entry)
+                await anyio.to_thread.run_sync(self._record, entry, spend)
             except Exception:  # the change is made: answer it, but say the log lacks it
                 logger.exception("could not write the audit log entry above")
 
         key = budget_key(auth.caller)
         if key is not None:
-            wait, first = self.budget.check(key)
+            wait, first = await anyio.to_thread.run_sync(self.budget.check, key)
             if wait > 0:
                 await self._too_many(scope, receive, send, wait, write if first else None)
                 return
@@ -127,10 +128,10 @@ class AuditLog:
             if message["type"] == "http.response.body" and start is not None:
                 held, start = start, None
                 status = held["status"]
-                if key is not None and 400 <= status < 500:
-                    self.budget.spend(key)
+                # A refusal spends from the caller's budget with its audit row.
                 await write(status, list(held.get("headers") or []),
-                            message.get("body", b""))
+                            message.get("body", b""),
+                            key if key is not None and 400 <= status < 500 else None)
                 await send(held)
             await send(message)
 
@@ -154,9 +155,11 @@ class AuditLog:
             await write(response.status_code, [], response.body)
         await response(scope, receive, send)
 
-    def _record(self, entry: store.AuditEntry) -> None:
+    def _record(self, entry: store.AuditEntry, spend: str | None = None) -> None:
         with self.db.write() as conn:
             store.record(conn, entry)
+            if spend is not None:
+                self.budget.spend(conn, spend)
             self._since_prune += 1
             now = time.monotonic()
             if self._since_prune >= PRUNE_EVERY_ROWS or now - self._last_prune >= \

@@ -8,6 +8,9 @@ refusal again: one caller can neither fill the store with audit rows nor keep th
 store's write lock busy. Of its 429s, one a minute at most is recorded
 (`RECORD_429_EVERY`). Accepted requests cost nothing.
 
+The budget is kept in the store (`StoredRefusalBudget`), shared by every process of
+the service: a caller whose requests reach several workers or units has one budget.
+
 The unix socket's admins have no budget (`budget_key` is None for them): whoever may
 connect there may do anything anyway. Everything else is counted per certificate
 fingerprint, all its keys (and its mTLS and JWT requests) together.
@@ -20,11 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..auth.caller import METHOD_UNIX, Caller
+from ..store import Database
+from ..store import refusal_budgets as rows
 
 # Seconds between two recorded 429s of one caller.
 RECORD_429_EVERY = 60.0
 # Callers followed at most; full (idle) buckets go first past it, then the oldest.
-MAX_CALLERS = 10_000
+MAX_CALLERS = rows.MAX_CALLERS
 
 
 def budget_key(caller: Caller) -> str | None:
@@ -40,8 +45,26 @@ class _Bucket:
     recorded_429: float | None = None  # when a 429 of this caller was last recorded
 
 
+def _refill(bucket: _Bucket, now: float, rate: float, burst: int) -> None:
+    bucket.tokens = min(burst, bucket.tokens + max(0.0, now - bucket.updated) * rate)
+    bucket.updated = now
+
+
+def _verdict(bucket: _Bucket, rate: float) -> tuple[float, bool]:
+    """(seconds until the caller may be refused again, whether this 429 is to be
+    recorded); (0, False) when it has budget left. Notes a recorded 429."""
+    if bucket.tokens >= 1.0:
+        return 0.0, False
+    record = bucket.recorded_429 is None or \
+        bucket.updated - bucket.recorded_429 >= RECORD_429_EVERY
+    if record:
+        bucket.recorded_429 = bucket.updated
+    return (1.0 - bucket.tokens) / rate, record
+
+
 class RefusalBudget:
-    """Not thread-safe on purpose: the ASGI middleware runs it on the event loop."""
+    """In memory, for one process. Not thread-safe on purpose: the ASGI middleware runs
+    it on the event loop."""
 
     def __init__(self, rate: float, burst: int, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -58,8 +81,7 @@ class RefusalBudget:
                 self._evict(now)
             bucket = self._buckets[key] = _Bucket(float(self.burst), now)
         else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
+            _refill(bucket, now, self.rate, self.burst)
         return bucket
 
     def _evict(self, now: float) -> None:
@@ -72,16 +94,52 @@ class RefusalBudget:
     def check(self, key: str) -> tuple[float, bool]:
         """(seconds until the caller may be refused again, whether this 429 is to be
         recorded); (0, False) when it has budget left."""
-        bucket = self._bucket(key)
-        if bucket.tokens >= 1.0:
-            return 0.0, False
-        record = bucket.recorded_429 is None or \
-            bucket.updated - bucket.recorded_429 >= RECORD_429_EVERY
-        if record:
-            bucket.recorded_429 = bucket.updated
-        return (1.0 - bucket.tokens) / self.rate, record
+        return _verdict(self._bucket(key), self.rate)
 
     def spend(self, key: str) -> None:
         """One refusal."""
         bucket = self._bucket(key)
         bucket.tokens = max(0.0, bucket.tokens - 1.0)
+
+
+class StoredRefusalBudget:
+    """The same budget in the store (`store/refusal_budgets.py`), shared by every process
+    of the service, so that workers and units do not each give a caller a budget of its
+    own. Wall-clock times (shared by processes). Blocking: call it on a thread; `spend`
+    joins the caller's transaction (the audit row's)."""
+
+    def __init__(self, db: Database, rate: float, burst: int, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+
+    def _load(self, conn, key: str, now: float) -> _Bucket:
+        found = rows.load(conn, key)
+        if found is None:
+            return _Bucket(float(self.burst), now)
+        bucket = _Bucket(*found)
+        _refill(bucket, now, self.rate, self.burst)
+        return bucket
+
+    def check(self, key: str) -> tuple[float, bool]:
+        """As `RefusalBudget.check`: a read, and a write only to note a recorded 429."""
+        now = self._clock()
+        with self.db.read() as conn:
+            bucket = self._load(conn, key, now)
+        if bucket.tokens >= 1.0:
+            return 0.0, False
+        with self.db.write() as conn:
+            bucket = self._load(conn, key, now)
+            wait, record = _verdict(bucket, self.rate)
+            if record:
+                rows.save(conn, key, bucket.tokens, bucket.updated, bucket.recorded_429,
+                          rate=self.rate, burst=self.burst)
+        return wait, record
+
+    def spend(self, conn, key: str) -> None:
+        """One refusal, in the write transaction `conn`."""
+        bucket = self._load(conn, key, self._clock())
+        rows.save(conn, key, max(0.0, bucket.tokens - 1.0), bucket.updated,
+                  bucket.recorded_429, rate=self.rate, burst=self.burst)

@@ -17,8 +17,11 @@ The order, for one request:
    completes handshakes with trusted certificates.
 4. Nothing: anonymous.
 
-Everything is read from the current store, once per request: no cache, so a revoked key
-or certificate stops working on the next request, keep-alive connections included.
+Everything is read from the current store, once per request, except that the HTTPS
+middleware keeps the callers of client certificates (`cache.py`) for as long as no
+change of access was told: a revoked key or certificate stops working on the next
+request in the process that revoked it, and within `core.generations.POLL` seconds in
+every other process of the service, keep-alive connections included.
 """
 
 from __future__ import annotations
@@ -124,25 +127,43 @@ def certificate_caller(conn: Connection, fingerprint: str, *, method: str = METH
 
     `deployment` = (project, name) keeps only the key of that deployment (a JWT is for
     one audience); a certificate of type `client` is an admin either way."""
+    return _certificate_caller(conn, fingerprint, method=method, deployment=deployment,
+                               now=now)[0]
+
+
+def _certificate_caller(conn: Connection, fingerprint: str, *, method: str = METHOD_TLS,
+                        deployment: tuple[str, str] | None = None,
+                        now: float | None = None) -> tuple[Caller, float]:
+    """The caller, and until when its certificate is valid (0 for an anonymous one)."""
     row = queries.certificate_by_fingerprint(conn, fingerprint)
     if row is None:
         return Caller.anonymous("Not authorized: the client certificate is not trusted",
-                                method=method, fingerprint=fingerprint)
+                                method=method, fingerprint=fingerprint), 0.0
     stale = out_of_date(row.certificate, now)
     if stale:
         return Caller.anonymous(f"Not authorized: {stale}", method=method,
-                                fingerprint=fingerprint)
+                                fingerprint=fingerprint), 0.0
+    not_after = _validity(row.certificate)[1]
     if row.type == "client":
-        return Caller(kind=ADMIN, method=method, name=row.name, fingerprint=row.fingerprint)
+        return Caller(kind=ADMIN, method=method, name=row.name,
+                      fingerprint=row.fingerprint), not_after
     if row.type == "metrics":
-        return Caller(kind=METRICS, method=method, name=row.name, fingerprint=row.fingerprint)
+        return Caller(kind=METRICS, method=method, name=row.name,
+                      fingerprint=row.fingerprint), not_after
     grants = tuple(
         Grant(key_id=k.key_id, key_name=k.key_name, role=k.role,
               deployment_id=k.deployment_id, project=k.project, deployment=k.deployment_name)
         for k in queries.key_grants(conn, row.id)
         if deployment is None or (k.project, k.deployment_name) == deployment)
     return Caller(kind=GOVERNOR, method=method, name=row.name, fingerprint=row.fingerprint,
-                  grants=grants)
+                  grants=grants), not_after
+
+
+def identify_certificate(db: Database, fingerprint: str) -> tuple[Caller, float]:
+    """The caller of a client certificate, and until when the certificate is valid
+    (epoch seconds; 0 when the caller is anonymous), for a cache of callers."""
+    with db.read() as conn:
+        return _certificate_caller(conn, fingerprint)
 
 
 def identify(db: Database, credentials: Credentials,

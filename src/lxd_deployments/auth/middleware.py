@@ -23,9 +23,17 @@ from urllib.parse import parse_qs
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..pki import fingerprint_of_der
 from ..store import Database
+from .cache import CallerCache
 from .caller import METHOD_JWT, Caller, Grant, Listener
-from .identify import DEFAULT_PROJECT, Authenticators, Credentials, identify
+from .identify import (
+    DEFAULT_PROJECT,
+    Authenticators,
+    Credentials,
+    identify,
+    identify_certificate,
+)
 
 logger = logging.getLogger("lxd_deployments.auth")
 
@@ -105,10 +113,29 @@ class Authenticate:
     """Resolve each request's caller; refuse anonymous callers off the public routes."""
 
     def __init__(self, app: ASGIApp, db: Database,
-                 authenticators: Authenticators | None = None) -> None:
+                 authenticators: Authenticators | None = None,
+                 cache: CallerCache | None = None) -> None:
         self.app = app
         self.db = db
         self.authenticators = authenticators or Authenticators()
+        self.cache = cache
+
+    async def _identify(self, credentials: Credentials) -> Caller:
+        """The caller: a client certificate's from the cache when it has it (no store,
+        no thread), else from the store."""
+        if self.cache is None or credentials.listener is not Listener.HTTPS or \
+                credentials.authorization is not None or credentials.peer_certificate is None:
+            return await anyio.to_thread.run_sync(
+                identify, self.db, credentials, self.authenticators)
+        fingerprint = fingerprint_of_der(credentials.peer_certificate)
+        caller = self.cache.get(fingerprint)
+        if caller is not None:
+            return caller
+        epoch = self.cache.epoch()
+        caller, not_after = await anyio.to_thread.run_sync(
+            identify_certificate, self.db, fingerprint)
+        self.cache.put(fingerprint, caller, epoch, not_after)
+        return caller
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -118,8 +145,7 @@ class Authenticate:
         if credentials.listener is Listener.UNIX:
             caller = Caller.unix_admin(credentials.unix_uid)  # no store lookup needed
         else:
-            caller = await anyio.to_thread.run_sync(
-                identify, self.db, credentials, self.authenticators)
+            caller = await self._identify(credentials)
         scope[AUTH_KEY] = RequestAuth(caller)
         if caller.is_authenticated or (scope.get("method"), scope["path"]) in PUBLIC_ROUTES:
             await self.app(scope, receive, send)

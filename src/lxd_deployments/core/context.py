@@ -13,10 +13,13 @@ from ..errors import Forbidden
 from ..lxd import LXDAdapter
 from ..store import Database
 from .clock import Clock, SystemClock
-from .inflight import InstanceLocks, Reported, StateActions
+from .generations import ACCESS, TRUST, Generations
+from .instance_locks import InstanceLocks
 from .lifecycle import Hooks
 from .operations import Operations
+from .placement_reports import PlacementReports
 from .readiness import LXDReadiness
+from .state_actions import StateActions
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
 
 if TYPE_CHECKING:
@@ -45,12 +48,16 @@ class Core:
     operations: Operations = field(default_factory=Operations)
     projects: frozenset[str] | None = None
     service_id: str = "lxd-deployments"
-    state_actions: StateActions = field(default_factory=StateActions)
-    # Orders the service's own changes of each instance (see inflight.py).
-    instance_locks: InstanceLocks = field(default_factory=InstanceLocks)
-    # The placement violations last reported per placement group, so that a lasting one
-    # is told once (by the launch that made it, or the check that found it).
-    placement_reports: Reported = field(default_factory=Reported)
+    # The state changes in flight of every process (in the store: state_actions.py).
+    state_actions: StateActions = field(init=False)
+    # Orders the service's own changes of each instance, across processes
+    # (instance_locks.py).
+    instance_locks: InstanceLocks = field(init=False)
+    # The placement violations last reported per placement group (in the store), so
+    # that a lasting one is told once (by the launch that made it, or the check).
+    placement_reports: PlacementReports = field(init=False)
+    # The trust and access counters this process follows (generations.py).
+    generations: Generations = field(init=False)
     events: EventBus | None = None
     # Called (with no argument) after the trust store changed: the HTTPS server reloads
     # its trusted certificates then. A listener must not raise.
@@ -72,10 +79,16 @@ class Core:
     # The one wall clock of schedule-driven work (pets); tests give a manual one.
     clock: Clock = field(default_factory=SystemClock)
     # This process's id (made at start): several processes (units, workers) share one
-    # store; it names who runs an operation and who holds a pending/deleting record.
+    # store; it names who runs an operation, who holds a pending/deleting record or
+    # waits on its hook, and who makes a state change.
     unit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def __post_init__(self) -> None:
+        # Made from the store: what they hold is shared by every process on it.
+        object.__setattr__(self, "state_actions", StateActions(self.db, self.unit_id))
+        object.__setattr__(self, "instance_locks", InstanceLocks(self.db))
+        object.__setattr__(self, "placement_reports", PlacementReports(self.db))
+        object.__setattr__(self, "generations", Generations(self.db))
         # Operations are recorded in the store, under this process's id.
         self.operations.attach(self.db, self.unit_id)
         # The events stream carries LXD's `operation` events (LXD's clients wait on them).
@@ -83,13 +96,30 @@ class Core:
             self.operations.listen(self.events.operation_changed)
 
     def trust_changed(self) -> None:
+        """The trust store changed here: tell this process's listeners, and the others
+        through the store (`generations.py`)."""
+        self._bump(TRUST)
+        self.tell_trust_listeners()
+
+    def access_changed(self) -> None:
+        self._bump(ACCESS)
+        self.tell_access_listeners()
+
+    def _bump(self, name: str) -> None:
+        try:
+            self.generations.bump(name)
+        except Exception:  # the change is made; the others learn of it at their resync
+            self.generations.note_local()
+            logger.exception("cannot tell the other processes that %s changed", name)
+
+    def tell_trust_listeners(self) -> None:
         for listener in list(self.trust_listeners):
             try:
                 listener()
             except Exception:
                 logger.exception("a trust store listener failed")
 
-    def access_changed(self) -> None:
+    def tell_access_listeners(self) -> None:
         for listener in list(self.access_listeners):
             try:
                 listener()

@@ -49,12 +49,26 @@ def resolve(core: Core, project: str, deployment: str, shape: str) -> Target:
     # service was not given (a deployment made before its project left the list).
     core.require_project_allowed(project)
     with core.db.read() as conn:
-        d, s = repo.get_deployment_shape(conn, project, deployment, shape)
+        return _resolve_in(conn, project, deployment, shape)
+
+
+def _resolve_in(conn, project: str, deployment: str, shape: str) -> Target:
+    d, s = repo.get_deployment_shape(conn, project, deployment, shape)
     if d is None:
         raise NotFound("Deployment not found")
     if s is None:
         raise NotFound("Shape not found")
     return Target(d, s)
+
+
+def list_urls_of(core: Core, project: str, deployment: str, shape: str) -> list[str]:
+    """A governor's URL list (the hot read): the shape and its records in one read."""
+    core.require_project_allowed(project)
+    with core.db.read() as conn:
+        target = _resolve_in(conn, project, deployment, shape)
+        names = records.names(conn, target.shape.id)
+    return [shape_instance_url(project, target.deployment.name, target.shape.name, name)
+            for name in names]
 
 
 def _require_record(conn, target: Target, name: str) -> InstanceRow:
@@ -284,7 +298,8 @@ def _refuse_busy(record: InstanceRow) -> None:
 def mark_for_removal(conn, record: InstanceRow, hook: lifecycle.Hook | None, *,
                      unit: str) -> None:
     """In the transaction that decided the removal: `deleting`, or `terminating` until
-    the hook's deadline when the shape has a terminating hook."""
+    the hook's deadline when the shape has a terminating hook; `unit` is the process
+    that waits on the hook (`core.unit_id`): it settles the hook the moment it is due."""
     if hook is None:
         records.set_status(conn, record.id, records.DELETING, unit=unit)
         return

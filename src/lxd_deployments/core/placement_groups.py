@@ -13,6 +13,7 @@ yet (a member gone, an instance moved with `lxc move --target`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -232,8 +233,9 @@ def current_violations(conn: Connection, scope: ReservationScope, *,
                                        if r.location or not clustered})
 
 
-def _fingerprint(found: list[placement.Violation]) -> frozenset:
-    return frozenset((v.member, v.instances) for v in found)
+def _fingerprint(found: list[placement.Violation]) -> str:
+    """The violations as text (kept in the store): the same violations, the same text."""
+    return json.dumps(sorted([v.member, sorted(v.instances)] for v in found))
 
 
 def _metadata(project: str, deployment: str, group: PlacementGroupRow, cause: str,

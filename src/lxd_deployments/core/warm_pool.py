@@ -22,11 +22,15 @@ import string
 import threading
 import time
 
+from sqlalchemy import select
+
 from ..background import BackgroundLoop
 from ..lxd import LXDAdapter
 from ..store import instances as records
+from ..store import presence
 from ..store import repository as repo
 from ..store import warm_pool as pool
+from ..store.schema import units as units_table
 from . import lifecycle
 from .context import Core
 from .ownership import KEY_WARM_POOL, shape_keys, warm_body, warm_pool_of
@@ -178,11 +182,24 @@ def drain(core: Core, shape_ids: list[int]) -> None:
             pool.remove(conn, row.id)
 
 
-def recover(core: Core) -> None:
-    """At startup: rows a crash left in the middle (being made, taken or deleted) go,
-    with their instance if it is still a pool instance of ours."""
+def _others_alive(core: Core) -> bool:
+    """Whether another process of the service is alive on the store (it may be taking a
+    pool instance for a launch right now)."""
     with core.db.read() as conn:
-        rows = pool.all_rows(conn, (pool.PENDING, pool.TAKEN, pool.DELETING))
+        units = set(conn.execute(select(units_table.c.unit_id)).scalars()) - {core.unit_id}
+    return bool(presence.alive(core.db, units))
+
+
+def recover(core: Core) -> None:
+    """When the refiller starts (in the leader): rows a crash left in the middle go,
+    with their instance if it is still a pool instance of ours. Being made or deleted is
+    only ever the refiller's (the previous leader's, gone); being taken is any launch's,
+    so those go only when no other process of the service is alive."""
+    statuses = [pool.PENDING, pool.DELETING]
+    if not _others_alive(core):
+        statuses.append(pool.TAKEN)
+    with core.db.read() as conn:
+        rows = pool.all_rows(conn, tuple(statuses))
     for row in rows:
         try:
             _discard(core, row.project, row.instance_name)
@@ -219,9 +236,12 @@ class WarmPools:
     """The refiller thread: refills on a tick or when a launch took an instance
     (`core.warm_pool_wakeup`, which also wakes it to stop)."""
 
-    def __init__(self, core: Core, *, tick: float = TICK) -> None:
+    def __init__(self, core: Core, *, tick: float = TICK, recover_at_start: bool = True) -> None:
         self.core = core
         self.tick = tick
+        # Off in a process started while other processes of the service may be taking
+        # pool instances (a restarted worker): their `taken` rows are no crash's.
+        self.recover_at_start = recover_at_start
         self._thread = BackgroundLoop("warm-pools", wake=core.warm_pool_wakeup.set)
 
     def start(self) -> None:
@@ -235,7 +255,7 @@ class WarmPools:
         while not stopping.is_set():
             try:
                 if time.monotonic() - swept > SWEEP_INTERVAL:
-                    if swept == 0.0:
+                    if swept == 0.0 and self.recover_at_start:
                         recover(self.core)
                     sweep(self.core)
                     swept = time.monotonic()

@@ -38,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..api.envelope import error_response
 from ..auth.middleware import TLS_EXTENSION, UNIX_PEER_EXTENSION
 from ..auth.tls import ServerTLS, _no_delay, tls_extension, unix_peer
+from .cork import CorkedTransport
 from .limits import REFUSAL_LOG_INTERVAL, ConnectionCounter
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,8 @@ class ServiceH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # An answer's head and body in one write (see cork.py).
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
         _no_delay(transport)
         extensions: dict[str, Any] = {}
         ssl_object = transport.get_extra_info("ssl_object")

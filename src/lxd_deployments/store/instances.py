@@ -11,6 +11,7 @@ way out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -252,14 +253,15 @@ def begin_hook(conn: Connection, record_id: int, status: str, started: float,
     """Put the record in a hook (`terminating` or `launching`) until `deadline`."""
     conn.execute(update(instances).where(instances.c.id == record_id).values(
         status=status, hook_started=started, hook_deadline=deadline, hook_result="",
-        **_held_by(unit)))
+        hook_answered_at=0.0, **_held_by(unit)))
+
 
 
 def answer_hook(conn: Connection, record_id: int, status: str, result: str) -> bool:
     """Record the governor's answer to a record still in hook `status`; False if not."""
     done = conn.execute(update(instances).where(
         instances.c.id == record_id, instances.c.status == status,
-        instances.c.hook_result == "").values(hook_result=result))
+        instances.c.hook_result == "").values(hook_result=result, hook_answered_at=time.time()))
     return done.rowcount == 1
 
 

@@ -386,6 +386,46 @@ def _add_store_identity(conn: Connection) -> None:
                  {"store_id": str(uuid.uuid4()),
                   "created_at": datetime.now(timezone.utc).isoformat()})
 
+def _add_process_coherence(conn: Connection) -> None:
+    """State that several processes of the service (units, workers) share (migration
+    11): counters bumped by changes that each process caches (the trust store, access),
+    the state changes in flight (so the leader's watcher knows another process's own
+    changes), when each hook was answered (the process holding the governor's
+    operation, the record's `unit`, settles it), the placement violations last told,
+    and each caller's budget of refused changes."""
+    statements = [
+        """CREATE TABLE service_generations (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        )""",
+        """CREATE TABLE service_state_actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            project TEXT NOT NULL,
+            instance_name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            expires_at REAL
+        )""",
+        "CREATE INDEX service_state_actions_instance "
+        "ON service_state_actions (project, instance_name)",
+        """CREATE TABLE deployments_placement_reports (
+            group_id INTEGER PRIMARY KEY
+                REFERENCES deployments_placement_groups (id) ON DELETE CASCADE,
+            fingerprint TEXT NOT NULL
+        )""",
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN hook_answered_at REAL NOT NULL DEFAULT 0",
+        """CREATE TABLE audit_refusal_budgets (
+            key TEXT PRIMARY KEY,
+            tokens REAL NOT NULL,
+            updated REAL NOT NULL,
+            recorded_429 REAL
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
 
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
@@ -400,6 +440,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_pets,
     _add_operations_and_units,
     _add_store_identity,
+    _add_process_coherence,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

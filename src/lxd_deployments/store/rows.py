@@ -71,6 +71,9 @@ class InstanceRow:
     hook_started: float = 0.0
     # The process whose launch or delete holds it `pending`/`deleting` ("": none known).
     unit: str = ""
+    # When the governor answered the hook (epoch seconds; 0 before). The hook's process
+    # is `unit`, as of the launch or delete that began it.
+    hook_answered_at: float = 0.0
 
 
 def instance_row(r) -> InstanceRow:
@@ -80,7 +83,7 @@ def instance_row(r) -> InstanceRow:
                        created_at=r.created_at, revision=r.revision,
                        protected=bool(r.protected), hook_deadline=r.hook_deadline,
                        hook_result=r.hook_result, hook_started=r.hook_started,
-                       unit=r.unit)
+                       unit=r.unit, hook_answered_at=r.hook_answered_at)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ deployments_shapes_instances = Table(
     Column("hook_result", Text, nullable=False),
     Column("hook_started", Float, nullable=False),
     Column("unit", Text, nullable=False),
+    Column("hook_answered_at", Float, nullable=False),
 )
 
 deployments_warm_pool = Table(
@@ -278,4 +279,40 @@ store_copies = Table(
     Column("schema_version", BigInteger, nullable=False),
     Column("row_count", BigInteger, nullable=False),
     Column("copied_at", Text, nullable=False),
+)
+
+service_generations = Table(
+    "service_generations",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+service_state_actions = Table(
+    "service_state_actions",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("project", Text, nullable=False),
+    Column("instance_name", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("expires_at", Float),
+)
+
+deployments_placement_reports = Table(
+    "deployments_placement_reports",
+    metadata,
+    Column("group_id", BigInteger, ForeignKey("deployments_placement_groups.id",
+                                           ondelete="CASCADE"), primary_key=True),
+    Column("fingerprint", Text, nullable=False),
+)
+
+audit_refusal_budgets = Table(
+    "audit_refusal_budgets",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("recorded_429", Float),
 )

@@ -13,6 +13,7 @@ owner, so that it sees only its own in `/1.0/operations`.
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 
 from ...auth.dependencies import ReaderOnly, WriterAccess
 from ...core import bulk, instance_lifecycle
@@ -26,6 +27,7 @@ from ...models import (
 )
 from ..dependencies import DEFAULT_PROJECT, CoreDep, ProjectQuery, RecursionQuery
 from ..envelope import async_response, sync_response
+from ..reads import store_read
 
 router = APIRouter(prefix="/1.0/deployments/{deployment}/shapes/{shape}/instances",
                    tags=["instances"])
@@ -33,12 +35,19 @@ router = APIRouter(prefix="/1.0/deployments/{deployment}/shapes/{shape}/instance
 
 @router.get("", dependencies=[ReaderOnly],
             summary="List a shape's instances (as LXD: recursion=1 objects, 2 with state)")
-def list_instances(deployment: str, shape: str, c: CoreDep,
-                   project: ProjectQuery = DEFAULT_PROJECT, recursion: RecursionQuery = 0):
+async def list_instances(deployment: str, shape: str, c: CoreDep,
+                         project: ProjectQuery = DEFAULT_PROJECT,
+                         recursion: RecursionQuery = 0):
+    if not recursion:  # a governor's hot path: one store read, no LXD (see reads.py)
+        return sync_response(await store_read(c, core.list_urls_of, c, project, deployment,
+                                              shape))
+    return sync_response(await run_in_threadpool(_list_full, c, project, deployment, shape,
+                                                 recursion))
+
+
+def _list_full(c, project: str, deployment: str, shape: str, recursion: int):
     target = core.resolve(c, project, deployment, shape)
-    if recursion:
-        return sync_response(core.list_instances_full(c, target, with_state=recursion >= 2))
-    return sync_response(core.list_instance_urls(c, target))
+    return core.list_instances_full(c, target, with_state=recursion >= 2)
 
 
 def _launch(c, project: str, deployment: str, shape: str, name: str | None,
