@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from .webhooks.settings import EventSettings, WebhookSettings
+from .webhooks.settings import WebhookSettings
 
 DEFAULT_STATE_DIR = Path("/var/lib/lxd-deployments")
 DEFAULT_CONFIG_PATH = Path("/etc/lxd-deployments/config.yaml")
@@ -170,6 +170,30 @@ class ClockSettings(_Frozen):
 class PetSettings(_Frozen):
     # Seconds between two looks at the pets' schedules (notice, reclaim); 0: no duty.
     check_interval: float = Field(default=10.0, ge=0, le=3600)
+
+
+class EventSettings(BaseModel):
+    """The `events:` section (the core's: the periodic events, the change follower and
+    the events stream)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Seconds between metrics events per deployment; 0 turns them off.
+    metrics_interval: float = Field(default=60.0, ge=0)
+    # Seconds between capacity checks (offers, pressure, shapes below their minimum);
+    # 0 turns them off.
+    capacity_interval: float = Field(default=300.0, ge=0)
+    # Host memory in use, in percent of the total, at which shapes are asked to shrink.
+    memory_pressure_percent: float = Field(default=90.0, gt=0, le=100)
+    # CPU threads that may be handed out per host thread (limits.cpu over threads).
+    cpu_allocation_ratio: float = Field(default=1.0, gt=0)
+    # Seconds between polls of the change log (outside changes become events).
+    changes_poll_interval: float = Field(default=0.25, gt=0, le=60)
+    # Seconds a change stays in the change log once it has become an event.
+    changes_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Events buffered per events-stream client; a client that falls further behind is
+    # disconnected (as LXD drops slow event listeners).
+    stream_buffer: int = Field(default=1024, ge=16)
 
 
 class Settings(_Frozen):

@@ -260,6 +260,9 @@ async def serve(settings: Settings) -> None:
         raise
     # Again, now that the store's journals, the service id and the server key exist.
     secure_state(settings)
+    # Events of the other processes sharing the store reach this one's streams, LXD or not.
+    assert core.events is not None
+    core.events.start()
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events,
                               pet_interval=settings.pets.check_interval)
@@ -291,6 +294,7 @@ async def serve(settings: Settings) -> None:
         await asyncio.to_thread(hooks.stop)
         await asyncio.to_thread(webhooks.stop)
         await asyncio.to_thread(watcher.stop)
+        await asyncio.to_thread(core.events.stop)
         for item in listening:
             item.sock.close()
         for path in _unix_paths(settings):

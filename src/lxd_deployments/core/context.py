@@ -19,7 +19,7 @@ from .readiness import LXDReadiness
 from .urls import DEFAULT_PROJECT as DEFAULT_PROJECT  # where the rest of core finds it
 
 if TYPE_CHECKING:
-    from ..webhooks.events import EventBus
+    from .event_bus import EventBus
 
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class Core:
         # The events stream carries LXD's `operation` events (LXD's clients wait on them).
         if self.events is not None:
             self.operations.listen(self.events.operation_changed)
+            # Another process narrowed an access: this process's streams check too.
+            self.events.on_remote_access(self._tell_access_listeners)
 
     def trust_changed(self) -> None:
         for listener in list(self.trust_listeners):
@@ -84,6 +86,11 @@ class Core:
                 logger.exception("a trust store listener failed")
 
     def access_changed(self) -> None:
+        self._tell_access_listeners()
+        if self.events is not None:
+            self.events.access_changed()  # and the other processes' streams
+
+    def _tell_access_listeners(self) -> None:
         for listener in list(self.access_listeners):
             try:
                 listener()

@@ -312,6 +312,32 @@ def _add_pets(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_event_log(conn: Connection) -> None:
+    """The events of every process sharing the store, for each other's events streams
+    (issue 14): a process appends what it publishes, every process tails what the others
+    appended. `origin` is the publishing process; `kind` says `event`, `operation` or
+    `access` (an access was narrowed: streams check their caller again). Pruned by age
+    and row count. `event_listeners` says which deployments each process has stream
+    clients for, so a publisher logs only what some other process's client may want."""
+    statements = [
+        """CREATE TABLE event_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            origin TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX event_log_created_at ON event_log (created_at)",
+        """CREATE TABLE event_listeners (
+            process_id TEXT PRIMARY KEY,
+            deployment_ids TEXT,
+            seen_at REAL NOT NULL
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
@@ -323,6 +349,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_metrics_certificates,
     _add_lifecycle,
     _add_pets,
+    _add_event_log,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -225,3 +225,21 @@ pets_config = Table(
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
 )
+
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("origin", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+event_listeners = Table(
+    "event_listeners",
+    metadata,
+    Column("process_id", Text, primary_key=True),
+    Column("deployment_ids", Text, nullable=True),
+    Column("seen_at", Float, nullable=False),
+)
