@@ -1,0 +1,264 @@
+"""Events across processes: two cores (two event buses, two tails) on one SQLite file
+stand for two service processes sharing a store. An event published by A reaches B's
+stream clients once, with B's filters and authorisation; revocation on A closes B's
+streams; the log and the outbox keep to their limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+import anyio
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from lxd_deployments.api import create_app
+from lxd_deployments.core import Core
+from lxd_deployments.core.event_bus import EventBus
+from lxd_deployments.core.event_tail import LogCursor
+from lxd_deployments.store import event_log as log
+from lxd_deployments.store import open_database
+from lxd_deployments.store.event_log import LogRow
+
+from . import payloads
+from .conftest import AsPeer, admin_app, give_key, trust_as
+
+FAST = {"poll_interval": 0.02, "listeners_interval": 0.05}
+DEADLINE = 10.0
+
+
+def make_core(path, fake_lxd, **tail) -> Core:
+    db = open_database(path)
+    return Core(db=db, lxd=fake_lxd, events=EventBus(db, **{**FAST, **tail}))
+
+
+@pytest.fixture
+def pair(tmp_path, fake_lxd):
+    """Processes A and B on one store, each tailing it, each with an admin client."""
+    a = make_core(tmp_path / "shared.sqlite3", fake_lxd)
+    b = make_core(tmp_path / "shared.sqlite3", fake_lxd)
+    for core in (a, b):
+        core.events.start()
+    with TestClient(admin_app(a)) as api_a, TestClient(admin_app(b)) as api_b:
+        for name in ("web", "other"):  # no webhook: events go through the outbox
+            assert api_a.post("/1.0/deployments", json={"name": name}).status_code == 201
+        assert api_a.post("/1.0/deployments/web/shapes", json={
+            "name": "front", "scaling_minimum": 0, "scaling_maximum": 4,
+            "instance_template": {"source": {"type": "image", "alias": "busybox"}},
+        }).status_code == 201
+        yield SimpleNamespace(a=a, b=b, api_a=api_a, api_b=api_b)
+    for core in (a, b):
+        core.events.stop()
+        core.operations.shutdown()
+        core.db.close()
+
+
+def receive(ws, timeout: float = DEADLINE) -> dict:
+    """The next message, or fail after `timeout` seconds (TestClient's has no timeout)."""
+    async def get():
+        with anyio.fail_after(timeout):
+            return await ws._send_rx.receive()
+
+    message = ws.portal.call(get)
+    ws._raise_on_close(message)
+    return json.loads(message["text"])
+
+
+def until(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {DEADLINE} s: {what}"
+        time.sleep(0.01)
+
+
+def listened_for(publisher: Core, deployment_id: int) -> None:
+    """Wait until the publisher knows another process streams the deployment."""
+    until(lambda: publisher.events.tail.others_watch(deployment_id),
+          "the publisher sees the other process's stream client")
+
+
+def test_an_event_published_by_one_process_reaches_the_others_clients_once(pair):
+    with pair.api_b.websocket_connect("/1.0/events?deployment=web") as on_b, \
+            pair.api_a.websocket_connect("/1.0/events?deployment=web") as on_a:
+        listened_for(pair.a, 1)
+        first = pair.a.events.publish(1, payloads.scale_request(count=1))
+        second = pair.a.events.publish(1, payloads.metrics())
+        assert [receive(on_b), receive(on_b)] == [first.to_api(), second.to_api()]
+        assert [receive(on_a), receive(on_a)] == [first.to_api(), second.to_api()]
+        # A's tail has read its own rows by now: it must not hand them to A's client.
+        with pair.a.db.read() as conn:
+            newest = log.last_id(conn)
+        until(lambda: pair.a.events.tail.cursor.high >= newest, "A's tail passed its rows")
+        third = pair.a.events.publish(1, payloads.scale_request(count=3))
+        assert receive(on_a) == third.to_api()
+        assert receive(on_b) == third.to_api()
+
+
+def test_an_event_staged_with_its_webhook_delivery_is_logged_in_that_transaction(pair):
+    pair.api_a.patch("/1.0/deployments/web",
+                     json={"governor_webhook_url": "http://governor.example/hooks"})
+    with pair.api_b.websocket_connect("/1.0/events?deployment=web") as on_b:
+        listened_for(pair.a, 1)
+        event = pair.a.events.publish(1, payloads.scale_request())
+        assert receive(on_b) == event.to_api()
+    with pair.a.db.read() as conn:
+        (row,) = [r for r in log.read(conn, 0, [], 100) if r.kind == log.EVENT]
+    assert row.body["id"] == event.id and row.origin == pair.a.events.process_id
+
+
+def test_the_other_processes_clients_keep_their_filters(pair):
+    with pair.api_b.websocket_connect("/1.0/events?type=metrics&all-projects=true") as b_metrics, \
+            pair.api_b.websocket_connect("/1.0/events?deployment=other") as b_other:
+        listened_for(pair.a, 1)
+        listened_for(pair.a, 2)
+        pair.a.events.publish(1, payloads.scale_request())  # neither wants it
+        web_metrics = pair.a.events.publish(1, payloads.metrics())
+        other_offer = pair.a.events.publish(2, payloads.capacity_offer())
+        assert receive(b_metrics) == web_metrics.to_api()
+        assert receive(b_other) == other_offer.to_api()
+
+
+def test_nothing_is_logged_while_no_other_process_streams(pair):
+    pair.a.events.publish(1, payloads.scale_request())
+    with pair.api_a.websocket_connect("/1.0/events") as on_a:  # A's own client only
+        event = pair.a.events.publish(1, payloads.metrics())
+        assert receive(on_a) == event.to_api()
+        pair.a.events.tail.run_once()
+    with pair.a.db.read() as conn:
+        assert log.count(conn) == 0
+    assert pair.a.events.watched(1) is False
+
+
+def test_a_governor_on_one_process_sees_only_its_deployment_of_the_others_events(
+        pair, fake_lxd):
+    governor = trust_as(pair.api_a, "gov-web")
+    give_key(pair.api_a, "web", "autoscaler", governor, "rw")
+    with TestClient(AsPeer(create_app(pair.b), governor.pem)) as as_governor, \
+            as_governor.websocket_connect("/1.0/events?all-projects=true") as on_b:
+        listened_for(pair.a, 1)
+        assert not pair.a.events.tail.others_watch(2)  # its scope: web only
+        pair.a.events.publish(2, payloads.metrics())
+        mine = pair.a.events.publish(1, payloads.metrics())
+        assert receive(on_b) == mine.to_api()
+
+
+def test_revocation_on_one_process_closes_the_streams_of_another_at_once(pair):
+    governor = trust_as(pair.api_a, "gov-web")
+    give_key(pair.api_a, "web", "autoscaler", governor, "rw")
+    with TestClient(AsPeer(create_app(pair.b), governor.pem)) as as_governor, \
+            as_governor.websocket_connect("/1.0/events?deployment=web") as on_b:
+        listened_for(pair.a, 1)
+        started = time.monotonic()
+        assert pair.api_a.delete("/1.0/deployments/web/keys/autoscaler").status_code == 200
+        with pytest.raises(WebSocketDisconnect) as closed:
+            receive(on_b)
+        took = time.monotonic() - started
+    assert (closed.value.code, closed.value.reason) == (1008, "access revoked")
+    assert took < 5.0  # not the minute of the periodic recheck
+
+
+def test_a_launch_on_one_process_shows_its_operation_and_lifecycle_on_another(pair):
+    with pair.api_b.websocket_connect("/1.0/events") as on_b:
+        listened_for(pair.a, 1)
+        response = pair.api_a.post("/1.0/deployments/web/shapes/front/instances",
+                                   json={"instance_name": "c1"})
+        assert response.status_code == 202, response.json()
+        op_id = response.json()["metadata"]["id"]
+        seen = []
+        while not any(m["type"] == "lifecycle" and m["metadata"]["action"] ==
+                      "instance-started" for m in seen):
+            seen.append(receive(on_b))
+            assert len(seen) < 50, seen
+        while not any(m["type"] == "operation" and m["metadata"]["status"] == "Success"
+                      for m in seen):
+            seen.append(receive(on_b))
+            assert len(seen) < 50, seen
+    launched = [m for m in seen if m["type"] == "instance-launched"]
+    assert [m["metadata"]["instance"] for m in launched] == ["c1"]
+    assert all(m["metadata"]["id"] == op_id for m in seen if m["type"] == "operation")
+
+
+# --- the cursor and the limits ------------------------------------------------------------
+
+
+def rows(*ids: int) -> list[LogRow]:
+    return [LogRow(i, "p", log.EVENT, {}) for i in ids]
+
+
+def test_a_row_committed_late_below_the_highest_id_is_delivered_once():
+    cursor = LogCursor(0, grace=30.0)
+    assert [r.id for r in cursor.take(rows(1, 3), now=0.0)] == [1, 3]
+    assert sorted(cursor.missing) == [2]
+    assert [r.id for r in cursor.take(rows(2, 3), now=1.0)] == [2]  # 3: seen
+    assert cursor.missing == {} and cursor.high == 3
+    assert cursor.take(rows(2, 3), now=2.0) == []
+
+
+def test_a_hole_is_given_up_after_the_grace_and_holes_are_bounded():
+    cursor = LogCursor(0, grace=5.0, max_missing=3)
+    cursor.take(rows(2), now=0.0)
+    assert sorted(cursor.missing) == [1]
+    cursor.take([], now=6.0)
+    assert cursor.missing == {}  # a rolled-back insert never fills its hole
+    cursor.take(rows(100), now=7.0)
+    assert sorted(cursor.missing) == [97, 98, 99]
+
+
+def test_the_tail_asks_again_for_the_ids_it_jumped_over(tmp_path, fake_lxd):
+    """As on PostgreSQL: id 2 becomes visible after id 3 was read."""
+    core = make_core(tmp_path / "db.sqlite3", fake_lxd)
+    got: list[int] = []
+    core.events.tail._deliver = lambda fresh: got.extend(r.id for r in fresh)
+    core.events.tail.run_once()  # the cursor starts at the end
+    with core.db.write() as conn:
+        log.append(conn, "other", [(log.EVENT, {"n": 1})], time.time())
+        conn.exec_driver_sql("INSERT INTO event_log (id, origin, kind, body, created_at) "
+                             "VALUES (3, 'other', 'event', '{}', 0)")
+    core.events.tail.run_once()
+    with core.db.write() as conn:
+        conn.exec_driver_sql("INSERT INTO event_log (id, origin, kind, body, created_at) "
+                             "VALUES (2, 'other', 'event', '{}', 0)")
+    core.events.tail.run_once()
+    core.events.tail.run_once()
+    assert got == [1, 3, 2]
+    core.db.close()
+
+
+def test_the_log_is_pruned_by_age_and_by_row_count(tmp_path):
+    db = open_database(tmp_path / "db.sqlite3")
+    with db.write() as conn:
+        log.append(conn, "p", [(log.EVENT, {"n": n}) for n in range(5)], now=100.0)
+        log.append(conn, "p", [(log.EVENT, {"n": n}) for n in range(30)], now=200.0)
+        assert log.prune(conn, before=150.0, max_rows=1000) == 5
+        assert log.prune(conn, before=150.0, max_rows=10) == 20
+        kept = log.read(conn, 0, [], 100)
+    assert [r.body["n"] for r in kept] == list(range(20, 30))
+    db.close()
+
+
+def test_the_outbox_drops_its_oldest_rows_past_its_limit(tmp_path):
+    db = open_database(tmp_path / "db.sqlite3")
+    bus = EventBus(db, outbox_limit=3)
+    for n in range(5):
+        bus.tail.post(log.EVENT, {"n": n})
+    bus.tail.run_once()
+    with db.read() as conn:
+        assert [r.body["n"] for r in log.read(conn, 0, [], 100)] == [2, 3, 4]
+    assert bus.tail.dropped == 2
+    db.close()
+
+
+def test_a_process_gone_quiet_is_no_listener_after_three_heartbeats(tmp_path):
+    db = open_database(tmp_path / "db.sqlite3")
+    now = [1000.0]
+    a = EventBus(db, heartbeat=10.0, clock=lambda: now[0])
+    with db.write() as conn:
+        log.set_listening(conn, "gone", None, now=1000.0)
+    a.tail.run_once()
+    assert a.tail.others_listen() and a.tail.others_watch(7)
+    now[0] += 31.0
+    a.tail.run_once()
+    assert not a.tail.others_listen()
+    db.close()
