@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 from lxd_deployments.api import create_app
 from lxd_deployments.core import Core
 from lxd_deployments.core.event_bus import EventBus
-from lxd_deployments.core.event_tail import LogCursor
+from lxd_deployments.core.event_tail import LogCursor, OriginOrder
 from lxd_deployments.store import event_log as log
 from lxd_deployments.store import open_database
 from lxd_deployments.store.event_log import LogRow
@@ -184,7 +184,7 @@ def test_a_launch_on_one_process_shows_its_operation_and_lifecycle_on_another(pa
 
 
 def rows(*ids: int) -> list[LogRow]:
-    return [LogRow(i, "p", log.EVENT, {}) for i in ids]
+    return [LogRow(i, "p", i, log.EVENT, {}) for i in ids]
 
 
 def test_a_row_committed_late_below_the_highest_id_is_delivered_once():
@@ -213,28 +213,86 @@ def test_the_tail_asks_again_for_the_ids_it_jumped_over(tmp_path, fake_lxd):
     core.events.tail._deliver = lambda fresh: got.extend(r.id for r in fresh)
     core.events.tail.run_once()  # the cursor starts at the end
     with core.db.write() as conn:
-        log.append(conn, "other", [(log.EVENT, {"n": 1})], time.time())
-        conn.exec_driver_sql("INSERT INTO event_log (id, origin, kind, body, created_at) "
-                             "VALUES (3, 'other', 'event', '{}', 0)")
+        log.append(conn, "other", [(1, log.EVENT, {"n": 1})], time.time())
+        conn.exec_driver_sql("INSERT INTO event_log (id, origin, seq, kind, body, created_at)"
+                             " VALUES (3, 'another', 1, 'event', '{}', 0)")
     core.events.tail.run_once()
     with core.db.write() as conn:
-        conn.exec_driver_sql("INSERT INTO event_log (id, origin, kind, body, created_at) "
-                             "VALUES (2, 'other', 'event', '{}', 0)")
+        conn.exec_driver_sql("INSERT INTO event_log (id, origin, seq, kind, body, created_at)"
+                             " VALUES (2, 'other', 2, 'event', '{}', 0)")
     core.events.tail.run_once()
     core.events.tail.run_once()
     assert got == [1, 3, 2]
     core.db.close()
 
 
+def ordered(origin: str, *pairs: tuple[int, int]) -> list[LogRow]:
+    """Rows of one origin as (id, seq)."""
+    return [LogRow(i, origin, seq, log.EVENT, {}) for i, seq in pairs]
+
+
+def test_each_origins_rows_go_in_its_own_order_whatever_the_commit_order():
+    order = OriginOrder(grace=2.0)
+    order.start({"b": 6}, now=0.0)  # b was at 6 when this reader started
+    assert [r.seq for r in order.push(ordered("a", (1, 1)), now=0.0)] == [1]
+    assert order.push(ordered("a", (2, 3)), now=0.1) == []  # seq 2 not there yet
+    assert [r.seq for r in order.push(ordered("b", (3, 7)), now=0.2)] == [7]  # b apart
+    assert [r.seq for r in order.push(ordered("a", (4, 2)), now=0.3)] == [2, 3]
+    assert order.held() == 0
+
+
+def test_a_place_that_never_fills_is_given_up_after_the_grace_and_held_rows_are_bounded():
+    order = OriginOrder(grace=2.0, max_held=3)
+    order.push(ordered("a", (1, 1)), now=0.0)
+    assert order.push(ordered("a", (3, 3), (4, 4)), now=1.0) == []
+    assert order.release(now=2.5) == []
+    assert [r.seq for r in order.release(now=3.1)] == [3, 4]  # seq 2 rolled back
+    assert [r.seq for r in order.push(ordered("a", (2, 2)), now=3.2)] == [2]  # late, once
+    order.push(ordered("a", (9, 9), (10, 10), (11, 11)), now=4.0)
+    assert [r.seq for r in order.push(ordered("a", (12, 12)), now=4.1)] == [9, 10, 11, 12]
+
+
+def test_an_outbox_row_committed_after_a_later_event_still_goes_first(tmp_path, fake_lxd):
+    """A logs X through its outbox, then Y (with a webhook delivery) in Y's own
+    transaction, which commits first: B's client still gets X then Y."""
+    a = make_core(tmp_path / "shared.sqlite3", fake_lxd)  # A's tail is run by hand
+    b = make_core(tmp_path / "shared.sqlite3", fake_lxd)
+    b.events.start()
+    try:
+        with TestClient(admin_app(a)) as api_a, TestClient(admin_app(b)) as api_b:
+            api_a.post("/1.0/deployments", json={"name": "quiet"})
+            api_a.post("/1.0/deployments", json={
+                "name": "hooked", "governor_webhook_url": "http://governor.example/h"})
+            with api_b.websocket_connect("/1.0/events") as on_b:
+                until(lambda: a.events.tail.run_once() is not None
+                      and a.events.tail.others_watch(1), "A sees B's client")
+                x = a.events.publish(1, payloads.metrics())  # in A's outbox
+                y = a.events.publish(2, payloads.scale_request())  # logged, committed
+                with a.db.read() as conn:
+                    assert [r.body["id"] for r in log.read(conn, 0, [], 10)] == [y.id]
+                until(lambda: b.events.tail.order.held() == 1, "B holds Y for X")
+                a.events.tail.run_once()  # X is written now
+                assert [receive(on_b)["id"], receive(on_b)["id"]] == [x.id, y.id]
+    finally:
+        b.events.stop()
+        for core in (a, b):
+            core.operations.shutdown()
+            core.db.close()
+
+
 def test_the_log_is_pruned_by_age_and_by_row_count(tmp_path):
     db = open_database(tmp_path / "db.sqlite3")
     with db.write() as conn:
-        log.append(conn, "p", [(log.EVENT, {"n": n}) for n in range(5)], now=100.0)
-        log.append(conn, "p", [(log.EVENT, {"n": n}) for n in range(30)], now=200.0)
-        assert log.prune(conn, before=150.0, max_rows=1000) == 5
-        assert log.prune(conn, before=150.0, max_rows=10) == 20
+        log.append(conn, "p", [(n, log.EVENT, {"n": n}) for n in range(5)], now=100.0)
+        log.append(conn, "p", [(n, log.EVENT, {"n": n}) for n in range(30)], now=200.0)
+        log.append(conn, "gone", [(7, log.EVENT, {"n": -1})], now=100.0)
+        assert log.prune(conn, before=150.0, max_rows=1000, keep_last_until=50.0) == 5
+        # The newest 10 ids: p's last 9 and gone's (older than `before`, but its last).
+        assert log.prune(conn, before=150.0, max_rows=10, keep_last_until=50.0) == 21
         kept = log.read(conn, 0, [], 100)
-    assert [r.body["n"] for r in kept] == list(range(20, 30))
+        assert [r.body["n"] for r in kept] == [*range(21, 30), -1]
+        assert log.positions(conn, kept[-1].id) == {"gone": 7, "p": 29}
+        assert log.prune(conn, before=150.0, max_rows=10, keep_last_until=120.0) == 1
     db.close()
 
 

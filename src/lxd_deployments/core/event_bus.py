@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -154,7 +153,7 @@ class EventBus:
             return None, False
         event = make_event(deployment, payload)
         if self.tail.others_watch(deployment_id):
-            log.append(conn, self.process_id, [(log.EVENT, event.to_record())], time.time())
+            self.tail.append(conn, log.EVENT, event.to_record())
         if not deployment.webhook_url:
             return event, False
         queue.enqueue(conn, deployment.id, event.id, event.type, event.to_api(),

@@ -20,6 +20,9 @@ put in a bounded outbox that this thread writes in one transaction per pass, so 
 publisher (an operation's thread, the event loop telling an operation's change) never
 waits on the store's write lock for the stream.
 
+On PostgreSQL the poll is only the fallback: a second thread LISTENs for the NOTIFY
+each append sends at its commit and wakes the tail at once.
+
 Why ids alone cannot be trusted, and what is done: on PostgreSQL an id is drawn from
 the sequence when a row is inserted, and transactions commit in any order, so a row with
 a smaller id can become visible after a larger one was read: `id > last` would skip it.
@@ -29,16 +32,29 @@ forever). Each row is delivered once: above the highest id seen, or as a hole fi
 The reading is bounded (`batch` rows a pass, `max_missing` holes). A lock making commits
 follow id order would serialise every publishing transaction of every unit; the holes
 cost one `IN` list. On SQLite, writers are serialised and no hole ever appears.
+
+Order: commit order is not quite publishing order either (an outbox row written by this
+thread may commit after a later event logged in its publisher's own transaction). So
+each process numbers what it logs (`seq`, in the order it published), and the reader
+hands each origin's rows over in that order (`OriginOrder`): a row whose predecessor is
+not there yet is held until it comes, for `order_grace` seconds at most (a rolled-back
+transaction or a pruned row never comes). A reader learns where each origin's numbering
+is when it starts (pruning keeps each origin's newest row for a day); an origin new
+since then starts at 1.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import Connection
 
 from ..background import BackgroundLoop
 from ..store import Database
@@ -62,6 +78,12 @@ MAX_MISSING = 10_000
 BATCH = 1000
 OUTBOX_LIMIT = 10_000
 PRUNE_EVERY = 30.0
+ORDER_GRACE = 2.0
+MAX_HELD = 10_000
+# Seconds each origin's newest row is kept (past `retention`), and remembered.
+KEEP_LAST = 24 * 3600.0
+# Seconds before listening again after the LISTEN connection failed.
+LISTEN_RETRY = 5.0
 
 
 class LogCursor:
@@ -94,6 +116,72 @@ class LogCursor:
         return fresh
 
 
+@dataclass
+class _Origin:
+    expected: int
+    seen_at: float
+    held: dict[int, LogRow] = field(default_factory=dict)
+    waiting_since: float | None = None
+
+
+class OriginOrder:
+    """Hands each origin's rows over in the order it numbered them (`seq`)."""
+
+    def __init__(self, *, grace: float = ORDER_GRACE, max_held: int = MAX_HELD,
+                 forget_after: float = KEEP_LAST) -> None:
+        self.grace = grace
+        self.max_held = max_held
+        self.forget_after = forget_after
+        self._origins: dict[str, _Origin] = {}
+
+    def start(self, positions: dict[str, int], now: float) -> None:
+        """Where each origin's numbering is (its highest `seq` read so far)."""
+        for name, seq in positions.items():
+            self._origins[name] = _Origin(expected=seq + 1, seen_at=now)
+
+    def held(self) -> int:
+        return sum(len(o.held) for o in self._origins.values())
+
+    def push(self, rows: Sequence[LogRow], now: float) -> list[LogRow]:
+        """The rows that may go now, in order; the rest is held."""
+        ready: list[LogRow] = []
+        for row in rows:
+            origin = self._origins.get(row.origin)
+            if origin is None:  # a process that started since: its numbering starts at 1
+                origin = self._origins[row.origin] = _Origin(expected=1, seen_at=now)
+            origin.seen_at = now
+            if row.seq < origin.expected:  # its place was given up: late, still once
+                ready.append(row)
+                continue
+            origin.held[row.seq] = row
+            if origin.waiting_since is None:
+                origin.waiting_since = now
+            self._drain(origin, ready, now)
+        return ready + self.release(now)
+
+    def release(self, now: float) -> list[LogRow]:
+        """Give up the places waited on for longer than the grace (or past `max_held`)."""
+        ready: list[LogRow] = []
+        for name, origin in list(self._origins.items()):
+            if origin.held and origin.waiting_since is not None and (
+                    now - origin.waiting_since > self.grace
+                    or len(origin.held) > self.max_held):
+                origin.expected = min(origin.held)
+                self._drain(origin, ready, now)
+            elif not origin.held and now - origin.seen_at > self.forget_after:
+                del self._origins[name]
+        return ready
+
+    @staticmethod
+    def _drain(origin: _Origin, ready: list[LogRow], now: float) -> None:
+        while origin.expected in origin.held:
+            ready.append(origin.held.pop(origin.expected))
+            origin.expected += 1
+        origin.waiting_since = (None if not origin.held
+                                else origin.waiting_since if origin.waiting_since is not None
+                                else now)
+
+
 class EventTail:
     """The log's writer and reader for one process (one thread)."""
 
@@ -105,6 +193,7 @@ class EventTail:
                  max_rows: int = MAX_ROWS, grace: float = GRACE,
                  max_missing: int = MAX_MISSING, batch: int = BATCH,
                  outbox_limit: int = OUTBOX_LIMIT, prune_every: float = PRUNE_EVERY,
+                 order_grace: float = ORDER_GRACE, max_held: int = MAX_HELD,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.process_id = process_id
@@ -122,7 +211,10 @@ class EventTail:
         self.prune_every = prune_every
         self._clock = clock
         self.cursor: LogCursor | None = None
-        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self.order = OriginOrder(grace=order_grace, max_held=max_held)
+        # This process's numbering of what it logs (taken under `_outbox_lock`).
+        self._seq = itertools.count(1)
+        self._outbox: deque[store.Item] = deque()
         self._outbox_lock = threading.Lock()
         self.dropped = 0  # outbox items dropped for want of room
         # What the other processes listen for (read every `listeners_interval`).
@@ -133,6 +225,7 @@ class EventTail:
         self._wakeup = threading.Event()
         self._pass_lock = threading.Lock()
         self._loop_thread = BackgroundLoop("event-tail", wake=self._wakeup.set)
+        self._listen_thread = BackgroundLoop("event-log-listen")
 
     # --- for the publisher --------------------------------------------------------------
 
@@ -154,8 +247,14 @@ class EventTail:
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     logger.warning("event log outbox full: %d event(s) for other processes' "
                                    "streams dropped so far", self.dropped)
-            self._outbox.append((kind, body))
+            self._outbox.append((next(self._seq), kind, body))
         self._wakeup.set()
+
+    def append(self, conn: Connection, kind: str, body: dict[str, Any]) -> None:
+        """Log a row in the caller's write transaction (numbered now)."""
+        with self._outbox_lock:
+            seq = next(self._seq)
+        store.append(conn, self.process_id, [(seq, kind, body)], self._clock())
 
     def wake(self) -> None:
         """Run a pass now (a stream client came or went)."""
@@ -202,21 +301,24 @@ class EventTail:
     def _read(self, now: float) -> int:
         if self.cursor is None:  # from now on: the log is never replayed
             with self.db.read() as conn:
-                self.cursor = LogCursor(store.last_id(conn), grace=self.grace,
-                                        max_missing=self.max_missing)
+                start = store.last_id(conn)
+                self.order.start(store.positions(conn, start), now)
+            self.cursor = LogCursor(start, grace=self.grace, max_missing=self.max_missing)
             return 0
         with self.db.read() as conn:
             rows = store.read(conn, self.cursor.high, sorted(self.cursor.missing),
                               self.batch)
         fresh = [r for r in self.cursor.take(rows, now) if r.origin != self.process_id]
-        if fresh:
-            self._deliver(fresh)
+        ready = self.order.push(fresh, now)
+        if ready:
+            self._deliver(ready)
         return len(rows)
 
     def prune(self, now: float | None = None) -> int:
         now = self._clock() if now is None else now
         with self.db.write() as conn:
-            pruned = store.prune(conn, before=now - self.retention, max_rows=self.max_rows)
+            pruned = store.prune(conn, before=now - self.retention, max_rows=self.max_rows,
+                                 keep_last_until=now - KEEP_LAST)
             store.prune_listeners(conn, before=now - 3 * self.heartbeat)
         return pruned
 
@@ -224,9 +326,12 @@ class EventTail:
 
     def start(self) -> None:
         self._loop_thread.start(self._loop)
+        if self.db.engine.dialect.name == "postgresql":
+            self._listen_thread.start(self._listen)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread, and say this process listens no more."""
+        """Stop the threads, and say this process listens no more."""
+        self._listen_thread.stop(timeout)
         self._loop_thread.stop(timeout)
         try:
             with self.db.write() as conn:
@@ -243,3 +348,14 @@ class EventTail:
             except Exception:
                 logger.exception("tailing the event log failed; retrying")
             self._wakeup.wait(self.poll_interval)
+
+    def _listen(self, stopping: threading.Event) -> None:
+        """Wake the tail at each append's commit (PostgreSQL), reconnecting after a
+        failure (the poll carries on meanwhile)."""
+        while not stopping.is_set():
+            try:
+                store.wait_for_appends(self.db, self.wake, stopping)
+            except Exception as err:
+                logger.warning("listening for event log appends failed (%s); polling "
+                               "only, listening again in %g s", err, LISTEN_RETRY)
+                stopping.wait(LISTEN_RETRY)

@@ -4,40 +4,53 @@ Rows are appended by the process that published (`origin`) and read by the other
 which tail it by id (`core/event_tail.py` explains why ids alone are not enough on
 PostgreSQL). The log is for live streams only, never replayed from its start: rows
 older than the retention, and all but the newest `max_rows`, are pruned.
+
+On PostgreSQL an append also sends a NOTIFY (delivered at its commit, not before), which
+`wait_for_appends` turns into a wake-up of the tail: the poll stays as the fallback.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, or_, select
 
+from .database import Database
 from .schema import event_listeners as listeners
 from .schema import event_log as log
 
 EVENT = "event"
 OPERATION = "operation"
 ACCESS = "access"
+# The PostgreSQL channel an append notifies.
+CHANNEL = "lxdd_event_log"
 
 
 @dataclass(frozen=True)
 class LogRow:
     id: int
     origin: str
+    seq: int
     kind: str
     body: dict[str, Any]
 
 
-def append(conn: Connection, origin: str, items: Iterable[tuple[str, dict[str, Any]]],
-           now: float) -> int:
-    """Append (kind, body) items in order; returns how many."""
-    rows = [{"origin": origin, "kind": kind, "created_at": now,
-             "body": json.dumps(body, separators=(",", ":"))} for kind, body in items]
+# What a process appends: its sequence number, the kind and the body.
+Item = tuple[int, str, dict[str, Any]]
+
+
+def append(conn: Connection, origin: str, items: Iterable[Item], now: float) -> int:
+    """Append (seq, kind, body) items; returns how many."""
+    rows = [{"origin": origin, "seq": seq, "kind": kind, "created_at": now,
+             "body": json.dumps(body, separators=(",", ":"))} for seq, kind, body in items]
     if rows:
         conn.execute(insert(log), rows)
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_notify(CHANNEL, "")))
     return len(rows)
 
 
@@ -51,22 +64,54 @@ def read(conn: Connection, after: int, missing: Sequence[int], limit: int) -> li
     where = log.c.id > after
     if missing:
         where = or_(where, log.c.id.in_(list(missing)))
-    rows = conn.execute(select(log.c.id, log.c.origin, log.c.kind, log.c.body)
+    rows = conn.execute(select(log.c.id, log.c.origin, log.c.seq, log.c.kind, log.c.body)
                         .where(where).order_by(log.c.id).limit(limit)).all()
-    return [LogRow(r.id, r.origin, r.kind, json.loads(r.body)) for r in rows]
+    return [LogRow(r.id, r.origin, r.seq, r.kind, json.loads(r.body)) for r in rows]
 
 
-def prune(conn: Connection, *, before: float, max_rows: int) -> int:
-    """Drop rows created before `before`, and all but the newest `max_rows`."""
-    pruned = conn.execute(delete(log).where(log.c.created_at < before)).rowcount or 0
+def prune(conn: Connection, *, before: float, max_rows: int, keep_last_until: float
+          ) -> int:
+    """Drop rows created before `before`, and all but the newest `max_rows`; each
+    origin's newest row stays until `keep_last_until` (a reader starting later learns
+    from it where that origin's numbering is)."""
+    newest_of_origin = select(func.max(log.c.id)).group_by(log.c.origin).scalar_subquery()
+    kept = log.c.id.in_(newest_of_origin) & (log.c.created_at >= keep_last_until)
+    pruned = conn.execute(delete(log).where(log.c.created_at < before, ~kept)).rowcount or 0
     newest = last_id(conn)
     if newest > max_rows:
-        pruned += conn.execute(delete(log).where(log.c.id <= newest - max_rows)).rowcount or 0
+        pruned += conn.execute(delete(log).where(log.c.id <= newest - max_rows, ~kept)
+                               ).rowcount or 0
     return pruned
+
+
+def positions(conn: Connection, up_to_id: int) -> dict[str, int]:
+    """Each origin's highest `seq` among the rows up to `up_to_id`."""
+    rows = conn.execute(select(log.c.origin, func.max(log.c.seq)).where(
+        log.c.id <= up_to_id).group_by(log.c.origin)).all()
+    return {origin: seq for origin, seq in rows}
 
 
 def count(conn: Connection) -> int:
     return conn.execute(select(func.count()).select_from(log)).scalar_one()
+
+
+def wait_for_appends(db: Database, on_append: Callable[[], None],
+                     stopping: threading.Event, timeout: float = 1.0) -> None:
+    """On PostgreSQL: LISTEN on a connection of its own (out of the pool: it lives as
+    long as this call) and call `on_append` at each append's commit, until `stopping`
+    is set (seen within `timeout`). Raises when the connection breaks."""
+    raw = db.engine.raw_connection()
+    try:
+        raw.detach()
+        pg = raw.driver_connection
+        pg.rollback()
+        pg.autocommit = True
+        pg.execute(f"LISTEN {CHANNEL}")
+        while not stopping.is_set():
+            for _ in pg.notifies(timeout=timeout, stop_after=1):
+                on_append()
+    finally:
+        raw.close()
 
 
 # --- listeners ---------------------------------------------------------------------------

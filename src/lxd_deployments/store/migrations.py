@@ -315,7 +315,8 @@ def _add_pets(conn: Connection) -> None:
 def _add_event_log(conn: Connection) -> None:
     """The events of every process sharing the store, for each other's events streams
     (issue 14): a process appends what it publishes, every process tails what the others
-    appended. `origin` is the publishing process; `kind` says `event`, `operation` or
+    appended. `origin` is the publishing process and `seq` its own count of what it
+    logged (the order it published in); `kind` says `event`, `operation` or
     `access` (an access was narrowed: streams check their caller again). Pruned by age
     and row count. `event_listeners` says which deployments each process has stream
     clients for, so a publisher logs only what some other process's client may want."""
@@ -323,6 +324,7 @@ def _add_event_log(conn: Connection) -> None:
         """CREATE TABLE event_log (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             origin TEXT NOT NULL,
+            seq INTEGER NOT NULL,
             kind TEXT NOT NULL,
             body TEXT NOT NULL,
             created_at REAL NOT NULL

@@ -231,6 +231,7 @@ event_log = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("origin", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
     Column("kind", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("created_at", Float, nullable=False),
