@@ -5,6 +5,7 @@ streams; the log and the outbox keep to their limits."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from types import SimpleNamespace
@@ -178,6 +179,27 @@ def test_a_launch_on_one_process_shows_its_operation_and_lifecycle_on_another(pa
     launched = [m for m in seen if m["type"] == "instance-launched"]
     assert [m["metadata"]["instance"] for m in launched] == ["c1"]
     assert all(m["metadata"]["id"] == op_id for m in seen if m["type"] == "operation")
+
+
+def test_the_other_processes_events_count_against_a_clients_buffer(tmp_path):
+    """Rows from the log go through the same hand-over as local events: a client that
+    lets more than `stream_buffer` pile up is cut off."""
+    db = open_database(tmp_path / "db.sqlite3")
+    bus = EventBus(db, stream_buffer=16)
+    body = payloads.metrics()
+
+    async def scenario():
+        subscription = bus.subscribe(asyncio.get_running_loop(), lambda e: True)
+        bus._from_log([LogRow(n, "other", n, log.EVENT, {
+            "id": str(n), "type": body.TYPE, "timestamp": "", "project": "default",
+            "deployment": "web", "deployment_id": 1, "metadata": body.metadata()})
+            for n in range(1, 21)])
+        await asyncio.sleep(0)  # let the loop run the hand-overs
+        return subscription
+
+    subscription = asyncio.run(scenario())
+    assert subscription.overflowed and subscription.queue.qsize() == 17  # 16 and the cut
+    db.close()
 
 
 # --- the cursor and the limits ------------------------------------------------------------
