@@ -68,16 +68,23 @@ logger = logging.getLogger(__name__)
 Scope = frozenset[int] | None
 NOBODY: Scope = frozenset()
 
+# Seconds between passes (reads of the log), and between reads of who listens where.
 POLL_INTERVAL = 0.1
 LISTENERS_INTERVAL = 0.5
+# Seconds between rewrites of this process's listener row (gone after three missed).
 HEARTBEAT = 10.0
+# The log's limits: seconds a row is kept, rows kept at most, seconds between prunes.
 RETENTION = 600.0
 MAX_ROWS = 50_000
+PRUNE_EVERY = 30.0
+# Seconds an id jumped over is asked for again, and how many such ids are kept.
 GRACE = 30.0
 MAX_MISSING = 10_000
+# Rows read in one pass.
 BATCH = 1000
+# Rows waiting to be written at most (the oldest are dropped past it).
 OUTBOX_LIMIT = 10_000
-PRUNE_EVERY = 30.0
+# Seconds a row waits for its origin's predecessor, and rows held so at most.
 ORDER_GRACE = 2.0
 MAX_HELD = 10_000
 # Seconds each origin's newest row is kept (past `retention`), and remembered.
