@@ -102,6 +102,10 @@ class EventBus:
         """Call `callback` when another process said an access was narrowed."""
         self._on_remote_access.append(callback)
 
+    def use_process_id(self, process_id: str) -> None:
+        """Mark what this bus logs with the process's id (`Core.unit_id`), before start."""
+        self.process_id = self.tail.process_id = process_id
+
     def start(self) -> None:
         """Share events with the other processes of the store (the daemon calls it)."""
         self.tail.start()
