@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
+import threading
 import time
 from types import SimpleNamespace
 
@@ -20,26 +22,34 @@ from lxd_deployments.core import Core
 from lxd_deployments.core.event_bus import EventBus
 from lxd_deployments.core.event_tail import LogCursor, OriginOrder
 from lxd_deployments.store import event_log as log
-from lxd_deployments.store import open_database
 from lxd_deployments.store.event_log import LogRow
 
 from . import payloads
 from .conftest import AsPeer, admin_app, give_key, trust_as
 
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
 FAST = {"poll_interval": 0.02, "listeners_interval": 0.05}
 DEADLINE = 10.0
 
 
-def make_core(path, fake_lxd, **tail) -> Core:
-    db = open_database(path)
+def make_core(open_store, fake_lxd, **tail) -> Core:
+    db = open_store()
     return Core(db=db, lxd=fake_lxd, events=EventBus(db, **{**FAST, **tail}))
 
 
 @pytest.fixture
-def pair(tmp_path, fake_lxd):
+def shared(new_store):
+    """`shared()`: a new Database on the test's one store, as another process opens it."""
+    return new_store()
+
+
+@pytest.fixture
+def pair(shared, fake_lxd):
     """Processes A and B on one store, each tailing it, each with an admin client."""
-    a = make_core(tmp_path / "shared.sqlite3", fake_lxd)
-    b = make_core(tmp_path / "shared.sqlite3", fake_lxd)
+    a = make_core(shared, fake_lxd)
+    b = make_core(shared, fake_lxd)
     for core in (a, b):
         core.events.start()
     with TestClient(admin_app(a)) as api_a, TestClient(admin_app(b)) as api_b:
@@ -53,7 +63,6 @@ def pair(tmp_path, fake_lxd):
     for core in (a, b):
         core.events.stop()
         core.operations.shutdown()
-        core.db.close()
 
 
 def receive(ws, timeout: float = DEADLINE) -> dict:
@@ -181,11 +190,10 @@ def test_a_launch_on_one_process_shows_its_operation_and_lifecycle_on_another(pa
     assert all(m["metadata"]["id"] == op_id for m in seen if m["type"] == "operation")
 
 
-def test_the_other_processes_events_count_against_a_clients_buffer(tmp_path):
+def test_the_other_processes_events_count_against_a_clients_buffer(shared):
     """Rows from the log go through the same hand-over as local events: a client that
     lets more than `stream_buffer` pile up is cut off."""
-    db = open_database(tmp_path / "db.sqlite3")
-    bus = EventBus(db, stream_buffer=16)
+    bus = EventBus(shared(), stream_buffer=16)
     body = payloads.metrics()
 
     async def scenario():
@@ -199,7 +207,6 @@ def test_the_other_processes_events_count_against_a_clients_buffer(tmp_path):
 
     subscription = asyncio.run(scenario())
     assert subscription.overflowed and subscription.queue.qsize() == 17  # 16 and the cut
-    db.close()
 
 
 # --- the cursor and the limits ------------------------------------------------------------
@@ -228,9 +235,9 @@ def test_a_hole_is_given_up_after_the_grace_and_holes_are_bounded():
     assert sorted(cursor.missing) == [97, 98, 99]
 
 
-def test_the_tail_asks_again_for_the_ids_it_jumped_over(tmp_path, fake_lxd):
+def test_the_tail_asks_again_for_the_ids_it_jumped_over(shared, fake_lxd):
     """As on PostgreSQL: id 2 becomes visible after id 3 was read."""
-    core = make_core(tmp_path / "db.sqlite3", fake_lxd)
+    core = make_core(shared, fake_lxd)
     got: list[int] = []
     core.events.tail._deliver = lambda fresh: got.extend(r.id for r in fresh)
     core.events.tail.run_once()  # the cursor starts at the end
@@ -245,7 +252,7 @@ def test_the_tail_asks_again_for_the_ids_it_jumped_over(tmp_path, fake_lxd):
     core.events.tail.run_once()
     core.events.tail.run_once()
     assert got == [1, 3, 2]
-    core.db.close()
+    core.operations.shutdown()
 
 
 def ordered(origin: str, *pairs: tuple[int, int]) -> list[LogRow]:
@@ -274,11 +281,11 @@ def test_a_place_that_never_fills_is_given_up_after_the_grace_and_held_rows_are_
     assert [r.seq for r in order.push(ordered("a", (12, 12)), now=4.1)] == [9, 10, 11, 12]
 
 
-def test_an_outbox_row_committed_after_a_later_event_still_goes_first(tmp_path, fake_lxd):
+def test_an_outbox_row_committed_after_a_later_event_still_goes_first(shared, fake_lxd):
     """A logs X through its outbox, then Y (with a webhook delivery) in Y's own
     transaction, which commits first: B's client still gets X then Y."""
-    a = make_core(tmp_path / "shared.sqlite3", fake_lxd)  # A's tail is run by hand
-    b = make_core(tmp_path / "shared.sqlite3", fake_lxd)
+    a = make_core(shared, fake_lxd)  # A's tail is run by hand
+    b = make_core(shared, fake_lxd)
     b.events.start()
     try:
         with TestClient(admin_app(a)) as api_a, TestClient(admin_app(b)) as api_b:
@@ -299,11 +306,10 @@ def test_an_outbox_row_committed_after_a_later_event_still_goes_first(tmp_path, 
         b.events.stop()
         for core in (a, b):
             core.operations.shutdown()
-            core.db.close()
 
 
-def test_the_log_is_pruned_by_age_and_by_row_count(tmp_path):
-    db = open_database(tmp_path / "db.sqlite3")
+def test_the_log_is_pruned_by_age_and_by_row_count(shared):
+    db = shared()
     with db.write() as conn:
         log.append(conn, "p", [(n, log.EVENT, {"n": n}) for n in range(5)], now=100.0)
         log.append(conn, "p", [(n, log.EVENT, {"n": n}) for n in range(30)], now=200.0)
@@ -315,11 +321,10 @@ def test_the_log_is_pruned_by_age_and_by_row_count(tmp_path):
         assert [r.body["n"] for r in kept] == [*range(21, 30), -1]
         assert log.positions(conn, kept[-1].id) == {"gone": 7, "p": 29}
         assert log.prune(conn, before=150.0, max_rows=10, keep_last_until=120.0) == 1
-    db.close()
 
 
-def test_the_outbox_drops_its_oldest_rows_past_its_limit(tmp_path):
-    db = open_database(tmp_path / "db.sqlite3")
+def test_the_outbox_drops_its_oldest_rows_past_its_limit(shared):
+    db = shared()
     bus = EventBus(db, outbox_limit=3)
     for n in range(5):
         bus.tail.post(log.EVENT, {"n": n})
@@ -327,11 +332,10 @@ def test_the_outbox_drops_its_oldest_rows_past_its_limit(tmp_path):
     with db.read() as conn:
         assert [r.body["n"] for r in log.read(conn, 0, [], 100)] == [2, 3, 4]
     assert bus.tail.dropped == 2
-    db.close()
 
 
-def test_a_process_gone_quiet_is_no_listener_after_three_heartbeats(tmp_path):
-    db = open_database(tmp_path / "db.sqlite3")
+def test_a_process_gone_quiet_is_no_listener_after_three_heartbeats(shared):
+    db = shared()
     now = [1000.0]
     a = EventBus(db, heartbeat=10.0, clock=lambda: now[0])
     with db.write() as conn:
@@ -341,4 +345,82 @@ def test_a_process_gone_quiet_is_no_listener_after_three_heartbeats(tmp_path):
     now[0] += 31.0
     a.tail.run_once()
     assert not a.tail.others_listen()
-    db.close()
+
+
+# --- on PostgreSQL only: commits out of id order, NOTIFY ----------------------------------
+
+
+@pytest.fixture
+def on_postgresql(postgres):
+    """`open()`: a new Database on one fresh PostgreSQL database."""
+    made = postgres.create_database()
+    opened = []
+
+    def open_():
+        opened.append(made.open())
+        return opened[-1]
+
+    yield open_
+    for db in opened:
+        db.close()
+    postgres.drop_database(made.name)
+
+
+def test_on_postgresql_a_row_committed_after_a_later_id_is_still_delivered(on_postgresql):
+    reader = EventBus(on_postgresql())
+    got: list[str] = []
+    reader.tail._deliver = lambda fresh: got.extend(r.origin for r in fresh)
+    reader.tail.run_once()  # the cursor starts at the end
+    writer = on_postgresql()
+    inserted, release = threading.Event(), threading.Event()
+
+    def slow() -> None:  # takes its id first, commits last
+        with writer.write() as conn:
+            log.append(conn, "slow", [(1, log.EVENT, {})], time.time())
+            inserted.set()
+            assert release.wait(DEADLINE)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    assert inserted.wait(DEADLINE)
+    with writer.write() as conn:
+        log.append(conn, "quick", [(1, log.EVENT, {})], time.time())
+    reader.tail.run_once()
+    assert got == ["quick"] and len(reader.tail.cursor.missing) == 1
+    release.set()
+    thread.join(DEADLINE)
+    reader.tail.run_once()
+    reader.tail.run_once()
+    assert got == ["quick", "slow"] and reader.tail.cursor.missing == {}
+
+
+def test_on_postgresql_an_append_wakes_the_other_tails_at_once(on_postgresql):
+    """With a 5 s poll, only the NOTIFY of the append can bring the event within 1 s."""
+    slow_poll = {"poll_interval": 5.0, "listeners_interval": 0.0}
+    a, b = EventBus(on_postgresql(), **slow_poll), EventBus(on_postgresql(), **slow_poll)
+    with a.db.write() as conn:
+        conn.exec_driver_sql("INSERT INTO deployments (project, name, description, "
+                             "governor_webhook_url, created_at) VALUES "
+                             "('default', 'web', '', '', '')")
+    b.start()
+    latencies = []
+
+    async def scenario():
+        subscription = b.subscribe(asyncio.get_running_loop(), lambda e: True)
+        until(lambda: a.tail.run_once() is not None and a.tail.others_watch(1),
+              "A sees B's client")
+        for _ in range(20):
+            started = time.monotonic()
+            event = a.publish(1, payloads.metrics())
+            a.tail.run_once()  # A's writer (its thread is not running here)
+            got = await asyncio.wait_for(subscription.queue.get(), 1.0)
+            latencies.append(time.monotonic() - started)
+            assert got.id == event.id
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        b.stop()
+    print(f"\nPostgreSQL, NOTIFY: append -> other process's subscriber: median "
+          f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+    assert max(latencies) < 1.0

@@ -102,8 +102,8 @@ def wait_for_appends(db: Database, on_append: Callable[[], None],
     is set (seen within `timeout`). Raises when the connection breaks."""
     raw = db.engine.raw_connection()
     try:
+        pg = raw.driver_connection  # (the psycopg connection; None once detached)
         raw.detach()
-        pg = raw.driver_connection
         pg.rollback()
         pg.autocommit = True
         pg.execute(f"LISTEN {CHANNEL}")
