@@ -25,12 +25,18 @@ WAIT = 30.0
 SAMPLES = 30
 
 
+# Runs on SQLite (two processes on one file) and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
+
 @pytest.fixture(scope="module")
 def units(services):
-    """Units A and B of one application: one store (one SQLite file: B runs on A's state
-    directory), one service id."""
+    """Units A and B of one application: one store, one service id. On SQLite B runs on
+    A's state directory (the store's file is there), as a unit's workers do."""
     service_id = f"events-units-{uuid.uuid4()}"
     a = services(service_id=service_id)
+    if a.store_kind == "postgresql":
+        return a, services(service_id=service_id, **a.store_config)
     b = services(service_id=service_id, state_dir=str(a.state_dir))
     b.state_dir = a.state_dir  # its store, server certificate... are A's
     return a, b
@@ -163,7 +169,7 @@ def test_latency_from_unit_a_publishing_to_unit_bs_client(units, web, lxd_projec
     latencies = sorted(received[i] - t for i, t in sent.items())
     median = statistics.median(latencies)
     p95 = latencies[int(len(latencies) * 0.95) - 1]
-    print(f"\npublish on unit A -> client of unit B: median {median * 1000:.1f} ms, "
-          f"p95 {p95 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms "
-          f"({SAMPLES} scale requests)")
+    print(f"\n{b.store_kind}: publish on unit A -> client of unit B: "
+          f"median {median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
+          f"max {latencies[-1] * 1000:.1f} ms ({SAMPLES} scale requests)")
     assert median < 0.5
