@@ -172,9 +172,9 @@ async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
     startup reconcile, then open work on instances and start the background `duties`
     (in order).
     With `leadership` (the daemon: processes share the store), the startup reconcile and
-    the duties are the leader's: this process tries to lead at once (and keeps trying,
-    see `core/duties.py`); work on instances opens as soon as it led and recovered, or
-    found another leader.
+    the leader's duties are the leader's: this process tries to lead at once (and keeps
+    trying, see `core/duties.py`); work on instances opens as soon as it led and
+    recovered, or found another leader; `duties` are then those every process runs.
     `first_attempt` is set once the first attempt failed, or all that succeeded."""
     try:
         await _bring_up(core, settings, watcher, duties, stop, first_attempt, leadership)
@@ -209,11 +209,18 @@ async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
                     " (it was not available at start)" if logged_at is not None else "")
         core.lxd_readiness.problem = "the startup reconcile is running"
         if leadership is not None:
-            if not await asyncio.to_thread(leadership.try_lead):
+            try:
+                leading = await asyncio.to_thread(leadership.try_lead)
+            except Exception:  # the store did not answer: the election thread tries again
+                logger.exception("cannot take part in the leader election yet")
+                leading = False
+            if not leading:
                 logger.info("another process leads (runs the background duties); this "
                             "one serves the API and takes the lead if that one stops")
             core.lxd_readiness.set_ready()
             leadership.start()
+            for duty in duties:
+                duty.start()
             return
         await recover(watcher)
         if stop.is_set():
@@ -289,15 +296,16 @@ async def serve(settings: Settings) -> None:
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events,
                               pet_interval=settings.pets.check_interval)
-    hooks = HookTimer(core)
     pools = WarmPools(core)
-    duties = [watcher, webhooks, hooks, pools]
     leadership = Leadership(core, reconcile=lambda: watcher.reconcile(startup=True),
-                            duties=duties, on_lost=_exit_on_lost_locks,
+                            duties=[watcher, webhooks, pools], on_lost=_exit_on_lost_locks,
                             on_recovered=core.lxd_readiness.set_ready)
+    # Every process settles the lifecycle hooks it began (it holds their operations);
+    # the leader also those of dead processes.
+    hooks = HookTimer(core, leading=lambda: leadership.leader)
     await asyncio.to_thread(leadership.join)
     stop, first_attempt = asyncio.Event(), asyncio.Event()
-    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, duties, stop,
+    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, [hooks], stop,
                                            first_attempt=first_attempt,
                                            leadership=leadership), name="bring-up-lxd")
     try:
@@ -318,6 +326,7 @@ async def serve(settings: Settings) -> None:
     finally:
         stop.set()
         await lxd  # a startup reconcile under way ends first (it uses the store)
+        await asyncio.to_thread(hooks.stop)
         await asyncio.to_thread(leadership.stop)  # the duties it started, in reverse
         await asyncio.to_thread(core.events.stop)
         for item in listening:

@@ -102,6 +102,34 @@ def test_an_operation_started_on_one_unit_is_waited_on_and_cancelled_on_another(
         assert "c2" not in lxd.states(lxd_project)
 
 
+def test_a_delete_held_in_its_terminating_hook_on_a_follower_ends_when_answered_on_the_leader(
+        lxd, lxd_project, tmp_path):
+    """The governor's answer reaches another unit (the leader) than the one whose
+    operation waits on the hook: that operation still ends, with the removal."""
+    with running_units(lxd, tmp_path, 2) as units:
+        leader = poll_until(units.leader, 30, "a unit to lead")
+        follower = next(s for s in units.services if s is not leader)
+        on_follower = API(follower.http, lxd_project)
+        ok(on_follower.post("/1.0/deployments", {"name": "dep"}), 201)
+        ok(on_follower.post("/1.0/deployments/dep/shapes", {
+            "name": "web", "scaling_minimum": 0, "scaling_maximum": 2,
+            "config": {"lifecycle.terminate_timeout": "600"},
+            "instance_template": {"source": BUSYBOX}}), 201)
+        instances = "/1.0/deployments/dep/shapes/web/instances"
+        launched = wait_operation(follower.http, accepted(on_follower.post(
+            instances, {"instance_name": "c1"})), OPERATION_TIMEOUT)
+        assert launched["status"] == "Success", launched
+        removal = accepted(on_follower.delete(f"{instances}/c1"))
+        assert shape_records(leader, lxd_project, "web") == {"c1": "terminating"}
+        ok(API(leader.http, lxd_project).post(f"{instances}/c1/lifecycle",
+                                              {"action": "continue"}))
+        final = wait_operation(leader.http, removal["id"], OPERATION_TIMEOUT)
+        assert final["status"] == "Success", final
+        assert final["metadata"]["lifecycle_result"] == "continue"
+        assert shape_records(leader, lxd_project, "web") == {}
+        assert "c1" not in lxd.states(lxd_project)
+
+
 # --- SIGKILL the leader in the middle of bulk launches -------------------------------------
 
 

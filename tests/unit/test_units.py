@@ -12,11 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from lxd_deployments.core import Core
 from lxd_deployments.core import duties as duties_module
@@ -44,18 +43,43 @@ def wait_until(condition, timeout: float = WAIT, what: str = "the condition") ->
         time.sleep(0.01)
 
 
+pytestmark = pytest.mark.both_stores
+
+
 @pytest.fixture
-def two(tmp_path):
-    """Two units on one store file and one LXD: (a, b)."""
+def shared(store_kind, tmp_path, request):
+    """One store for the units: (target, password) as a process opens it."""
+    if store_kind == "sqlite":
+        yield str(tmp_path / "state" / "db.sqlite3"), None
+        return
+    server = request.getfixturevalue("postgres")
+    leased = server.lease_database()
+    yield leased.url, leased.password
+    server.release_database(leased)  # (ends the sessions left, the dead ones' too)
+
+
+@pytest.fixture
+def two(shared):
+    """Two units on one store and one LXD: (a, b)."""
+    target, password = shared
     lxd = FakeLXD()
-    path = tmp_path / "state" / "db.sqlite3"
-    cores = [Core(db=open_database(path), lxd=lxd,
+    cores = [Core(db=open_database(target, password=password), lxd=lxd,
                   operations=Operations(max_workers=1, poll_interval=0.02))
              for _ in range(2)]
     yield cores
     for core in cores:
         core.operations.shutdown()
         core.db.close()
+
+
+def die(one: Presence) -> None:
+    """What a death does to a process's presence: its locks go, its row stays."""
+    for handle in one._files.values():
+        handle.close()
+    one._files.clear()
+    if one._conn is not None:
+        one._conn.close()
+        one._conn = None
 
 
 def blocking_work(release: threading.Event, ran: list[str], name: str):
@@ -187,8 +211,9 @@ def test_progress_is_written_at_most_every_interval_and_the_last_one_lands(two):
     assert b.operations.wait(op.id, WAIT).status is Status.SUCCESS
 
 
-def test_finished_operations_are_pruned_past_the_row_cap_and_the_keep_time(tmp_path):
-    core = Core(db=open_database(tmp_path / "db.sqlite3"), lxd=FakeLXD(),
+def test_finished_operations_are_pruned_past_the_row_cap_and_the_keep_time(shared):
+    target, password = shared
+    core = Core(db=open_database(target, password=password), lxd=FakeLXD(),
                 operations=Operations(keep_seconds=3600, keep_rows=20))
     ops = [core.operations.start(f"op {i}", {}, lambda op: None) for i in range(30)]
     for op in ops:
@@ -250,10 +275,11 @@ def test_one_leader_runs_the_duties_and_another_takes_over_when_it_stops(two):
 
 
 HOLDER = """
-import sys, time
+import os, sys, time
 from lxd_deployments.store import open_database
 from lxd_deployments.store.presence import Presence
-presence = Presence(open_database(sys.argv[1]), sys.argv[2])
+database = open_database(sys.argv[1], password=os.environ.get("HOLDER_PASSWORD"))
+presence = Presence(database, sys.argv[2])
 presence.join()
 assert presence.try_lead()
 print("leading", flush=True)
@@ -261,11 +287,13 @@ time.sleep(600)
 """
 
 
-def test_a_leader_killed_with_sigkill_is_replaced_within_a_second(two, tmp_path):
+def test_a_leader_killed_with_sigkill_is_replaced_within_a_second(two, shared):
     a, b = two
+    target, password = shared
     dead_unit = "0badc0de-0000-4000-8000-000000000000"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(Path(a.db.engine.url.database)),
-                               dead_unit], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, target, dead_unit],
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HOLDER_PASSWORD": password or ""})
     try:
         assert holder.stdout.readline().strip() == "leading"
         assert presence.alive(a.db, [dead_unit, b.unit_id]) == {dead_unit}
@@ -291,12 +319,18 @@ def test_a_leader_killed_with_sigkill_is_replaced_within_a_second(two, tmp_path)
 
 
 def test_a_process_whose_locks_broke_is_told_and_stops_following(two, monkeypatch):
-    a, _ = two
+    a, b = two
     log: list[str] = []
     lost: list[str] = []
     follower = leadership(a, log, lost)
     follower.join()
-    monkeypatch.setattr(follower.presence, "healthy", lambda: False)
+    if follower.presence.postgresql:  # the server ends the locks' session
+        pid = follower.presence._conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with b.db.write() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                                ).scalar()
+    else:  # a flock cannot be lost while its process lives: as if it could
+        monkeypatch.setattr(follower.presence, "healthy", lambda: False)
     follower.start()
     wait_until(lambda: lost, what="the loss to be told")
     assert "broke" in lost[0]
@@ -311,9 +345,7 @@ def test_units_rows_of_dead_processes_are_forgotten(two):
     gone = [Presence(a.db, f"00000000-0000-4000-8000-00000000000{i}") for i in range(5)]
     for one in gone:
         one.join()
-        for handle in one._files.values():  # as a death does: the lock goes, the row stays
-            handle.close()
-        one._files.clear()
+        die(one)
     assert len(presence.forget_dead(a.db)) == 5
     with a.db.read() as conn:
         assert set(conn.execute(select(units_table.c.unit_id)).scalars()) == {a.unit_id}
@@ -362,3 +394,35 @@ def test_recovery_settles_the_work_of_dead_processes_only(two):
     alive_presence.leave()
     dead_op.shutdown()
 
+
+
+def test_a_hook_is_settled_by_the_process_that_began_it_or_the_leader_once_it_died(two):
+    """The operation a governor waits on lives in the process that began the hook: no
+    other live process settles it (the operation would never end); once that process
+    is dead, the leader's timer does."""
+    from lxd_deployments.core import lifecycle
+    from lxd_deployments.core.instances import settle_due_hooks
+
+    a, b = two
+    with TestClient(admin_app(a)) as api:
+        assert api.post("/1.0/deployments", json={"name": "web"}).status_code == 201
+        assert api.post("/1.0/deployments/web/shapes", json={
+            "name": "front", "scaling_minimum": 0, "scaling_maximum": 4,
+            "config": {lifecycle.TERMINATE_TIMEOUT_KEY: "600"},
+            "instance_template": {"source": {"type": "image", "alias": "busybox"}}}
+        ).status_code == 201
+    b_presence = Presence(b.db, b.unit_id)
+    b_presence.join()
+    with a.db.write() as conn:
+        record = records.reserve(conn, shape_id(a), "default", "c1", status=records.READY)
+        # b began the hook; its deadline has passed.
+        records.begin_hook(conn, record, records.TERMINATING, time.time() - 10,
+                           time.time() - 1, unit=b.unit_id)
+    a.lxd.add_instance("default", "c1", our_keys(a))
+    assert settle_due_hooks(a, orphans=True) == 0  # b lives: b's to settle
+    assert statuses(a) == {"c1": records.TERMINATING}
+    b_presence.leave()  # b is gone
+    assert settle_due_hooks(a, orphans=False) == 0  # a follower leaves orphans alone
+    assert settle_due_hooks(a, orphans=True) == 1  # the leader settles them
+    wait_until(lambda: statuses(a) == {}, what="the removal")
+    assert ("default", "c1") not in a.lxd.instances

@@ -4,7 +4,9 @@ Every process serves the whole API; exactly one at a time (the leader, elected b
 the store's server or the kernel drops when its holder dies, see `store/presence.py`)
 runs what must not run twice: the recovery of what dead processes left, the watcher of
 LXD's events and the periodic reconcile, webhook deliveries, the change follower, the
-monitor, the pets' duty, the lifecycle hook timer and the warm pools. The others try to
+monitor, the pets' duty and the warm pools. (The lifecycle hook timer runs everywhere:
+each process settles the hooks it began, whose operations it holds; the leader also
+those of dead processes, see `settle_due_hooks`.) The others try to
 take the lead every `interval` seconds, so a leader that dies (SIGKILL included) is
 replaced within about that long.
 
@@ -129,8 +131,12 @@ class Leadership:
             self.elected_at = time.monotonic()
             logger.info("this process (%s) leads: it runs the background duties",
                         self.core.unit_id)
-            summary = settle_dead(self.core, self.reconcile)
-            logger.info("startup reconcile done: %d change(s) recorded", summary.changes)
+            try:
+                summary = settle_dead(self.core, self.reconcile)
+                logger.info("startup reconcile done: %d change(s) recorded",
+                            summary.changes)
+            except Exception:  # the duties start anyway; the loop tries again
+                logger.exception("the recovery of stopped processes' work failed")
             if self.on_recovered is not None:
                 self.on_recovered()
             for duty in self.duties:

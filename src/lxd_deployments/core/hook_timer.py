@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from ..background import BackgroundLoop
 from .context import Core
@@ -19,11 +20,16 @@ TICK = 0.5
 
 class HookTimer:
     """The timer's thread: settles due hooks on a tick, or at once when an answer came
-    in (`core.hooks.kick()`, which also wakes it to stop)."""
+    in (`core.hooks.kick()`, which also wakes it to stop).
 
-    def __init__(self, core: Core, *, tick: float = TICK) -> None:
+    Every process runs one for the hooks it began (it holds their operations); the one
+    for which `leading()` is true also settles those of dead processes."""
+
+    def __init__(self, core: Core, *, tick: float = TICK,
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.core = core
         self.tick = tick
+        self.leading = leading
         self._thread = BackgroundLoop("lifecycle-hooks", wake=core.hooks.kick)
 
     def start(self) -> None:
@@ -35,7 +41,7 @@ class HookTimer:
     def _loop(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             try:
-                settle_due_hooks(self.core)
+                settle_due_hooks(self.core, orphans=self.leading())
             except Exception:
                 logger.exception("settling lifecycle hooks failed; trying again")
             self.core.hooks.pause(self.tick)

@@ -21,6 +21,7 @@ from .. import metrics_export as metrics
 from ..errors import BoundReached, Conflict, InvalidInput, LXDUnavailable, NameTaken, NotFound
 from ..names import validate_name
 from ..store import instances as records
+from ..store import presence
 from ..store import repository as repo
 from ..store.rows import InstanceRow
 from . import events as ev
@@ -371,13 +372,21 @@ def _target_of(core: Core, record: InstanceRow) -> Target | None:
     return None if d is None or s is None else Target(d, s)
 
 
-def settle_due_hooks(core: Core) -> int:
+def settle_due_hooks(core: Core, *, orphans: bool = True) -> int:
     """Settle every hook whose answer is in or whose timeout passed: a terminating
     record is claimed (`deleting`) and removed, by the operation its governor holds
-    when this process began the hook, else by a new one. Returns how many it settled."""
+    when this process began the hook, else by a new one. Returns how many it settled.
+
+    Only this process's hooks (it holds their operations), and with `orphans` (the
+    leader) those of processes that are not alive: a live process settles its own, so
+    that the operation its governor waits on ends with the hook."""
     now = time.time()
     with core.db.read() as conn:
         hooked = records.in_hooks(conn)
+    others = {r.unit for r in hooked if r.unit != core.unit_id}
+    dead = others - presence.alive(core.db, others) if orphans else set()
+    hooked = [r for r in hooked if r.unit == core.unit_id or r.unit in dead]
+    with core.db.read() as conn:
         configs = {shape_id: repo.shape_config(conn, shape_id)
                    for shape_id in {r.shape_id for r in hooked}}
     settled = 0
