@@ -232,7 +232,8 @@ class EventTail:
         self._wakeup = threading.Event()
         self._pass_lock = threading.Lock()
         self._loop_thread = BackgroundLoop("event-tail", wake=self._wakeup.set)
-        self._listen_thread = BackgroundLoop("event-log-listen")
+        # Woken on stop by a NOTIFY of its own, not left waiting out its timeout.
+        self._listen_thread = BackgroundLoop("event-log-listen", wake=self._notify)
 
     # --- for the publisher --------------------------------------------------------------
 
@@ -355,6 +356,15 @@ class EventTail:
             except Exception:
                 logger.exception("tailing the event log failed; retrying")
             self._wakeup.wait(self.poll_interval)
+
+    def _notify(self) -> None:
+        if not self._listen_thread.running:  # (SQLite: never started)
+            return
+        try:
+            with self.db.write() as conn:
+                store.notify(conn)
+        except Exception as err:  # it stops within its timeout anyway
+            logger.warning("cannot wake the event log listener: %s", err)
 
     def _listen(self, stopping: threading.Event) -> None:
         """Wake the tail at each append's commit (PostgreSQL), reconnecting after a

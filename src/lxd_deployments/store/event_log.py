@@ -49,9 +49,14 @@ def append(conn: Connection, origin: str, items: Iterable[Item], now: float) -> 
              "body": json.dumps(body, separators=(",", ":"))} for seq, kind, body in items]
     if rows:
         conn.execute(insert(log), rows)
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_notify(CHANNEL, "")))
+        notify(conn)
     return len(rows)
+
+
+def notify(conn: Connection) -> None:
+    """Wake the listeners (PostgreSQL, at the commit; nothing on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(CHANNEL, "")))
 
 
 def last_id(conn: Connection) -> int:
