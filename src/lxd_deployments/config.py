@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from .webhooks.settings import EventSettings, WebhookSettings
+from .webhooks.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,30 @@ def _check_database_url(value: str) -> str:
     if parts.path.strip("/") == "" or "/" in parts.path.strip("/"):
         raise ValueError("the URL must name one database (.../DBNAME)")
     return value
+
+
+class EventSettings(BaseModel):
+    """The `events:` section (the core's: the periodic events, the change follower and
+    the events stream)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Seconds between metrics events per deployment; 0 turns them off.
+    metrics_interval: float = Field(default=60.0, ge=0)
+    # Seconds between capacity checks (offers, pressure, shapes below their minimum);
+    # 0 turns them off.
+    capacity_interval: float = Field(default=300.0, ge=0)
+    # Host memory in use, in percent of the total, at which shapes are asked to shrink.
+    memory_pressure_percent: float = Field(default=90.0, gt=0, le=100)
+    # CPU threads that may be handed out per host thread (limits.cpu over threads).
+    cpu_allocation_ratio: float = Field(default=1.0, gt=0)
+    # Seconds between polls of the change log (outside changes become events).
+    changes_poll_interval: float = Field(default=0.25, gt=0, le=60)
+    # Seconds a change stays in the change log once it has become an event.
+    changes_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Events buffered per events-stream client; a client that falls further behind is
+    # disconnected (as LXD drops slow event listeners).
+    stream_buffer: int = Field(default=1024, ge=16)
 
 
 class Settings(_Frozen):

@@ -319,6 +319,9 @@ async def serve(settings: Settings, role: Role | None = None) -> None:
     follower = GenerationFollower(core.generations, core.tell_trust_listeners,
                                   core.tell_access_listeners)
     follower.start()
+    # Events of the other processes sharing the store reach this one's streams, LXD or not.
+    assert core.events is not None
+    core.events.start()
     watcher = Watcher(core, interval=settings.reconcile_interval)
     webhooks = WebhookService(core, settings.webhooks, settings.events,
                               pet_interval=settings.pets.check_interval)
@@ -357,6 +360,7 @@ async def serve(settings: Settings, role: Role | None = None) -> None:
         await asyncio.to_thread(hooks.stop)
         await asyncio.to_thread(leadership.stop)  # the duties it started, in reverse
         await asyncio.to_thread(follower.stop)
+        await asyncio.to_thread(core.events.stop)
         if role.owns_sockets:
             sockets.close()
             remove_unix_sockets(settings)

@@ -13,7 +13,7 @@ from lxd_deployments.api import create_app
 from lxd_deployments.auth import Listener
 from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core
-from lxd_deployments.webhooks.events import EventBus
+from lxd_deployments.core.event_bus import EventBus
 from tests.certs import make_certificate
 
 from .fake_lxd import FakeLXD

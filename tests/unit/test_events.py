@@ -14,17 +14,20 @@ from starlette.websockets import WebSocketDisconnect
 from lxd_deployments.api import create_app
 from lxd_deployments.auth.caller import Listener
 from lxd_deployments.auth.middleware import ListenerApp
+from lxd_deployments.config import EventSettings
 from lxd_deployments.core import capacity as cap
 from lxd_deployments.core import reconcile as rec
+from lxd_deployments.core.change_events import PRUNE_EVERY, ChangeFollower, event_type_of
+from lxd_deployments.core.event_bus import Subscription
+from lxd_deployments.core.events import Event
+from lxd_deployments.core.monitor import Monitor
 from lxd_deployments.core.scale_requests import Debounce
 from lxd_deployments.core.watcher import handle_event
 from lxd_deployments.lxd import LifecycleEvent
 from lxd_deployments.store import changes as changes_log
 from lxd_deployments.store import webhook_deliveries as queue
-from lxd_deployments.webhooks.events import Event, Subscription
-from lxd_deployments.webhooks.follower import PRUNE_EVERY, ChangeFollower, event_type_of
-from lxd_deployments.webhooks.monitor import Monitor
-from lxd_deployments.webhooks.settings import EventSettings
+
+from . import payloads
 
 URL = "http://governor.example/hooks"
 BASE = "/1.0/deployments/web/shapes/front"
@@ -365,8 +368,8 @@ def test_the_stream_carries_the_deployments_events_only(eapi, ecore):
     make_shape(eapi)
     make_shape(eapi, deployment="other")
     with eapi.websocket_connect("/1.0/events?deployment=web") as ws:
-        ecore.events.publish(2, "metrics", {"shapes": {}})  # another deployment's
-        event = ecore.events.publish(1, "scale-request", {"count": 1})
+        ecore.events.publish(2, payloads.metrics())  # another deployment's
+        event = ecore.events.publish(1, payloads.scale_request())
         assert ws.receive_json() == event.to_api()
 
 
@@ -375,9 +378,9 @@ def test_the_stream_filters_by_type_class_and_project(eapi, ecore):
     with eapi.websocket_connect("/1.0/events?type=scaling,instance-deleted") as ws, \
             eapi.websocket_connect("/1.0/events?project=elsewhere") as elsewhere, \
             eapi.websocket_connect("/1.0/events?all-projects=true&type=metrics") as every:
-        ecore.events.publish(1, "metrics", {"shapes": {}})
-        deleted = ecore.events.publish(1, "instance-deleted", {"instance": "c1"})
-        offer = ecore.events.publish(1, "capacity-offer", {"shapes": {}})
+        ecore.events.publish(1, payloads.metrics())
+        deleted = ecore.events.publish(1, payloads.instance_deleted())
+        offer = ecore.events.publish(1, payloads.capacity_offer())
         assert ws.receive_json() == deleted.to_api()
         assert ws.receive_json() == offer.to_api()
         assert every.receive_json()["type"] == "metrics"

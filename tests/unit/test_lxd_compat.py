@@ -12,7 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from lxd_deployments.api.app import create_app
 from lxd_deployments.auth.caller import Listener
-from lxd_deployments.webhooks.events import OperationEvent
+from lxd_deployments.core.events import OperationEvent
 
 from .conftest import ListenerApp
 from .test_events import make_shape, run

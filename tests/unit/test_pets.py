@@ -11,8 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
+from lxd_deployments.config import EventSettings
 from lxd_deployments.core import Core
 from lxd_deployments.core.clock import FileClock, ManualClock, iso
+from lxd_deployments.core.event_bus import EventBus
+from lxd_deployments.core.monitor import Monitor
 from lxd_deployments.core.pet_duty import PetDuty
 from lxd_deployments.core.pets import state_at
 from lxd_deployments.core.scale_requests import Debounce
@@ -21,9 +24,6 @@ from lxd_deployments.errors import InvalidInput
 from lxd_deployments.lxd import ClusterMember
 from lxd_deployments.store import open_database
 from lxd_deployments.store.rows import PetRow
-from lxd_deployments.webhooks.events import EventBus
-from lxd_deployments.webhooks.monitor import Monitor
-from lxd_deployments.webhooks.settings import EventSettings
 
 from .conftest import admin_app, error_of
 

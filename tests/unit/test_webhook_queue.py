@@ -14,13 +14,15 @@ from lxd_deployments.api import create_app
 from lxd_deployments.auth.caller import Listener
 from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core
+from lxd_deployments.core.event_bus import EventBus
 from lxd_deployments.store import repository as repo
 from lxd_deployments.store import webhook_deliveries as queue
 from lxd_deployments.store import webhook_secrets as secret_store
 from lxd_deployments.webhooks.deliverer import Deliverer, backoff_delay
-from lxd_deployments.webhooks.events import EventBus
 from lxd_deployments.webhooks.settings import WebhookSettings
 from lxd_deployments.webhooks.signing import HEADER_DELIVERY, HEADER_EVENT, verify
+
+from . import payloads
 
 # Depends on the store: runs on SQLite and on PostgreSQL (--store).
 pytestmark = pytest.mark.both_stores
@@ -71,7 +73,7 @@ def make(db, receiver, clock) -> tuple[Deliverer, httpx.Client]:
 
 def publish(db, deployment_id: int, type_: str = "scale-request") -> str:
     bus = EventBus(db, max_attempts=SETTINGS.max_attempts)
-    event = bus.publish(deployment_id, type_, {"shape": "front", "count": 2})
+    event = bus.publish(deployment_id, payloads.BY_TYPE[type_]())
     with db.read() as conn:
         return next(d.uuid for d in queue.list_for(conn, deployment_id)
                     if d.event_id == event.id)
@@ -180,7 +182,7 @@ def test_the_deliverer_resumes_the_queue_after_a_restart(db, deployment):
 def test_a_deployment_without_a_webhook_url_queues_nothing(db):
     with db.write() as conn:
         deployment_id = repo.insert_deployment(conn, "default", "quiet", "", "", {})
-    event = EventBus(db).publish(deployment_id, "metrics", {"shapes": {}})
+    event = EventBus(db).publish(deployment_id, payloads.metrics())
 
     assert event.deployment == "quiet"
     with db.read() as conn:
@@ -238,8 +240,8 @@ DELIVERIES = "/1.0/deployments/web/webhook-deliveries"
 
 def test_the_log_lists_deliveries_newest_first_and_shows_each_with_its_event(app):
     client, core = app
-    first = core.events.publish(1, "scale-request", {"count": 1})
-    second = core.events.publish(1, "metrics", {"shapes": {}})
+    first = core.events.publish(1, payloads.scale_request())
+    second = core.events.publish(1, payloads.metrics())
 
     urls = client.get(DELIVERIES).json()["metadata"]
     listed = client.get(DELIVERIES, params={"recursion": 1}).json()["metadata"]
@@ -262,7 +264,7 @@ def test_the_log_lists_deliveries_newest_first_and_shows_each_with_its_event(app
 
 def test_redelivery_queues_the_same_event_as_a_new_delivery(app):
     client, core = app
-    event = core.events.publish(1, "scale-request", {"count": 1})
+    event = core.events.publish(1, payloads.scale_request())
     (original,) = client.get(DELIVERIES, params={"recursion": 1}).json()["metadata"]
 
     answer = client.post(f"{DELIVERIES}/{original['id']}/redeliver")

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from lxd_deployments.store.webhook_secrets import SecretRow
+from lxd_deployments.store.webhook_secrets import SecretRow, generate_secret
 from lxd_deployments.webhooks import signing
 from lxd_deployments.webhooks.signing import SignatureError, signed_headers, verify
 
@@ -86,7 +86,7 @@ def test_during_a_rotation_both_secrets_verify():
 
 
 def test_generated_secrets_are_long_and_distinct():
-    first, second = signing.generate_secret(), signing.generate_secret()
+    first, second = generate_secret(), generate_secret()
 
     assert len(first) == 64 and first != second
     int(first, 16)

@@ -24,7 +24,7 @@ from ..store import instances as records
 from ..store import presence
 from ..store import repository as repo
 from ..store.rows import InstanceRow
-from ..webhooks import events
+from . import events as ev
 from . import lifecycle, notify, pets, warm_pool
 from .context import Core
 from .inflight import retry_busy
@@ -243,14 +243,14 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
                                    unit=core.unit_id)
         if hook is None:
             metrics.launched(*labels, reserved_at)
-            notify.instance_event(core, target, name, events.INSTANCE_LAUNCHED, op, **extra)
+            notify.instance_event(core, target, name, ev.InstanceLaunched, op, **extra)
             return result
         # Ready when the governor (or the timeout) says so: the operation ends then.
         core.operations.set_metadata(op, {**op.metadata, "lifecycle": {
             "status": records.LAUNCHING, "timeout": hook.timeout}})
         core.hooks.wait(record_id, partial(_launched, core, target, record_id, name, op,
                                            result))
-        notify.instance_event(core, target, name, events.INSTANCE_LAUNCHING, op,
+        notify.instance_event(core, target, name, ev.InstanceLaunching, op,
                               timeout=hook.timeout, default_result=hook.default_result,
                               lifecycle_url=lifecycle_url(target, name), **extra)
         return DEFERRED
@@ -336,7 +336,7 @@ def delete_operation(core: Core, target: Target, record: InstanceRow, *,
             _removal_work, core, target, record.id, name, record.status, result), bulk=bulk)
 
     core.hooks.wait(record.id, settle)
-    notify.instance_event(core, target, name, events.INSTANCE_TERMINATING, operation,
+    notify.instance_event(core, target, name, ev.InstanceTerminating, operation,
                           reason=reason, timeout=hook.timeout,
                           default_result=hook.default_result,
                           lifecycle_url=lifecycle_url(target, name))
@@ -373,7 +373,7 @@ def _removal_work(core: Core, target: Target, record_id: int, name: str, previou
     with core.db.write() as conn:
         records.release(conn, record_id)
     extra = {"lifecycle_result": result} if result else {}
-    notify.instance_event(core, target, name, events.INSTANCE_DELETED, op, **extra)
+    notify.instance_event(core, target, name, ev.InstanceDeleted, op, **extra)
     return extra
 
 
@@ -501,7 +501,7 @@ def _settle_launch(core: Core, record: InstanceRow, result: str) -> int:
     if target is None:
         return 1
     if to == records.READY:
-        notify.instance_event(core, target, record.instance_name, events.INSTANCE_LAUNCHED,
+        notify.instance_event(core, target, record.instance_name, ev.InstanceLaunched,
                               lifecycle_result=result)
     else:
         core.operations.start(
@@ -516,7 +516,7 @@ def _launched(core: Core, target: Target, record_id: int, name: str, op: Operati
               result: dict[str, Any], answer: str) -> None:
     """End a launch whose launching hook was settled (its record claimed already)."""
     if answer == lifecycle.CONTINUE:
-        notify.instance_event(core, target, name, events.INSTANCE_LAUNCHED, op,
+        notify.instance_event(core, target, name, ev.InstanceLaunched, op,
                               lifecycle_result=answer)
         core.operations.end(op, metadata={**result, "lifecycle_result": answer})
         return
@@ -562,7 +562,7 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
             target = _target_of(core, instance)
             if target is not None:
                 notify.instance_event(core, target, instance.instance_name,
-                                      events.INSTANCE_TERMINATING, reason="forced",
+                                      ev.InstanceTerminating, reason="forced",
                                       timeout=hook.timeout,
                                       default_result=hook.default_result,
                                       lifecycle_url=lifecycle_url(target,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..store import instances as records
 from ..store.rows import InstanceRow
-from ..webhooks import events as ev
+from . import events as ev
 from .context import Core
 from .urls import instance_url, shape_instance_url
 
@@ -23,18 +23,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # The event each state action of the service leads to, and the `change` it carries.
-STATE_EVENTS = {
-    "start": (ev.INSTANCE_STARTED, "started"),
-    "restart": (ev.INSTANCE_STARTED, "restarted"),
-    "stop": (ev.INSTANCE_STOPPED, "stopped"),
-    "freeze": (ev.INSTANCE_CHANGED, "frozen"),
-    "unfreeze": (ev.INSTANCE_CHANGED, "unfrozen"),
+STATE_EVENTS: dict[str, tuple[type[ev.InstancePayload], str]] = {
+    "start": (ev.InstanceStarted, "started"),
+    "restart": (ev.InstanceStarted, "restarted"),
+    "stop": (ev.InstanceStopped, "stopped"),
+    "freeze": (ev.InstanceChanged, "frozen"),
+    "unfreeze": (ev.InstanceChanged, "unfrozen"),
 }
 
 
-def instance_metadata(project: str, deployment: str, shape: str, name: str, *, origin: str,
-                      scaling_current: int | None, **extra: Any) -> dict[str, Any]:
-    """The metadata every lifecycle event carries."""
+def instance_fields(project: str, deployment: str, shape: str, name: str, *, origin: str,
+                    scaling_current: int | None) -> dict[str, Any]:
+    """The fields every lifecycle payload has (`events.InstancePayload`)."""
     return {
         "shape": shape,
         "instance": name,
@@ -42,13 +42,14 @@ def instance_metadata(project: str, deployment: str, shape: str, name: str, *, o
         "scaling_current": scaling_current,
         "instance_url": shape_instance_url(project, deployment, shape, name),
         "lxd_instance_url": instance_url(project, name),
-        **extra,
     }
 
 
-def instance_event(core: Core, target: Target, name: str, type_: str,
+def instance_event(core: Core, target: Target, name: str,
+                   payload_type: type[ev.InstancePayload],
                    operation: Operation | None = None, **extra: Any) -> None:
-    """Publish a lifecycle event about one of the shape's instances (origin `service`)."""
+    """Publish a lifecycle event about one of the shape's instances (origin `service`);
+    `extra` are the payload's own fields."""
     bus = getattr(core, "events", None)
     if bus is None:
         return
@@ -60,11 +61,11 @@ def instance_event(core: Core, target: Target, name: str, type_: str,
                                     leaving_out=[records.DELETING])
         if operation is not None:
             extra.setdefault("operation", operation.url)
-        bus.publish(target.deployment.id, type_, instance_metadata(
+        bus.publish(target.deployment.id, payload_type(**instance_fields(
             target.project, target.deployment.name, target.shape.name, name,
-            origin="service", scaling_current=current, **extra))
+            origin="service", scaling_current=current), **extra))
     except Exception:
-        logger.exception("cannot publish %s for instance %s", type_, name)
+        logger.exception("cannot publish %s for instance %s", payload_type.TYPE, name)
 
 
 def record_deleted(core: Core, record: InstanceRow) -> None:
@@ -79,9 +80,9 @@ def record_deleted(core: Core, record: InstanceRow) -> None:
                 conn, record.shape_id, leaving_out=[records.DELETING])
         if shape is None:
             return
-        bus.publish(shape.deployment_id, ev.INSTANCE_DELETED, instance_metadata(
+        bus.publish(shape.deployment_id, ev.InstanceDeleted(**instance_fields(
             shape.project, shape.deployment_name, shape.shape_name, record.instance_name,
-            origin="service", scaling_current=current, forced=True))
+            origin="service", scaling_current=current), forced=True))
     except Exception:
         logger.exception("cannot publish instance-deleted for %s", record.instance_name)
 
@@ -89,11 +90,11 @@ def record_deleted(core: Core, record: InstanceRow) -> None:
 def failed(core: Core, target: Target, name: str, operation: Operation | None, stage: str,
            error: BaseException) -> None:
     """A launch (stage `create` or `start`) or delete (`delete`) that did not go through."""
-    instance_event(core, target, name, ev.INSTANCE_FAILED, operation, stage=stage,
+    instance_event(core, target, name, ev.InstanceFailed, operation, stage=stage,
                    error=str(error) or type(error).__name__)
 
 
 def state_changed(core: Core, target: Target, name: str, action: str,
                   operation: Operation | None = None) -> None:
-    type_, change = STATE_EVENTS.get(action, (ev.INSTANCE_CHANGED, action))
-    instance_event(core, target, name, type_, operation, change=change)
+    payload_type, change = STATE_EVENTS.get(action, (ev.InstanceChanged, action))
+    instance_event(core, target, name, payload_type, operation, change=change)

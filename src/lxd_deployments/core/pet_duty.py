@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from typing import Any
 
 from ..background import BackgroundLoop
 from ..errors import LXDUnavailable
@@ -31,13 +30,13 @@ from ..store.rows import PetRow
 from . import bulk, instances, pets
 from .clock import iso
 from .context import Core
+from .events import ScaleRequest
 from .pets import BUSY, IDLE, Borrowed, PetState
-from .scale_requests import CAUSE_BELOW_MINIMUM, current_count, scale_request_metadata
+from .scale_requests import CAUSE_BELOW_MINIMUM, current_count, scale_request
 
 logger = logging.getLogger(__name__)
 
 CAUSE_PET_RECLAIM = "pet-reclaim"
-SCALE_REQUEST = "scale-request"
 # How long the duty waits for replacement launches before it takes the pet back anyway.
 REPLACEMENT_TIMEOUT = 600.0
 
@@ -89,11 +88,11 @@ class PetDuty:
                 done += 1
         return done
 
-    def _publish(self, deployment_id: int, metadata: dict[str, Any]) -> None:
+    def _publish(self, deployment_id: int, payload: ScaleRequest) -> None:
         if self.core.events is None:
             return
         try:
-            self.core.events.publish(deployment_id, SCALE_REQUEST, metadata)
+            self.core.events.publish(deployment_id, payload)
         except Exception:
             logger.exception("cannot publish a scale request for deployment %d", deployment_id)
 
@@ -114,15 +113,13 @@ class PetDuty:
             names = [b.record.instance_name for b in items]
             logger.info("pet %s is needed at %s: asking deployment %s to move %d instance(s) "
                         "of shape %s off it", pet.name, deadline, d.name, len(names), shape.name)
-            self._publish(d.id, {
-                **scale_request_metadata(
-                    d.project, d.name, shape, count=current, current=current,
-                    cause=CAUSE_PET_RECLAIM,
-                    reason=f'pet "{pet.name}" is needed from {deadline}: its borrowed '
-                           f"instances are stopped and deleted then"),
-                "pet": pet.name, "members": members, "deadline": deadline,
-                "instances": names,
-                "instance_urls": [b.to_api()["url"] for b in items]})
+            self._publish(d.id, scale_request(
+                d.project, d.name, shape, count=current, current=current,
+                cause=CAUSE_PET_RECLAIM,
+                reason=f'pet "{pet.name}" is needed from {deadline}: its borrowed '
+                       f"instances are stopped and deleted then",
+                pet=pet.name, members=members, deadline=deadline, instances=names,
+                instance_urls=[b.to_api()["url"] for b in items]))
 
     def reclaim(self, pet: PetRow, members: list[str], state: PetState) -> bool:
         """Take the pet back; True when nothing is borrowed from it any more."""
@@ -174,16 +171,15 @@ class PetDuty:
         with self.core.db.read() as conn:
             after = current_count(conn, shape.id)
         if after < shape.scaling_minimum:
-            self._publish(target.deployment.id, {
-                **scale_request_metadata(
-                    target.project, target.deployment.name, shape,
-                    count=shape.scaling_minimum, current=after, cause=CAUSE_BELOW_MINIMUM,
-                    reason=f'pet "{pet.name}" was taken back: shape "{shape.name}" has '
-                           f"{after} instance(s), below its scaling_minimum "
-                           f"({shape.scaling_minimum}); "
-                           + ("no room for replacements" if not room else
-                              "not every replacement could be placed")),
-                "pet": pet.name})
+            self._publish(target.deployment.id, scale_request(
+                target.project, target.deployment.name, shape,
+                count=shape.scaling_minimum, current=after, cause=CAUSE_BELOW_MINIMUM,
+                reason=f'pet "{pet.name}" was taken back: shape "{shape.name}" has '
+                       f"{after} instance(s), below its scaling_minimum "
+                       f"({shape.scaling_minimum}); "
+                       + ("no room for replacements" if not room else
+                          "not every replacement could be placed"),
+                pet=pet.name))
 
     def _stop(self, pet: PetRow, b: Borrowed) -> None:
         """Stop the instance cleanly within the grace period (the delete forces what is

@@ -33,11 +33,11 @@ from ..store import placement_groups as store
 from ..store import repository as repo
 from ..store.instances import ReservationScope
 from ..store.rows import DeploymentRow, PlacementGroupRow
-from ..webhooks.events import PLACEMENT_VIOLATED
 from . import placement
 from .context import Core
 from .deployments import require_deployment
 from .etag import check_if_match, etag_of
+from .events import PLACEMENT_VIOLATED, PlacementViolated
 from .target import Target
 from .urls import instance_url, placement_group_url, shape_url
 
@@ -238,13 +238,13 @@ def _fingerprint(found: list[placement.Violation]) -> str:
     return json.dumps(sorted([v.member, sorted(v.instances)] for v in found))
 
 
-def _metadata(project: str, deployment: str, group: PlacementGroupRow, cause: str,
-              found: list[placement.Violation], **extra: Any) -> dict[str, Any]:
-    return {"placement_group": group.name, "policy": group.policy, "rigor": group.rigor,
-            "max_per_member": group.max_per_member, "cause": cause,
-            "violations": [v.to_api() for v in found],
-            "placement_group_url": placement_group_url(project, deployment, group.name),
-            **extra}
+def _violated(project: str, deployment: str, group: PlacementGroupRow, cause: str,
+              found: list[placement.Violation], **extra: Any) -> PlacementViolated:
+    return PlacementViolated(
+        placement_group=group.name, policy=group.policy, rigor=group.rigor,
+        max_per_member=group.max_per_member, cause=cause,
+        violations=[v.to_api() for v in found],
+        placement_group_url=placement_group_url(project, deployment, group.name), **extra)
 
 
 def report_launch(core: Core, target: Target, group: PlacementGroupRow, slots: list[Slot],
@@ -254,7 +254,7 @@ def report_launch(core: Core, target: Target, group: PlacementGroupRow, slots: l
     if core.events is None:
         return
     try:
-        core.events.publish(target.deployment.id, PLACEMENT_VIOLATED, _metadata(
+        core.events.publish(target.deployment.id, _violated(
             target.project, target.deployment.name, group, CAUSE_LAUNCH, found,
             shape=target.shape.name, instances=[s.name for s in slots],
             instance_urls=[instance_url(target.project, s.name) for s in slots],
@@ -284,7 +284,6 @@ def check_project(core: Core, project: str) -> int:
         logger.warning("placement group %s of %s breaks its rule: %s", group.name, d.name,
                        found[0].message)
         if core.events is not None and core.events.publish(
-                d.id, PLACEMENT_VIOLATED, _metadata(project, d.name, group, CAUSE_CHECK,
-                                                    found)) is not None:
+                d.id, _violated(project, d.name, group, CAUSE_CHECK, found)) is not None:
             published += 1
     return published

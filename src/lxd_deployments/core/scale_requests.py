@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import Conflict, InvalidInput
 from ..store import instances as records
 from ..store.rows import ShapeRow
-from ..webhooks import events as ev
+from . import events as ev
 from .context import Core
 from .deployments import require_deployment
 from .shapes import require_shape
@@ -30,12 +30,13 @@ CAUSE_CAPACITY_PRESSURE = "capacity-pressure"
 MAX_REASON = 1024
 
 
-def scale_request_metadata(project: str, deployment: str, shape: ShapeRow, *, count: int,
-                           current: int, cause: str, reason: str) -> dict[str, Any]:
-    return {"shape": shape.name, "count": count, "current": current,
-            "minimum": shape.scaling_minimum, "maximum": shape.scaling_maximum,
-            "cause": cause, "reason": reason,
-            "shape_url": shape_url(project, deployment, shape.name)}
+def scale_request(project: str, deployment: str, shape: ShapeRow, *, count: int,
+                  current: int, cause: str, reason: str, **extra: Any) -> ev.ScaleRequest:
+    """The payload; `extra` are its optional fields (a pet's reclaim)."""
+    return ev.ScaleRequest(shape=shape.name, count=count, current=current,
+                           minimum=shape.scaling_minimum, maximum=shape.scaling_maximum,
+                           cause=cause, reason=reason,
+                           shape_url=shape_url(project, deployment, shape.name), **extra)
 
 
 def current_count(conn, shape_id: int) -> int:
@@ -57,7 +58,7 @@ def request_scale(core: Core, project: str, deployment: str, shape: str, count: 
                            f"({s.scaling_minimum}..{s.scaling_maximum})")
     if core.events is None:
         raise Conflict("Events are not enabled in this service")
-    event = core.events.publish(d.id, ev.SCALE_REQUEST, scale_request_metadata(
+    event = core.events.publish(d.id, scale_request(
         project, d.name, s, count=count, current=current, cause=CAUSE_ADMIN,
         reason=reason or "asked by an admin"))
     if event is None:

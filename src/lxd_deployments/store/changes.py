@@ -96,7 +96,7 @@ def prune(conn: Connection, *, up_to_id: int, recorded_before: str) -> int:
         changes.c.id <= up_to_id, changes.c.created_at < recorded_before)).rowcount
 
 
-# --- the events' cursor over the change log (webhooks/follower.py) ----------------------
+# --- the events' cursor over the change log (core/change_events.py) ----------------------
 
 
 def read_cursor(conn: Connection, name: str) -> int:

@@ -426,6 +426,33 @@ def _add_process_coherence(conn: Connection) -> None:
     for statement in statements:
         conn.execute(text(statement))
 
+def _add_event_log(conn: Connection) -> None:
+    """The events of every process sharing the store, for each other's events streams
+    (issue 14): a process appends what it publishes, every process tails what the others
+    appended. `origin` is the publishing process and `seq` its own count of what it
+    logged (the order it published in); `kind` says `event`, `operation` or
+    `access` (an access was narrowed: streams check their caller again). Pruned by age
+    and row count. `event_listeners` says which deployments each process has stream
+    clients for, so a publisher logs only what some other process's client may want."""
+    statements = [
+        """CREATE TABLE event_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            origin TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX event_log_created_at ON event_log (created_at)",
+        """CREATE TABLE event_listeners (
+            process_id TEXT PRIMARY KEY,
+            deployment_ids TEXT,
+            seen_at REAL NOT NULL
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
 
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
@@ -441,6 +468,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_operations_and_units,
     _add_store_identity,
     _add_process_coherence,
+    _add_event_log,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

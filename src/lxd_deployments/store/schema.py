@@ -316,3 +316,22 @@ audit_refusal_budgets = Table(
     Column("updated", Float, nullable=False),
     Column("recorded_429", Float),
 )
+
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("origin", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+event_listeners = Table(
+    "event_listeners",
+    metadata,
+    Column("process_id", Text, primary_key=True),
+    Column("deployment_ids", Text, nullable=True),
+    Column("seen_at", Float, nullable=False),
+)

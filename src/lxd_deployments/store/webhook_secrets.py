@@ -7,14 +7,21 @@ signed in between. Secrets are never logged and never part of a deployment objec
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select, update
 
-from ..webhooks.signing import generate_secret
 from .database import utcnow
 from .schema import deployments_webhook_secrets as table
+
+SECRET_BYTES = 32
+
+
+def generate_secret() -> str:
+    """A new webhook secret: 32 random bytes, hex (the HMAC key is the hex text itself)."""
+    return secrets.token_hex(SECRET_BYTES)
 
 
 @dataclass(frozen=True)

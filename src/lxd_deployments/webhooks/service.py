@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 
+from ..config import EventSettings
+from ..core.change_events import ChangeFollower
 from ..core.context import Core
+from ..core.event_bus import EventBus
+from ..core.monitor import Monitor
 from ..core.pet_duty import PetDuty
 from ..core.scale_requests import Debounce
 from .deliverer import Deliverer
-from .events import EventBus
-from .follower import ChangeFollower
-from .monitor import Monitor
-from .settings import EventSettings, WebhookSettings
+from .settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 from collections.abc import Iterable, Mapping
 
@@ -29,16 +28,10 @@ HEADER_SIGNATURE = "X-Deployments-Signature"
 SCHEME = "sha256"
 # Seconds a receiver should accept between a signature's timestamp and its own clock.
 DEFAULT_TOLERANCE = 300
-SECRET_BYTES = 32
 
 
 class SignatureError(ValueError):
     """A delivery's signature does not verify; the message says why."""
-
-
-def generate_secret() -> str:
-    """A new webhook secret: 32 random bytes, hex (the HMAC key is the hex text itself)."""
-    return secrets.token_hex(SECRET_BYTES)
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:

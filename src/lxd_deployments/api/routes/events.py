@@ -15,7 +15,7 @@ another process), the caller is read again from the store; a stream whose caller
 longer identified, or no longer holds a key of every deployment it streams, is closed
 (1008, "access revoked").
 
-Beside them come LXD's own messages (`webhooks/lxd_shape.py`): `operation` events for
+Beside them come LXD's own messages (`api/lxd_shape.py`): `operation` events for
 the caller's own operations (an admin's: all), and LXD `lifecycle` events translated
 from the service's instance events. `type=operation`, `type=lifecycle` and `type=logging`
 select them as in LXD (`lifecycle` also selects the service's lifecycle class; no
@@ -38,10 +38,10 @@ from ...auth.dependencies import current_caller, visible_deployment_ids
 from ...auth.identify import refreshed
 from ...core.context import Core
 from ...core.deployments import require_deployment
+from ...core.events import EVENT_CLASSES, EVENT_TYPES, Event, OperationEvent
 from ...errors import DeploymentsError
-from ...webhooks.events import EVENT_CLASSES, EVENT_TYPES, Event, OperationEvent
-from ...webhooks.lxd_shape import LIFECYCLE, LXD_TYPES, OPERATION, lifecycle_messages
 from ..dependencies import DEFAULT_PROJECT
+from ..lxd_shape import LIFECYCLE, LXD_TYPES, OPERATION, lifecycle_messages
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 LXD's Go client waits on an operation (`op.Wait()`) by reading `operation` events from
 an events websocket it opens before sending the request, and tools that know LXD read
 `lifecycle` events (`{"action": "instance-started", "source": "/1.0/instances/c1"}`).
-The stream sends these beside the service's own events (`events.py`): an `operation`
+The stream sends these beside the service's own events (`core/events.py`): an `operation`
 event, the whole operation object as LXD sends it, at every change of an operation the
 caller may see; and LXD `lifecycle` events translated from the service's instance events.
 The service's own event types are never called `operation` or `lifecycle`, so a client
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .events import (
+from ..core.events import (
     INSTANCE_CHANGED,
     INSTANCE_DELETED,
     INSTANCE_LAUNCHED,

@@ -32,20 +32,20 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ..background import BackgroundLoop
-from ..core.context import Core
-from ..core.notify import instance_metadata
-from ..core.scale_requests import (
+from ..store import changes as log
+from ..store import repository as repo
+from . import events as ev
+from .context import Core
+from .event_bus import EventBus
+from .notify import instance_fields
+from .scale_requests import (
     CAUSE_BELOW_MINIMUM,
     Debounce,
     below_minimum,
     below_minimum_reason,
     current_count,
-    scale_request_metadata,
+    scale_request,
 )
-from ..store import changes as log
-from ..store import repository as repo
-from . import events as ev
-from .events import EventBus
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +147,12 @@ class ChangeFollower:
             detail = {"raw": row.detail}
         shape = repo.get_shape(conn, row.deployment_id, row.shape_name)
         current = None if shape is None else current_count(conn, shape.id)
-        metadata = instance_metadata(
+        payload_type = ev.LIFECYCLE_PAYLOADS[event_type_of(row.change, detail)]
+        payload = payload_type(**instance_fields(
             row.project, row.deployment, row.shape_name, row.instance_name,
             origin="recovery" if row.change in _RECOVERY else "outside",
-            scaling_current=current, change=row.change, change_id=row.id, detail=detail)
-        return self.bus.stage(conn, row.deployment_id, event_type_of(row.change, detail),
-                              metadata)
+            scaling_current=current), change=row.change, change_id=row.id, detail=detail)
+        return self.bus.stage(conn, row.deployment_id, payload)
 
     def _stage_below_minimum(self, conn: Connection, deployment_id: int, shape_name: str, *,
                              news: bool) -> tuple[ev.Event | None, bool]:
@@ -165,7 +165,7 @@ class ChangeFollower:
         ref = ev.deployment_ref(conn, deployment_id)
         if ref is None:
             return None, False
-        return self.bus.stage(conn, deployment_id, ev.SCALE_REQUEST, scale_request_metadata(
+        return self.bus.stage(conn, deployment_id, scale_request(
             ref.project, ref.name, shape, count=shape.scaling_minimum, current=current,
             cause=CAUSE_BELOW_MINIMUM, reason=below_minimum_reason(shape, current)))
 

@@ -26,27 +26,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..background import BackgroundLoop
-from ..core import capacity as cap
-from ..core import pets
-from ..core.context import Core
-from ..core.metrics import CpuSamples, shape_metrics
-from ..core.reconcile import owner_keys
-from ..core.scale_requests import (
-    CAUSE_BELOW_MINIMUM,
-    CAUSE_CAPACITY_PRESSURE,
-    Debounce,
-    below_minimum,
-    below_minimum_reason,
-    scale_request_metadata,
-)
+from ..config import EventSettings
 from ..errors import LXDUnavailable
 from ..models import InstanceTemplate
 from ..store import instances as records
 from ..store import repository as repo
 from ..store.rows import DeploymentRow, ShapeRow
+from . import capacity as cap
 from . import events as ev
-from .events import EventBus
-from .settings import EventSettings
+from . import pets
+from .context import Core
+from .event_bus import EventBus
+from .metrics import CpuSamples, shape_metrics
+from .reconcile import owner_keys
+from .scale_requests import (
+    CAUSE_BELOW_MINIMUM,
+    CAUSE_CAPACITY_PRESSURE,
+    Debounce,
+    below_minimum,
+    below_minimum_reason,
+    scale_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ class Monitor:
                 shapes[shape.name] = {
                     **shape_metrics(project, names, found, self.samples, now),
                     "minimum": shape.scaling_minimum, "maximum": shape.scaling_maximum}
-            if self.bus.publish(w.deployment.id, ev.METRICS, {
-                    "interval": self.settings.metrics_interval, "shapes": shapes}):
+            if self.bus.publish(w.deployment.id, ev.Metrics(
+                    interval=self.settings.metrics_interval, shapes=shapes)):
                 published += 1
         self.samples.forget_except(seen)
         return published
@@ -186,14 +186,14 @@ class Monitor:
                     memory_usage=sum(int(((i.get("state") or {}).get("memory") or {})
                                          .get("usage") or 0) for i in states)))
             counts: dict[str, Any] = {name: o["count"] for name, o in offers.items()}
-            metadata: dict[str, Any] = {"shapes": offers, "host": host.to_api()}
+            pet_offers = None
             if lendable:
                 pet_offers = self._pet_offers(w, lendable, listings, profiles)
-                metadata["pets"] = pet_offers
                 counts["pets"] = {name: {s: o["count"] for s, o in p["shapes"].items()}
                                   for name, p in pet_offers.items()}
             if offers and self._offers.get(w.deployment.id) != counts and self.bus.publish(
-                    w.deployment.id, ev.CAPACITY_OFFER, metadata):
+                    w.deployment.id, ev.CapacityOffer(shapes=offers, host=host.to_api(),
+                                                      pets=pet_offers)):
                 published += 1
                 self._offers[w.deployment.id] = counts
         wanted = cap.pressure_counts(host, self.settings.memory_pressure_percent, usages)
@@ -249,7 +249,7 @@ class Monitor:
 
     def _scale_request(self, w: Watched, shape: ShapeRow, count: int, current: int,
                        cause: str, reason: str) -> int:
-        event = self.bus.publish(w.deployment.id, ev.SCALE_REQUEST, scale_request_metadata(
+        event = self.bus.publish(w.deployment.id, scale_request(
             w.deployment.project, w.deployment.name, shape, count=count, current=current,
             cause=cause, reason=reason))
         return 1 if event is not None else 0
