@@ -15,6 +15,7 @@ from .body import RequestBodyGuard
 from .dependencies import LXDReady
 from .errors import install_error_handlers
 from .openapi import install_openapi
+from .refusals import RefusalBudget
 from .routes import (
     audit,
     certificates,
@@ -73,9 +74,11 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     # The last added runs first: authenticate, then audit, then guard the body.
     app.add_middleware(RequestBodyGuard, max_bytes=max_body_bytes)
     audit_settings = audit_settings or AuditSettings()
+    refusals = RefusalBudget(audit_settings.refused_rate, audit_settings.refused_burst)
     app.add_middleware(AuditLog, db=core.db, retention=audit_settings.retention,
                        max_rows=audit_settings.max_rows,
                        refused_rate=audit_settings.refused_rate,
-                       refused_burst=audit_settings.refused_burst)
-    app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators)
+                       refused_burst=audit_settings.refused_burst, budget=refusals)
+    app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators,
+                       refusals=refusals)
     return app

@@ -8,6 +8,10 @@ refusal again: one caller can neither fill the store with audit rows nor keep th
 store's write lock busy. Of its 429s, one a minute at most is recorded
 (`RECORD_429_EVERY`). Accepted requests cost nothing.
 
+An instance (its readiness token, `auth/instance_token.py`) has a bucket of its own,
+spent both by its routed refusals (counted here) and by refused tokens that name it
+(counted by the authentication middleware, which shares this budget).
+
 The unix socket's admins have no budget (`budget_key` is None for them): whoever may
 connect there may do anything anyway. Everything else is counted per certificate
 fingerprint, all its keys (and its mTLS and JWT requests) together.
@@ -28,6 +32,10 @@ MAX_CALLERS = 10_000
 
 
 def budget_key(caller: Caller) -> str | None:
+    if caller.instance is not None:
+        # An instance's readiness token: its own bucket, the one its refused tokens
+        # spend too (`auth/instance_token.budget_key`).
+        return f"instance:{caller.instance.record_id}"
     if caller.method == METHOD_UNIX or not caller.fingerprint:
         return None
     return caller.fingerprint

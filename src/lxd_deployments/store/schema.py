@@ -112,6 +112,7 @@ deployments_shapes_instances = Table(
     Column("hook_deadline", Float, nullable=False),
     Column("hook_result", Text, nullable=False),
     Column("hook_started", Float, nullable=False),
+    Column("ready_token_hash", Text, nullable=False),
 )
 
 deployments_warm_pool = Table(
@@ -124,6 +125,7 @@ deployments_warm_pool = Table(
     Column("revision", Integer, nullable=False),
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
+    Column("location", Text, nullable=False),
 )
 
 deployments_instance_changes = Table(
