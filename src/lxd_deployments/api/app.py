@@ -74,11 +74,14 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     # The last added runs first: authenticate, then audit, then guard the body.
     app.add_middleware(RequestBodyGuard, max_bytes=max_body_bytes)
     audit_settings = audit_settings or AuditSettings()
-    refusals = RefusalBudget(audit_settings.refused_rate, audit_settings.refused_burst)
     app.add_middleware(AuditLog, db=core.db, retention=audit_settings.retention,
                        max_rows=audit_settings.max_rows,
                        refused_rate=audit_settings.refused_rate,
-                       refused_burst=audit_settings.refused_burst, budget=refusals)
+                       refused_burst=audit_settings.refused_burst)
+    # Refused readiness tokens have a budget of their own, at the same rate: were it the
+    # audit log's, a flood of forged tokens naming an instance would spend the bucket
+    # its rightful token's requests are checked against.
     app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators,
-                       refusals=refusals)
+                       refusals=RefusalBudget(audit_settings.refused_rate,
+                                              audit_settings.refused_burst))
     return app

@@ -71,15 +71,12 @@ def _project_of(path: str, query: str) -> str:
 
 class AuditLog:
     def __init__(self, app: ASGIApp, db: Database, *, retention: float, max_rows: int,
-                 refused_rate: float, refused_burst: int,
-                 budget: RefusalBudget | None = None) -> None:
+                 refused_rate: float, refused_burst: int) -> None:
         self.app = app
         self.db = db
         self.retention = retention
         self.max_rows = max_rows
-        # `budget`: one shared with the authentication middleware (refused readiness
-        # tokens spend the same buckets as their instances' refused requests).
-        self.budget = budget or RefusalBudget(refused_rate, refused_burst)
+        self.budget = RefusalBudget(refused_rate, refused_burst)
         self._since_prune = 0
         self._last_prune = time.monotonic()
 

@@ -8,9 +8,10 @@ refusal again: one caller can neither fill the store with audit rows nor keep th
 store's write lock busy. Of its 429s, one a minute at most is recorded
 (`RECORD_429_EVERY`). Accepted requests cost nothing.
 
-An instance (its readiness token, `auth/instance_token.py`) has a bucket of its own,
-spent both by its routed refusals (counted here) and by refused tokens that name it
-(counted by the authentication middleware, which shares this budget).
+An instance (its readiness token, `auth/instance_token.py`) has a bucket of its own
+for its refused requests. Refused tokens (forged, used, shown on another route) are
+counted apart, by the authentication middleware in a budget of its own keyed by the
+record they name: a flood of forged tokens never spends the rightful instance's bucket.
 
 The unix socket's admins have no budget (`budget_key` is None for them): whoever may
 connect there may do anything anyway. Everything else is counted per certificate

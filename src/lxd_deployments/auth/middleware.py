@@ -131,8 +131,8 @@ class Authenticate:
         self.app = app
         self.db = db
         self.authenticators = authenticators or Authenticators()
-        # Refused readiness tokens spend this budget (shared with the audit log's), per
-        # the record they name; None: not limited (an app without the audit log).
+        # Refused readiness tokens spend this budget, per the record they name (apart
+        # from the audit log's); None: not limited.
         self.refusals = refusals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
