@@ -9,6 +9,11 @@ A request with no mark is anonymous: an app served without a listener fails clos
 log find it. An anonymous caller is refused with 401 right here, on every route but
 the public ones (`GET /` and `GET /1.0`), unknown routes included, before any handler
 or body parsing runs; a websocket handshake (`GET /1.0/events`) gets the same 401.
+
+A readiness token (an instance's, `instance_token.py`) is fenced here as well: refused
+(401), or shown for anything but its one request (403), it never reaches a route; such
+refusals spend a budget per instance they name, past which they are answered 429 and
+no longer logged one by one.
 """
 
 from __future__ import annotations
