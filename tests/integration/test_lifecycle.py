@@ -503,6 +503,9 @@ def test_an_instance_says_ready_itself_on_the_in_instance_socket(fast, lxd, lxd_
                                     and r.metadata.get("instance") == n, WAIT,
                                     f"instance-launching of {name}")
         assert told.metadata["ready_socket"] == READY_AT
+        # The test image's init is a bare loop: bring the loopback up, as any real init
+        # does (`ifup lo`), for the socket on 127.0.0.1.
+        assert inside(lxd, lxd_project, name, "busybox ip link set lo up").returncode == 0
     # Its token is a root-only file in the instance, and nowhere in LXD's config.
     stat = inside(lxd, lxd_project, "r1", "busybox stat -c '%a %u' /etc/lxd-deployments-ready")
     assert stat.stdout.split() == ["600", "0"], stat
