@@ -159,11 +159,20 @@ def warm_pool(cluster: LXDCluster) -> dict[str, tuple[str, str]]:
             if (i.get("config") or {}).get(WARM_KEY) == "pool" and i["status"] == "Stopped"}
 
 
-def pool_of(cluster: LXDCluster, size: int, but: set[str] = frozenset()
+def pool_of(cluster: LXDCluster, service: Service, size: int, but: set[str] = frozenset()
             ) -> dict[str, tuple[str, str]]:
-    """The pool once it holds `size` instances, none of them named in `but`."""
-    return poll_until(lambda: (lambda p: p if len(p) == size and not set(p) & but
-                               else None)(warm_pool(cluster)), 120, f"a warm pool of {size}")
+    """The pool once it holds `size` instances ready to be taken (in LXD, and in the
+    service's store: a row is `ready` just after LXD made its instance), none of them
+    named in `but`."""
+    def ready() -> dict[str, tuple[str, str]] | None:
+        found = warm_pool(cluster)
+        rows = dict(service.query("SELECT instance_name, location FROM deployments_warm_pool "
+                                  "WHERE status = 'ready'"))
+        if len(found) != size or set(found) & but or set(found) != set(rows):
+            return None
+        assert {name: member for name, (member, _) in found.items()} == rows
+        return found
+    return poll_until(ready, 120, f"a warm pool of {size}")
 
 
 def test_a_placed_launch_takes_a_warm_instance_on_its_member_else_creates_there(
@@ -174,7 +183,7 @@ def test_a_placed_launch_takes_a_warm_instance_on_its_member_else_creates_there(
         "name": "pool", "scaling_minimum": 0, "scaling_maximum": 6,
         "config": {"warm_pool.size": "1"},
         "instance_template": {"source": {"type": "image", "alias": "busybox"}}}), 201)
-    first = pool_of(cluster, 1)
+    first = pool_of(cluster, service, 1)
     assert [member for member, _ in first.values()] == ["m1"]  # the emptiest, by name
 
     # Every member is empty of the shape: the launch is placed on m1, and takes m1's.
@@ -186,7 +195,7 @@ def test_a_placed_launch_takes_a_warm_instance_on_its_member_else_creates_there(
 
     # The pool refills on m1; the next launch is placed on m2, where no warm instance
     # is: it is created there, and m1's stays in the pool.
-    refilled = pool_of(cluster, 1, but=set(first))
+    refilled = pool_of(cluster, service, 1, but=set(first))
     assert [member for member, _ in refilled.values()] == ["m1"]
     two = succeeded(api.http, api.post(f"{POOL}/instances", {"instance_name": "w2"}))
     assert one["metadata"]["location"] == "m1" and two["metadata"]["location"] == "m2"
@@ -196,7 +205,7 @@ def test_a_placed_launch_takes_a_warm_instance_on_its_member_else_creates_there(
 
     # A pool of three spreads one per member; a batch placed on m3 and m1 takes theirs.
     ok(api.patch(POOL, {"config": {"warm_pool.size": "3"}}))
-    spread = pool_of(cluster, 3)
+    spread = pool_of(cluster, service, 3)
     assert sorted(member for member, _ in spread.values()) == ["m1", "m2", "m3"]
     batch = accepted(api.post(f"{POOL}/instances", {"count": 2}))
     planned = batch["metadata"]["locations"]
