@@ -14,7 +14,7 @@ from lxd_deployments.api import create_app
 from lxd_deployments.auth import Listener, instance_token
 from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.config import AuditSettings
-from lxd_deployments.core import Core, instance_ready, lifecycle
+from lxd_deployments.core import Core, instance_ready, lifecycle, warm_pool
 from lxd_deployments.core.instances import settle_due_hooks
 from lxd_deployments.errors import InvalidInput
 from lxd_deployments.store import instances as records
@@ -300,3 +300,26 @@ def test_refused_tokens_spend_a_budget_and_the_right_one_still_works(two, core, 
         # first, so no flood locks the instance out.
         assert say_ready(inside, tokens["b"], "b").status_code == 200
         assert say_ready(inside, tokens["a"], "a").status_code == 200
+
+
+def test_a_warm_instance_gets_its_token_and_socket_when_taken(api, core, fake_lxd, inside):
+    assert make_shape(api, {**READY, lifecycle.WARM_POOL_SIZE_KEY: "1"}).status_code == 201
+    assert warm_pool.refill(core) == 1
+    (pooled,) = [name for (_, name) in fake_lxd.instances]
+    assert "files" not in fake_lxd.instances[("default", pooled)]  # none before its launch
+    launching(api, core, "a")
+    assert ("default", pooled) not in fake_lxd.instances  # renamed into "a"
+    assert instance_ready.DEVICE_NAME in fake_lxd.instances[("default", "a")]["devices"]
+    assert say_ready(inside, token_of(fake_lxd, "a"), "a").status_code == 200
+
+
+def test_a_token_outlives_a_restart_of_the_service(api, core, fake_lxd, inside):
+    """The hash is in the store: after a restart (no waiting operation) the instance's
+    answer still settles its hook."""
+    assert make_shape(api).status_code == 201
+    launching(api, core, "a")
+    token = token_of(fake_lxd, "a")
+    assert core.hooks.take(instance_token.parse(token)[0]) is not None  # as after a restart
+    assert say_ready(inside, token, "a").status_code == 200
+    assert settle_due_hooks(core) == 1
+    assert status_of(core, "a") == records.READY
