@@ -5,11 +5,12 @@ A shape's `warm_pool.size` (0 to `lifecycle.MAX_WARM_POOL`) is how many the pool
 made from the shape's current template revision. They are not records of the shape:
 they do not count in `scaling_current` nor against the bounds, and their keys
 (`ownership.warm_body`) name the pool, not the shape, so reconcile and recovery never
-take them for instances of the shape. A launch (single or batch) claims a ready one in the store,
-on the cluster member its placement chose (any on a server that is not clustered),
-renames it to the launch's name, rewrites its keys into the shape's, and starts it;
-none there, or anything going wrong on the way, falls back to a cold create (on that
-member). On a cluster the refiller spreads the pool over the members the shape may use.
+take them for instances of the shape. A launch (single or batch) claims a ready one in
+the store, on the cluster member its placement chose (any on a server that is not
+clustered), renames it to the launch's name, rewrites its keys into the shape's, and
+starts it; none there, or anything going wrong on the way, falls back to a cold create
+(on that member). On a cluster the refiller spreads the pool over the members the
+shape may use.
 `WarmPools` refills the pools in the background (one instance at a time), recycles
 instances of an older template revision, and deletes pool instances of ours that no row
 knows (a crash in the middle, a shape deleted while its pool was being made).
