@@ -9,6 +9,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from lxd_deployments.api import create_app
 from lxd_deployments.auth import Listener, instance_token
@@ -252,6 +253,11 @@ def test_a_token_reaches_no_other_route(two, inside):
                          ("POST", "/1.0/deployments/dep/shapes/web/instances")]:
         answer = inside.request(method, path, headers=headers, json={"protected": True})
         assert error_of(answer)[0] == 403, (method, path)
+    # Nor the events stream (a websocket): the same 403, as the handshake's answer.
+    with pytest.raises(WebSocketDenialResponse) as refused, \
+            inside.websocket_connect("/1.0/events", headers=headers):
+        pass
+    assert refused.value.status_code == 403
     assert say_ready(inside, tokens["a"], "a").status_code == 200
 
 
