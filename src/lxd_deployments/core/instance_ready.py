@@ -60,14 +60,16 @@ def device(core: Core, address: str) -> dict[str, str]:
 
 
 def ready_file(target: Target, name: str, address: str, token: str) -> bytes:
+    """The file pushed into the instance: shell-sourceable, so that even busybox's `sh`
+    and `wget` can say "ready" with it."""
     url = shape_instance_url(target.project, target.deployment.name, target.shape.name, name)
     path, _, query = url.partition("?")
-    lifecycle = f"{path}/lifecycle?{query or 'project=' + target.project}"
-    lines = ["# Written by lxd-deployments: POST {\"action\": \"continue\"} to $URL on the "
-             "socket, with", "# \"Authorization: Bearer $TOKEN\", once this instance is "
-             "ready. The token works once.",
+    answer_path = f"{path}/lifecycle?{query or 'project=' + target.project}"
+    lines = ["# Written by lxd-deployments. Once this instance is ready, POST",
+             '# {"action": "continue"} to $LXD_DEPLOYMENTS_READY_URL on the socket, with',
+             '# "Authorization: Bearer $LXD_DEPLOYMENTS_READY_TOKEN". The token works once.',
              f"LXD_DEPLOYMENTS_READY_SOCKET={shlex.quote(address)}",
-             f"LXD_DEPLOYMENTS_READY_URL={shlex.quote(lifecycle)}",
+             f"LXD_DEPLOYMENTS_READY_URL={shlex.quote(answer_path)}",
              f"LXD_DEPLOYMENTS_READY_TOKEN={shlex.quote(token)}"]
     return ("\n".join(lines) + "\n").encode()
 
