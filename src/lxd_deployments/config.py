@@ -6,10 +6,13 @@ starts a usable service.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,6 +25,8 @@ from pydantic import (
 )
 
 from .webhooks.settings import EventSettings, WebhookSettings
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("/var/lib/lxd-deployments")
 DEFAULT_CONFIG_PATH = Path("/etc/lxd-deployments/config.yaml")
@@ -172,8 +177,42 @@ class PetSettings(_Frozen):
     check_interval: float = Field(default=10.0, ge=0, le=3600)
 
 
+# The environment variable holding the store's password when no file is given.
+DATABASE_PASSWORD_ENV = "LXD_DEPLOYMENTS_DATABASE_PASSWORD"
+_DATABASE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _check_database_url(value: str) -> str:
+    """`postgresql://USER@HOST:PORT/DBNAME` (`?host=/dir` for a unix socket's directory),
+    never with a password: a URL is shown in process lists, logs and config dumps, so
+    the password comes from `database_password_file` (or the environment) alone. The
+    error never repeats the URL (it may hold the password)."""
+    if not value.startswith(_DATABASE_SCHEMES):
+        raise ValueError("expected a postgresql://USER@HOST:PORT/DBNAME URL "
+                         "(leave it unset for SQLite in state_dir)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as err:
+        raise ValueError("not a valid URL (bad host or port)") from err
+    if parts.password is not None:
+        raise ValueError("the URL must not hold a password; put it in the file "
+                         f"named by database_password_file, or in ${DATABASE_PASSWORD_ENV}")
+    if not parts.username:
+        raise ValueError("the URL must name the user (postgresql://USER@...)")
+    if parts.path.strip("/") == "" or "/" in parts.path.strip("/"):
+        raise ValueError("the URL must name one database (.../DBNAME)")
+    return value
+
+
 class Settings(_Frozen):
     state_dir: Path = DEFAULT_STATE_DIR
+    # The store: unset, SQLite in state_dir; else PostgreSQL at this URL, which holds
+    # no password (see `database_password`).
+    database: str | None = None
+    # A file holding the store's password (mode 0600 recommended), read once at start;
+    # unset: $LXD_DEPLOYMENTS_DATABASE_PASSWORD, else no password (peer or trust auth).
+    database_password_file: Path | None = None
     unix_socket: Path | None = None
     unix_socket_mode: str = "0660"
     unix_socket_group: str | None = None
@@ -215,6 +254,11 @@ class Settings(_Frozen):
             raise ValueError("service_id: 1 to 128 letters, digits, '.', '_' or '-', "
                              "starting with a letter or digit")
         return value
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        return None if value is None else _check_database_url(value)
 
     @field_validator("unix_socket_mode")
     @classmethod
@@ -264,6 +308,27 @@ class Settings(_Frozen):
 
 class ConfigError(Exception):
     """The configuration file cannot be used; the message says why."""
+
+
+def database_password(settings: Settings) -> str | None:
+    """The store's password: the file's content (without its trailing newline), else
+    $LXD_DEPLOYMENTS_DATABASE_PASSWORD, else None. Read at start only; never logged."""
+    path = settings.database_password_file
+    if path is None:
+        return os.environ.get(DATABASE_PASSWORD_ENV) or None
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"database_password_file: cannot read {path}: "
+                          f"{err.strerror or err}") from err
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("database_password_file %s is readable by others than its owner "
+                       "(mode %04o): 0600 is recommended", path, stat.S_IMODE(mode))
+    password = text.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"database_password_file: {path} is empty")
+    return password
 
 
 def load_settings(path: Path | None) -> Settings:

@@ -6,6 +6,11 @@ tests talk to the service over the service's own unix socket, through the REST A
 httpx client, or `DeploymentsClient`) and through the real CLI in a subprocess.
 
 A missing LXD fails these tests with instructions; it never skips them (in CI or not).
+
+The services' store is the test's `store_kind` (see --store in tests/conftest.py): a
+SQLite file in the state dir, or a fresh database of the session's private PostgreSQL
+server (tests/postgres.py), which the service reaches over loopback with the password
+from its `database_password_file`. Modules marked `both_stores` run on each.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import pytest
 import yaml
 
 from lxd_deployments.client import SOCKET_ENV, UNIX_BASE_URL, DeploymentsClient
+from tests.postgres import PostgresDatabase, PostgresServer
 
 from .lxd_harness import REPO, HarnessError, PrivateLXD, stop_process
 
@@ -147,8 +153,10 @@ class Service:
 
     def __init__(self, *, socket_path: Path, state_dir: Path, config_path: Path,
                  log_path: Path, cwd: Path, config: dict, nofile: int | None = None,
-                 nice: int = 0) -> None:
+                 nice: int = 0, store: PostgresDatabase | None = None) -> None:
         self.socket_path = socket_path
+        # The PostgreSQL database the service's store is in; None: SQLite in state_dir.
+        self.store = store
         # The open files limit (soft and hard) the process starts with; None: inherited.
         self.nofile = nofile
         # Added to the process's nice value (negative: a higher priority, for latency
@@ -207,13 +215,39 @@ class Service:
                 context.load_cert_chain(cert, key)
         return httpx.Client(base_url=self.https_url, verify=context, trust_env=False, **kwargs)
 
+    @property
+    def store_kind(self) -> str:
+        return "sqlite" if self.store is None else "postgresql"
+
+    @property
+    def store_config(self) -> dict[str, str]:
+        """The config keys that put another service's store in this one's (a second
+        unit of the same application); {} on SQLite (the store is the state dir's)."""
+        return {} if self.store is None else self.store.service_config()
+
     def query(self, sql: str, *params: object) -> list[tuple]:
-        """Read the service's SQLite store directly (a separate read-only connection)."""
+        """Read the service's store directly, on a connection of its own: SQL with
+        SQLite's `?` parameters, on either store."""
+        if self.store is not None:
+            return self.store.server.query(self.store.name, _psycopg_params(sql), *params)
         conn = sqlite3.connect(f"file:{self.database_path}?mode=ro", uri=True, timeout=30)
         try:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
+
+    def lose_database(self) -> None:
+        """Lose the store's every row, as a lost disk or database would (the service
+        stopped): the SQLite files are removed, the PostgreSQL database made anew, empty."""
+        assert self.process is None or self.process.poll() is not None, "still running"
+        if self.store is None:
+            for path in self.state_dir.glob(f"{DATABASE_FILE}*"):
+                path.unlink()
+            return
+        server, name = self.store.server, self.store.name
+        server.drop_database(name)
+        with server.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" OWNER lxdd TEMPLATE template0')
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -270,6 +304,16 @@ class Service:
         self.start()
 
 
+def _psycopg_params(sql: str) -> str:
+    """SQLite's `?` parameters as psycopg's `%s` (outside quoted literals), `%` escaped."""
+    parts = sql.split("'")
+    for index in range(0, len(parts), 2):
+        parts[index] = parts[index].replace("%", "%%").replace("?", "%s")
+    for index in range(1, len(parts), 2):
+        parts[index] = parts[index].replace("%", "%%")
+    return "'".join(parts)
+
+
 def _service_env() -> dict[str, str]:
     """The environment for the service and CLI processes: this checkout's package first."""
     env = dict(os.environ)
@@ -323,16 +367,32 @@ def _wait_until_answering(socket_path: Path, process: subprocess.Popen[bytes],
 class ServiceFactory:
     """Starts services on fresh state dirs and stops them all at the end (see `services`)."""
 
-    def __init__(self, lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def __init__(self, lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory,
+                 store_kind: str = "sqlite", postgres: PostgresServer | None = None) -> None:
         self._lxd = lxd
         self._tmp_path_factory = tmp_path_factory
+        self.store_kind = store_kind
+        self._postgres = postgres
         self.started: list[tuple[Service, Path]] = []
+        self._databases: list[PostgresDatabase] = []
 
-    def __call__(self, *, nofile: int | None = None, nice: int = 0,
+    def __call__(self, *, nofile: int | None = None, nice: int = 0, store: str | None = None,
                  **config: object) -> Service:
         """A started service; `config` adds to (or overrides) its config file's keys, e.g.
         `projects=["p1"]` or `reconcile_interval=5`; `nofile` is its open files limit,
-        `nice` is added to its nice value."""
+        `nice` is added to its nice value. Its store is the factory's kind (the test's
+        `store_kind`) unless `store` says ("sqlite" or "postgresql"): on PostgreSQL a
+        fresh database, unless `config` names one (`**other.store_config`: two units of
+        one store)."""
+        store_kind = store or self.store_kind
+        database = None
+        if store_kind == "postgresql" and "database" not in config:
+            assert self._postgres is not None
+            database = self._postgres.create_database()
+            self._databases.append(database)
+            config = {**database.service_config(), **config}
+        elif "database" in config:
+            database = next(d for d in self._databases if d.url == config["database"])
         tmp_path = self._tmp_path_factory.mktemp("service")
         # A short directory for the socket: a unix socket path may not exceed 107 bytes.
         socket_dir = Path(tempfile.mkdtemp(prefix="lxdd-it-"))
@@ -345,7 +405,7 @@ class ServiceFactory:
                     "instance_socket": str(socket_dir / "instance.socket"),
                     "unix_socket_mode": "0600", "lxd": {"socket": str(self._lxd.socket_path)},
                     "log_level": "info", "https_address": f"127.0.0.1:{free_port()}",
-                    **config}, nofile=nofile, nice=nice)
+                    **config}, nofile=nofile, nice=nice, store=database)
         self.started.append((service, socket_dir))
         service.start()
         return service
@@ -359,7 +419,12 @@ class ServiceFactory:
             log_text = service.log()
             if "Traceback" in log_text:
                 failures.append(log_text)
+            if self._postgres is not None and self._postgres.role_password() in log_text:
+                failures.append("the store's password is in the log:\n" + log_text)
         self.started = []
+        for database in self._databases:
+            self._postgres.drop_database(database.name)
+        self._databases = []
         return failures
 
 
@@ -370,8 +435,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _service_factory(lxd, tmp_path_factory) -> Iterator[ServiceFactory]:
-    factory = ServiceFactory(lxd, tmp_path_factory)
+def _service_factory(lxd, tmp_path_factory, request: pytest.FixtureRequest
+                     ) -> Iterator[ServiceFactory]:
+    store_kind = request.getfixturevalue("store_kind")
+    postgres = request.getfixturevalue("postgres") if store_kind == "postgresql" else None
+    factory = ServiceFactory(lxd, tmp_path_factory, store_kind, postgres)
     try:
         yield factory
     finally:
@@ -381,19 +449,20 @@ def _service_factory(lxd, tmp_path_factory) -> Iterator[ServiceFactory]:
 
 
 @pytest.fixture(scope="module")
-def services(lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[ServiceFactory]:
+def services(lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory, store_kind: str,
+             request: pytest.FixtureRequest) -> Iterator[ServiceFactory]:
     """Start more services for a module: `services(projects=["p1"])` is a real daemon
-    process on its own fresh state dir and socket, with that config; stopped (and its log
-    checked) after the module."""
-    yield from _service_factory(lxd, tmp_path_factory)
+    process on its own fresh state dir and socket (and store: `store_kind`), with that
+    config; stopped (and its log checked) after the module."""
+    yield from _service_factory(lxd, tmp_path_factory, request)
 
 
 @pytest.fixture
-def own_service(lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def own_service(lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory, store_kind: str,
+                request: pytest.FixtureRequest) -> Iterator[Service]:
     """A service for one test only, free to be killed and restarted (`kill()`,
     `restart()`), stopped and its log checked after the test."""
-    for factory in _service_factory(lxd, tmp_path_factory):
+    for factory in _service_factory(lxd, tmp_path_factory, request):
         yield factory()
 
 

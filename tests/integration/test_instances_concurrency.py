@@ -27,6 +27,9 @@ from .helpers import (
     wait_operation,
 )
 
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
 LAUNCHERS = 40
 BUSYBOX = {"type": "image", "alias": "busybox"}
 

@@ -30,6 +30,9 @@ from .helpers import (
     wait_operation,
 )
 
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
 SHAPE = "/1.0/deployments/dep/shapes/web"
 INSTANCES = f"{SHAPE}/instances"
 BUSYBOX = {"type": "image", "alias": "busybox"}

@@ -18,6 +18,7 @@ import threading
 from collections import Counter
 
 import httpx
+import pytest
 from websockets.sync.client import unix_connect
 
 from .helpers import (
@@ -30,6 +31,9 @@ from .helpers import (
     shape_records,
     wait_operation,
 )
+
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
 
 BUSYBOX = {"type": "image", "alias": "busybox"}
 MAXIMUM = 12
@@ -183,8 +187,7 @@ def test_lost_database_rebuilt_from_lxd(service, lxd, lxd_project):
     lxd.lxc("stop", "k2", "--project", lxd_project, "--force")
 
     service.kill()
-    for path in service.state_dir.glob("database.sqlite3*"):
-        path.unlink()
+    service.lose_database()
     # A short reconcile period: the re-attachment comes from the periodic reconcile.
     service.restart(reconcile_interval=0.5)
     api = API(service.http, lxd_project)
@@ -223,8 +226,7 @@ def test_a_lost_database_is_rebuilt_within_the_bound(service, lxd, lxd_project):
     before = {name: (i["status"], i["config"]) for name, i in lxd.instances(lxd_project).items()}
 
     service.kill()
-    for path in service.state_dir.glob("database.sqlite3*"):
-        path.unlink()
+    service.lose_database()
     service.restart(reconcile_interval=0.5)
     api = API(service.http, lxd_project)
     ok(api.post("/1.0/deployments", {"name": "dep"}), 201)

@@ -28,6 +28,9 @@ from .conftest import CLI_TIMEOUT, Service, _service_env
 from .helpers import API, cli_ok, ok, poll_until, succeeded
 from .receiver import Receiver, free_port
 
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
 WAIT = 30.0  # seconds: the longest any event may take here
 
 FAST = {

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import inspect
 
 from lxd_deployments.api import create_app
 from lxd_deployments.auth import Listener
 from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core
-from lxd_deployments.store import open_database
 from lxd_deployments.webhooks.events import EventBus
 from tests.certs import make_certificate
 
@@ -25,10 +25,10 @@ def fake_lxd() -> FakeLXD:
 
 
 @pytest.fixture
-def core(tmp_path, fake_lxd) -> Core:
-    core = Core(db=open_database(tmp_path / "db.sqlite3"), lxd=fake_lxd)
-    yield core
-    core.db.close()
+def core(database, fake_lxd) -> Core:
+    """The core on the store the test runs on (`database`: see --store in
+    tests/conftest.py), which closes it."""
+    return Core(db=database, lxd=fake_lxd)
 
 
 def admin_app(core: Core, **options):
@@ -110,9 +110,8 @@ def store_snapshot(core: Core) -> dict[str, list[tuple]]:
     """Every row of every table (but the audit log, which records refused attempts too),
     to show that a refused request changed nothing."""
     with core.db.read() as conn:
-        tables = [name for (name,) in conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'table' "
-            "AND name NOT LIKE 'sqlite_%' ORDER BY name") if name not in LOG_TABLES]
+        tables = [name for name in sorted(inspect(conn).get_table_names())
+                  if name not in LOG_TABLES]
         return {table: sorted(tuple(row) for row in conn.exec_driver_sql(
             f"SELECT * FROM {table}")) for table in tables}
 
@@ -217,11 +216,9 @@ def nothing_changes(core, fake_lxd):
 
 
 @pytest.fixture
-def ecore(tmp_path, fake_lxd) -> Core:
-    """A core with an event bus on a store of its own (what webhooks and the events
-    stream see), for the tests of events."""
-    db = open_database(tmp_path / "events.sqlite3")
-    core = Core(db=db, lxd=fake_lxd, events=EventBus(db))
+def ecore(database, fake_lxd) -> Core:
+    """A core with an event bus (what webhooks and the events stream see), for the
+    tests of events; on the store the test runs on (`database`, which closes it)."""
+    core = Core(db=database, lxd=fake_lxd, events=EventBus(database))
     yield core
     core.operations.shutdown()
-    db.close()

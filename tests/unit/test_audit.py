@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from tests.certs import make_certificate
 
 from .conftest import error_of
 from .test_auth import INSTANCES, launch, wait
+
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
 
 
 def entries(api, **params) -> list[dict]:

@@ -15,9 +15,11 @@ from lxd_deployments.core import Core, bulk, placement, reconcile
 from lxd_deployments.core.operations import Operations
 from lxd_deployments.lxd import ClusterMember
 from lxd_deployments.names import validate_name
-from lxd_deployments.store import open_database
 
 from .conftest import error_of
+
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
 
 SHAPE = "/1.0/deployments/web/shapes/front"
 BASE = f"{SHAPE}/instances"
@@ -27,13 +29,11 @@ GENERATED = re.compile(r"^web-front-[a-z0-9]{6}$")
 
 
 @pytest.fixture
-def core(tmp_path, fake_lxd) -> Core:
-    """The unit tests' core with a bulk pool of BULK_WORKERS threads."""
-    core = Core(db=open_database(tmp_path / "db.sqlite3"), lxd=fake_lxd,
-                operations=Operations(bulk_workers=BULK_WORKERS))
+def core(database, fake_lxd) -> Core:
+    """The unit tests' core with a bulk pool of BULK_WORKERS threads (on `database`)."""
+    core = Core(db=database, lxd=fake_lxd, operations=Operations(bulk_workers=BULK_WORKERS))
     yield core
     core.operations.shutdown()
-    core.db.close()
 
 
 def make_shape(api, minimum: int = 0, maximum: int = 8) -> None:

@@ -9,7 +9,14 @@ import pytest
 from pydantic import ValidationError
 
 from lxd_deployments import config
-from lxd_deployments.config import ConfigError, LXDSettings, Settings, load_settings
+from lxd_deployments.config import (
+    DATABASE_PASSWORD_ENV,
+    ConfigError,
+    LXDSettings,
+    Settings,
+    database_password,
+    load_settings,
+)
 
 
 @pytest.fixture
@@ -253,3 +260,84 @@ def test_service_id_from_the_settings_wins_over_the_kept_one(tmp_path):
     assert service_id(Settings(state_dir=tmp_path, service_id="app-id")) == "app-id"
     with pytest.raises(ValidationError):
         Settings(service_id="bad\n")
+
+
+# --- the store: database URL and password -------------------------------------------------
+
+
+def test_a_postgresql_database_is_accepted(write):
+    settings = load_settings(write(
+        "database: postgresql://deployments@db.example:5433/deployments\n"
+        "database_password_file: /etc/lxd-deployments/db-password\n"))
+    assert settings.database == "postgresql://deployments@db.example:5433/deployments"
+    assert settings.database_password_file == Path("/etc/lxd-deployments/db-password")
+
+
+def test_the_database_defaults_to_sqlite_in_the_state_dir(write):
+    settings = load_settings(write("{}\n"))
+    assert settings.database is None
+    assert settings.database_password_file is None
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("mysql://u@h/db", "expected a postgresql://USER@HOST:PORT/DBNAME URL "
+                       "(leave it unset for SQLite in state_dir)"),
+    ("postgresql://u@h:99999/db", "not a valid URL (bad host or port)"),
+    ("postgresql://h/db", "the URL must name the user (postgresql://USER@...)"),
+    ("postgresql://u@h/", "the URL must name one database (.../DBNAME)"),
+])
+def test_bad_database_urls_are_named(write, url, problem):
+    path = write(f"database: {url}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value) == f"{path}: database: {problem}"
+
+
+def test_a_password_in_the_url_is_refused_and_never_repeated(write):
+    path = write("database: postgresql://u:s3cret-pw@h:5432/db\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value) == (
+        f"{path}: database: the URL must not hold a password; put it in the "
+        "file named by database_password_file, or in $LXD_DEPLOYMENTS_DATABASE_PASSWORD")
+    assert "s3cret-pw" not in str(raised.value)
+
+
+def test_the_password_comes_from_the_file_first(tmp_path, monkeypatch, caplog):
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")
+    secret.chmod(0o600)
+    monkeypatch.setenv(DATABASE_PASSWORD_ENV, "from-env")
+    settings = Settings(database="postgresql://u@h/db", database_password_file=secret)
+    assert database_password(settings) == "from-file"
+    assert "from-file" not in caplog.text
+    assert caplog.records == []  # 0600: nothing to warn about
+
+
+def test_a_password_file_others_can_read_is_warned_about(tmp_path, caplog):
+    secret = tmp_path / "password"
+    secret.write_text("pw")
+    secret.chmod(0o644)
+    settings = Settings(database="postgresql://u@h/db", database_password_file=secret)
+    assert database_password(settings) == "pw"
+    assert "(mode 0644): 0600 is recommended" in caplog.text
+    assert "pw\n" not in caplog.text and "'pw'" not in caplog.text
+
+
+def test_the_password_falls_back_to_the_environment(monkeypatch):
+    monkeypatch.setenv(DATABASE_PASSWORD_ENV, "from-env")
+    assert database_password(Settings(database="postgresql://u@h/db")) == "from-env"
+    monkeypatch.delenv(DATABASE_PASSWORD_ENV)
+    assert database_password(Settings(database="postgresql://u@h/db")) is None
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_missing_or_empty_password_file_is_a_config_error(tmp_path, content):
+    secret = tmp_path / "password"
+    if content is not None:
+        secret.write_text(content)
+    settings = Settings(database="postgresql://u@h/db", database_password_file=secret)
+    with pytest.raises(ConfigError) as raised:
+        database_password(settings)
+    assert str(raised.value).startswith("database_password_file: ")
+    assert str(secret) in str(raised.value)

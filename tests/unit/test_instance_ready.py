@@ -28,13 +28,14 @@ READY = {lifecycle.LAUNCH_TIMEOUT_KEY: "600", lifecycle.READY_SOCKET_KEY: "tcp:1
 CONTINUE = {"action": "continue"}
 
 
+pytestmark = pytest.mark.both_stores
+
+
 @pytest.fixture
-def core(tmp_path, fake_lxd) -> Core:
-    """A core whose service serves an in-instance socket (as with `jwt.enabled`)."""
-    core = Core(db=open_database(tmp_path / "db.sqlite3"), lxd=fake_lxd,
-                instance_socket=str(tmp_path / "instance.socket"))
-    yield core
-    core.db.close()
+def core(database, fake_lxd, tmp_path) -> Core:
+    """A core whose service serves an in-instance socket (as with `jwt.enabled`), on the
+    store the test runs on."""
+    return Core(db=database, lxd=fake_lxd, instance_socket=str(tmp_path / "instance.socket"))
 
 
 def socket_client(core: Core, **options) -> TestClient:

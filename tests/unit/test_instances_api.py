@@ -6,6 +6,9 @@ import pytest
 
 from .conftest import error_of
 
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
 BASE = "/1.0/deployments/web/shapes/front/instances"
 
 

@@ -17,6 +17,9 @@ from lxd_deployments.store.rows import InstanceRow
 
 from .conftest import error_of
 
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
+
 SHAPE = "/1.0/deployments/dep/shapes/web"
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from lxd_deployments.core import Core, placement, placement_groups, reconcile, watcher
 from lxd_deployments.core.placement import Rule, decide, violations
@@ -18,6 +19,9 @@ from lxd_deployments.lxd import ClusterMember, LifecycleEvent
 from lxd_deployments.models import PlacementGroup
 
 from .conftest import admin_app, error_of
+
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
 
 GROUPS = "/1.0/deployments/web/placement-groups"
 SHAPES = "/1.0/deployments/web/shapes"
@@ -286,9 +290,9 @@ def eapi(ecore):
 
 def queued(core: Core, type_: str = "placement-violated") -> list[dict]:
     with core.db.read() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT payload FROM deployments_webhook_deliveries WHERE event_type = ? "
-            "ORDER BY id", (type_,)).scalars().all()
+        rows = conn.execute(text(
+            "SELECT payload FROM deployments_webhook_deliveries WHERE event_type = :type "
+            "ORDER BY id"), {"type": type_}).scalars().all()
     return [json.loads(row) for row in rows]
 
 

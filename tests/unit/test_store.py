@@ -1,4 +1,5 @@
-"""The embedded store: migrations, the schema the queries assume, WAL, and cascades."""
+"""The store, on SQLite and on PostgreSQL: migrations, the schema the queries assume,
+cascades and constraints; SQLite's WAL; PostgreSQL's concurrent migrations."""
 
 from __future__ import annotations
 
@@ -18,8 +19,16 @@ SEED_TABLES = {"schema", "certificates", "deployments", "deployments_config", "d
                "deployments_shapes_instances"}
 
 
+pytestmark = pytest.mark.both_stores
+
+
 @pytest.fixture
-def db(tmp_path):
+def db(database):
+    return database
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
     database = open_database(tmp_path / "state" / "db.sqlite3")
     yield database
     database.close()
@@ -61,33 +70,48 @@ def test_schema_module_matches_the_migrated_database(db):
         assert set(metadata.tables) == set(inspector.get_table_names()) - {"sqlite_sequence"}
         for name, table in metadata.tables.items():
             migrated = {c["name"]: c for c in inspector.get_columns(name)}
-            assert list(migrated) == [c.name for c in table.columns], name
+            assert sorted(migrated) == sorted(c.name for c in table.columns), name
+            if db.dialect == "sqlite":  # PostgreSQL puts added columns last too, but
+                assert list(migrated) == [c.name for c in table.columns], name
             for column in table.columns:
                 # SQLite reports an INTEGER PRIMARY KEY (the rowid) as nullable.
                 if not column.nullable and not column.primary_key:
                     assert not migrated[column.name]["nullable"], f"{name}.{column.name}"
+                if db.dialect == "postgresql":  # 64-bit integers, byte-wise text
+                    kind = str(migrated[column.name]["type"])
+                    expected = {"BIGINT": "BIGINT", "FLOAT": "DOUBLE PRECISION",
+                                "TEXT": 'TEXT COLLATE "C"'}[str(column.type)]
+                    assert kind == expected, f"{name}.{column.name}: {kind}"
             declared = {(fk.parent.name, fk.column.table.name, fk.column.name,
                          fk.ondelete or "NO ACTION") for fk in table.foreign_keys}
-            # SQLite's own word on ON DELETE (SQLAlchemy's reflection misses it here).
-            reflected = {(fk["from"], fk["table"], fk["to"], fk["on_delete"]) for fk in
-                         conn.exec_driver_sql(f"PRAGMA foreign_key_list({name})").mappings()}
-            assert declared == reflected, name
+            assert declared == _foreign_keys(conn, db.dialect, name), name
 
 
-def test_wal_mode_and_foreign_keys_are_on(db, tmp_path):
-    with db.read() as conn:
+def _foreign_keys(conn, dialect: str, table: str) -> set[tuple[str, str, str, str]]:
+    """(column, table, column, ON DELETE) of the table's foreign keys, as the store says."""
+    if dialect == "sqlite":
+        # SQLite's own word on ON DELETE (SQLAlchemy's reflection misses it here).
+        return {(fk["from"], fk["table"], fk["to"], fk["on_delete"]) for fk in
+                conn.exec_driver_sql(f"PRAGMA foreign_key_list({table})").mappings()}
+    return {(fk["constrained_columns"][0], fk["referred_table"], fk["referred_columns"][0],
+             fk["options"].get("ondelete", "NO ACTION"))
+            for fk in inspect(conn).get_foreign_keys(table)}
+
+
+def test_wal_mode_and_foreign_keys_are_on(sqlite_db, tmp_path):
+    with sqlite_db.read() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     assert (tmp_path / "state" / "db.sqlite3-wal").exists()
 
 
-def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    first = open_database(path)
+def test_reopening_keeps_data_and_does_not_migrate_again(new_store):
+    store = new_store()
+    first = store()
     populate(first)
     first.close()
 
-    again = open_database(path)
+    again = store()
     try:
         with again.read() as conn:
             deployment = repo.get_deployment(conn, "default", "dep1")
@@ -101,17 +125,18 @@ def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path):
 
 
 @pytest.mark.parametrize("released", range(1, SCHEMA_VERSION))
-def test_an_upgrade_from_every_earlier_version_keeps_the_data(tmp_path, monkeypatch, released):
+def test_an_upgrade_from_every_earlier_version_keeps_the_data(new_store, monkeypatch,
+                                                               released):
     """A store made by an older service (fewer steps) is brought up to date, rows intact."""
-    path = tmp_path / "db.sqlite3"
+    store = new_store(migrated=False)
     with monkeypatch.context() as older:
         older.setattr(database_module, "MIGRATIONS", MIGRATIONS[:released])
-        old = open_database(path)
+        old = store()
         populate(old)
         assert old.schema_version() == released
         old.close()
 
-    upgraded = open_database(path)
+    upgraded = store()
     try:
         assert upgraded.schema_version() == SCHEMA_VERSION
         with upgraded.read() as conn:
@@ -123,16 +148,16 @@ def test_an_upgrade_from_every_earlier_version_keeps_the_data(tmp_path, monkeypa
         upgraded.close()
 
 
-def test_a_store_from_a_newer_service_is_refused(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    database = open_database(path)
+def test_a_store_from_a_newer_service_is_refused(new_store):
+    store = new_store()
+    database = store()
     with database.write() as conn:
         conn.execute(insert(schema_versions).values(version=SCHEMA_VERSION + 1,
                                                     applied_at="later"))
     database.close()
 
     with pytest.raises(RuntimeError) as raised:
-        open_database(path)
+        store()
 
     assert str(raised.value) == (
         f"the store's schema version {SCHEMA_VERSION + 1} is newer than this service "

@@ -14,7 +14,6 @@ from lxd_deployments.api import create_app
 from lxd_deployments.auth.caller import Listener
 from lxd_deployments.auth.middleware import ListenerApp
 from lxd_deployments.core import Core
-from lxd_deployments.store import open_database
 from lxd_deployments.store import repository as repo
 from lxd_deployments.store import webhook_deliveries as queue
 from lxd_deployments.store import webhook_secrets as secret_store
@@ -22,6 +21,9 @@ from lxd_deployments.webhooks.deliverer import Deliverer, backoff_delay
 from lxd_deployments.webhooks.events import EventBus
 from lxd_deployments.webhooks.settings import WebhookSettings
 from lxd_deployments.webhooks.signing import HEADER_DELIVERY, HEADER_EVENT, verify
+
+# Depends on the store: runs on SQLite and on PostgreSQL (--store).
+pytestmark = pytest.mark.both_stores
 
 URL = "http://governor.example/hooks"
 SETTINGS = WebhookSettings(max_attempts=3, backoff_initial=1.0, backoff_max=3.0,
@@ -52,10 +54,8 @@ class Receiver:
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = open_database(tmp_path / "db.sqlite3")
-    yield database
-    database.close()
+def db(database):
+    return database
 
 
 @pytest.fixture
@@ -225,14 +225,12 @@ def test_deleting_the_deployment_drops_its_deliveries_and_secret(db, deployment)
 
 
 @pytest.fixture
-def app(tmp_path, fake_lxd):
-    database = open_database(tmp_path / "api.sqlite3")
+def app(database, fake_lxd):
     core = Core(db=database, lxd=fake_lxd,
                 events=EventBus(database, max_attempts=2, secret_grace=60))
     with TestClient(ListenerApp(create_app(core), Listener.UNIX)) as client:
         client.post("/1.0/deployments", json={"name": "web", "governor_webhook_url": URL})
         yield client, core
-    database.close()
 
 
 DELIVERIES = "/1.0/deployments/web/webhook-deliveries"

@@ -154,11 +154,12 @@ def _remove(core: Core, target: Target, shape_id: int, number: int, revision: in
     never), through the terminating hook; wait until they are gone."""
     chosen: list[tuple[records.InstanceRow, lifecycle.Hook | None]] = []
     with core.db.write() as conn:
+        records.lock_shape(conn, shape_id)  # serial with the shape's deletes and launches
         hook = lifecycle.terminate_hook(repo.shape_config(conn, shape_id))
         candidates = records.removal_order(conn, shape_id, (records.READY, records.FAILED),
                                            records.OLDEST_REVISION, unprotected=True)
         for record in [r for r in candidates if r.revision < revision][:number]:
-            mark_for_removal(conn, record, hook)
+            mark_for_removal(conn, record, hook, unit=core.unit_id)
             chosen.append((record, hook))
     removals = [delete_operation(core, target, record, owner=op.owner, bulk=True, hook=hook,
                                  reason="refresh") for record, hook in chosen]

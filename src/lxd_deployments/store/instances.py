@@ -3,9 +3,10 @@
 A record is written *before* LXD is asked to create the instance (status `pending`), in
 the same transaction that counts the shape's records, so the count and the reservation
 cannot be separated by another writer (`Database.write` takes SQLite's write lock at
-BEGIN). Every status counts towards `scaling_maximum`; `pending` and `deleting` ones are
-left out when checking `scaling_minimum`: a launch may still fail, and a delete is on
-its way out.
+BEGIN; on PostgreSQL `lock_for_reservation` locks the shape's row, and only that).
+Every status counts towards `scaling_maximum`; `pending` and `deleting` ones are left
+out when checking `scaling_minimum`: a launch may still fail, and a delete is on its
+way out.
 """
 
 from __future__ import annotations
@@ -92,8 +93,20 @@ class ReservationScope:
 _SHAPE_GROUP = (select(deployments_shapes_config.c.value)
                 .where(deployments_shapes_config.c.shape_id == bindparam("shape_id"),
                        deployments_shapes_config.c.key == groups.GROUP_KEY))
+# FOR NO KEY UPDATE on PostgreSQL: it serialises the shape's reservations, yet the
+# inserts of records (whose foreign key takes FOR KEY SHARE on the shape's row) and of
+# every other table never wait for it.
 _LOCK_SHAPE = (select(deployments_shapes.c.id)
-               .where(deployments_shapes.c.id == bindparam("shape_id")).with_for_update())
+               .where(deployments_shapes.c.id == bindparam("shape_id"))
+               .with_for_update(key_share=True))
+
+
+def lock_shape(conn: Connection, shape_id: int) -> None:
+    """Lock the shape's row until the transaction ends, as a reservation does: the first
+    statement of a transaction that counts the shape's records and then changes them
+    (a delete checking the minimum), so that two such transactions are serial. SQLite's
+    write transactions are serial anyway (FOR UPDATE is not rendered there)."""
+    conn.execute(_LOCK_SHAPE, {"shape_id": shape_id}).first()
 
 
 def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
@@ -111,7 +124,7 @@ def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
     group = None
     if group_name:
         group = groups.lock_group(conn, deployment_id, group_name)
-    conn.execute(_LOCK_SHAPE, {"shape_id": shape_id}).first()
+    lock_shape(conn, shape_id)
     if group is None:
         return ReservationScope(None, (shape_id,))
     members = [sid for sid, _ in groups.shapes_in_group(conn, deployment_id, group.name)]
@@ -119,14 +132,16 @@ def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
 
 
 def reserve(conn: Connection, shape_id: int, project: str, name: str,
-            status: str = PENDING, location: str = "", revision: int = 1) -> int:
-    """Insert a record; a name already recorded in the project is a conflict."""
+            status: str = PENDING, location: str = "", revision: int = 1,
+            unit: str = "") -> int:
+    """Insert a record; a name already recorded in the project is a conflict. `unit` is
+    the process whose launch holds it `pending` (recovery settles only dead ones')."""
     try:
         return conn.execute(_RESERVE, {
             "shape_id": shape_id, "project": project, "instance_name": name,
             "status": status, "created_at": utcnow(), "location": location,
             "revision": revision, "protected": 0, "hook_deadline": 0.0, "hook_result": "",
-            "hook_started": 0.0, "ready_token_hash": "",
+            "hook_started": 0.0, "unit": unit, "ready_token_hash": "",
         }).inserted_primary_key[0]
     except IntegrityError as err:
         raise NameTaken(f'Instance "{name}" already exists in project "{project}"',
@@ -233,10 +248,11 @@ def set_protected(conn: Connection, record_id: int, protected: bool) -> None:
 
 
 def begin_hook(conn: Connection, record_id: int, status: str, started: float,
-               deadline: float) -> None:
+               deadline: float, *, unit: str | None = None) -> None:
     """Put the record in a hook (`terminating` or `launching`) until `deadline`."""
     conn.execute(update(instances).where(instances.c.id == record_id).values(
-        status=status, hook_started=started, hook_deadline=deadline, hook_result=""))
+        status=status, hook_started=started, hook_deadline=deadline, hook_result="",
+        **_held_by(unit)))
 
 
 def answer_hook(conn: Connection, record_id: int, status: str, result: str) -> bool:
@@ -254,12 +270,14 @@ def extend_hook(conn: Connection, record_id: int, status: str, deadline: float) 
     return done.rowcount == 1
 
 
-def claim_hook(conn: Connection, record_id: int, status: str, new_status: str) -> bool:
+def claim_hook(conn: Connection, record_id: int, status: str, new_status: str, *,
+               unit: str | None = None) -> bool:
     """Move a record out of hook `status` to `new_status` if it is still there: of two
     claimants (the timer, a forced delete, another unit) exactly one wins."""
     done = conn.execute(update(instances).where(
         instances.c.id == record_id, instances.c.status == status)
-        .values(status=new_status, ready_token_hash=""))  # a settled hook needs no token
+        # A settled hook needs no readiness token.
+        .values(status=new_status, ready_token_hash="", **_held_by(unit)))
     return done.rowcount == 1
 
 
@@ -324,8 +342,22 @@ def set_location(conn: Connection, record_id: int, location: str) -> None:
                  .values(location=location))
 
 
-def set_status(conn: Connection, record_id: int, status: str) -> None:
-    conn.execute(update(instances).where(instances.c.id == record_id).values(status=status))
+def set_status(conn: Connection, record_id: int, status: str, *,
+               unit: str | None = None) -> None:
+    """Set the record's status; `unit` (given when a process takes it `deleting`) names
+    the process whose work holds it now."""
+    conn.execute(update(instances).where(instances.c.id == record_id).values(
+        status=status, **_held_by(unit)))
+
+
+def _held_by(unit: str | None) -> dict[str, str]:
+    return {} if unit is None else {"unit": unit}
+
+
+def held_by_units(conn: Connection, statuses: Iterable[str]) -> set[str]:
+    """The processes that hold records in `statuses` (recovery asks which are alive)."""
+    return set(conn.execute(select(instances.c.unit).distinct().where(
+        instances.c.status.in_(list(statuses)))).scalars())
 
 
 def rename(conn: Connection, record_id: int, new_name: str) -> None:

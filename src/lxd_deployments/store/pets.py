@@ -8,6 +8,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
+from .database import for_change
 from .repository import _configs_of, _replace_config
 from .rows import PetRow
 from .schema import pets, pets_config
@@ -27,7 +28,7 @@ def list_pets(conn: Connection) -> list[PetRow]:
 
 
 def get_pet(conn: Connection, name: str) -> PetRow | None:
-    row = conn.execute(select(pets).where(pets.c.name == name)).first()
+    row = conn.execute(for_change(conn, select(pets).where(pets.c.name == name))).first()
     if row is None:
         return None
     return _row(row, _configs_of(conn, pets_config, "pet_id", [row.id]).get(row.id, {}))

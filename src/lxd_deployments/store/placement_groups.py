@@ -13,6 +13,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
+from .database import for_change
 from .repository import _configs_of, _replace_config
 from .rows import PlacementGroupRow
 from .schema import deployments_placement_groups as groups
@@ -37,8 +38,8 @@ def list_groups(conn: Connection, deployment_id: int) -> list[PlacementGroupRow]
 
 
 def get_group(conn: Connection, deployment_id: int, name: str) -> PlacementGroupRow | None:
-    row = conn.execute(select(groups).where(groups.c.deployment_id == deployment_id,
-                                            groups.c.name == name)).first()
+    row = conn.execute(for_change(conn, select(groups).where(
+        groups.c.deployment_id == deployment_id, groups.c.name == name))).first()
     if row is None:
         return None
     return _row(row, _configs_of(conn, groups_config, "group_id", [row.id]).get(row.id, {}))
@@ -93,7 +94,8 @@ _SHAPES_IN_GROUP = (
            deployments_shapes_config.c.value == bindparam("name"))
     .order_by(deployments_shapes.c.name))
 _LOCK_GROUP = (select(groups).where(groups.c.deployment_id == bindparam("deployment_id"),
-                                    groups.c.name == bindparam("name")).with_for_update())
+                                    groups.c.name == bindparam("name"))
+               .with_for_update(key_share=True))
 
 
 def shapes_in_group(conn: Connection, deployment_id: int, name: str
@@ -105,7 +107,7 @@ def shapes_in_group(conn: Connection, deployment_id: int, name: str
 
 def lock_group(conn: Connection, deployment_id: int, name: str) -> PlacementGroupRow | None:
     """The group's rule (its config left out), its row locked until the transaction ends
-    (`FOR UPDATE`: not rendered by SQLite, whose write transactions are serial)."""
+    (`FOR NO KEY UPDATE`: not rendered by SQLite, whose write transactions are serial)."""
     row = conn.execute(_LOCK_GROUP, {"deployment_id": deployment_id, "name": name}).first()
     return None if row is None else _row(row, {})
 

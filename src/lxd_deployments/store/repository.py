@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
-from .database import utcnow
+from .database import for_change, utcnow
 from .rows import CertificateRow, DeploymentRow, InstanceRow, KeyRow, ShapeRow, instance_row
 from .schema import (
     certificates,
@@ -92,8 +92,8 @@ def list_deployments(conn: Connection, project: str | None) -> list[DeploymentRo
 def get_deployment(conn: Connection, project: str, name: str, *,
                    details: bool = True) -> DeploymentRow | None:
     """The deployment; with `details=False` its row alone (an empty `config`), one query."""
-    row = conn.execute(select(deployments).where(
-        deployments.c.project == project, deployments.c.name == name)).first()
+    row = conn.execute(for_change(conn, select(deployments).where(
+        deployments.c.project == project, deployments.c.name == name))).first()
     if row is None:
         return None
     if not details:
@@ -199,9 +199,9 @@ def get_shape(conn: Connection, deployment_id: int, name: str, *,
               details: bool = True) -> ShapeRow | None:
     """The shape with its config and instance count; with `details=False` its row alone
     (an empty `config`, `scaling_current` 0: not counted), one query."""
-    row = conn.execute(select(deployments_shapes).where(
+    row = conn.execute(for_change(conn, select(deployments_shapes).where(
         deployments_shapes.c.deployment_id == deployment_id,
-        deployments_shapes.c.name == name)).first()
+        deployments_shapes.c.name == name))).first()
     if row is None:
         return None
     if not details:

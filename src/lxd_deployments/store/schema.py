@@ -1,20 +1,24 @@
-"""The tables as SQLAlchemy Core sees them, for building queries (migrations create them)."""
+"""The tables as SQLAlchemy Core sees them, for building queries (migrations create them).
 
-from sqlalchemy import Column, Float, ForeignKey, Integer, MetaData, Table, Text
+Integers are BigInteger: the models allow 64-bit numbers, and on PostgreSQL (BIGINT
+columns) the driver casts each parameter to its column's type here.
+"""
+
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, MetaData, Table, Text
 
 metadata = MetaData()
 
 schema_versions = Table(
     "schema",
     metadata,
-    Column("version", Integer, primary_key=True),
+    Column("version", BigInteger, primary_key=True),
     Column("applied_at", Text, nullable=False),
 )
 
 certificates = Table(
     "certificates",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInteger, primary_key=True),
     Column("fingerprint", Text, nullable=False, unique=True),
     Column("name", Text, nullable=False),
     Column("type", Text, nullable=False),
@@ -25,7 +29,7 @@ certificates = Table(
 deployments = Table(
     "deployments",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInteger, primary_key=True),
     Column("project", Text, nullable=False),
     Column("name", Text, nullable=False),
     Column("description", Text, nullable=False),
@@ -36,8 +40,8 @@ deployments = Table(
 deployments_config = Table(
     "deployments_config",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id", ondelete="CASCADE")),
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
 )
@@ -45,9 +49,9 @@ deployments_config = Table(
 deployments_keys = Table(
     "deployments_keys",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
-    Column("certificate_id", Integer, ForeignKey("certificates.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("certificate_id", BigInteger, ForeignKey("certificates.id", ondelete="CASCADE")),
     Column("name", Text, nullable=False),
     Column("description", Text, nullable=False),
     Column("role", Text, nullable=False),
@@ -56,21 +60,21 @@ deployments_keys = Table(
 deployments_shapes = Table(
     "deployments_shapes",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id", ondelete="CASCADE")),
     Column("name", Text, nullable=False),
     Column("description", Text, nullable=False),
     Column("instance_template", Text, nullable=False),
-    Column("scaling_minimum", Integer, nullable=False),
-    Column("scaling_maximum", Integer, nullable=False),
-    Column("template_revision", Integer, nullable=False),
+    Column("scaling_minimum", BigInteger, nullable=False),
+    Column("scaling_maximum", BigInteger, nullable=False),
+    Column("template_revision", BigInteger, nullable=False),
 )
 
 deployments_shapes_config = Table(
     "deployments_shapes_config",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("shape_id", Integer, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("shape_id", BigInteger, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
 )
@@ -78,20 +82,20 @@ deployments_shapes_config = Table(
 deployments_placement_groups = Table(
     "deployments_placement_groups",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id", ondelete="CASCADE")),
     Column("name", Text, nullable=False),
     Column("description", Text, nullable=False),
     Column("policy", Text, nullable=False),
     Column("rigor", Text, nullable=False),
-    Column("max_per_member", Integer),
+    Column("max_per_member", BigInteger),
 )
 
 deployments_placement_groups_config = Table(
     "deployments_placement_groups_config",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("group_id", Integer,
+    Column("id", BigInteger, primary_key=True),
+    Column("group_id", BigInteger,
            ForeignKey("deployments_placement_groups.id", ondelete="CASCADE")),
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
@@ -100,29 +104,30 @@ deployments_placement_groups_config = Table(
 deployments_shapes_instances = Table(
     "deployments_shapes_instances",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("shape_id", Integer, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("shape_id", BigInteger, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
     Column("project", Text, nullable=False),
     Column("instance_name", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
     Column("location", Text, nullable=False),
-    Column("revision", Integer, nullable=False),
-    Column("protected", Integer, nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("protected", BigInteger, nullable=False),
     Column("hook_deadline", Float, nullable=False),
     Column("hook_result", Text, nullable=False),
     Column("hook_started", Float, nullable=False),
+    Column("unit", Text, nullable=False),
     Column("ready_token_hash", Text, nullable=False),
 )
 
 deployments_warm_pool = Table(
     "deployments_warm_pool",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("shape_id", Integer, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("shape_id", BigInteger, ForeignKey("deployments_shapes.id", ondelete="CASCADE")),
     Column("project", Text, nullable=False),
     Column("instance_name", Text, nullable=False),
-    Column("revision", Integer, nullable=False),
+    Column("revision", BigInteger, nullable=False),
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
     Column("location", Text, nullable=False),
@@ -131,8 +136,8 @@ deployments_warm_pool = Table(
 deployments_instance_changes = Table(
     "deployments_instance_changes",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE"),
+    Column("id", BigInteger, primary_key=True),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id", ondelete="CASCADE"),
            nullable=False),
     Column("shape_name", Text, nullable=False),
     Column("project", Text, nullable=False),
@@ -145,7 +150,7 @@ deployments_instance_changes = Table(
 deployments_webhook_secrets = Table(
     "deployments_webhook_secrets",
     metadata,
-    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE"),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id", ondelete="CASCADE"),
            primary_key=True),
     Column("secret", Text, nullable=False),
     Column("previous_secret", Text, nullable=False),
@@ -157,19 +162,19 @@ deployments_webhook_secrets = Table(
 deployments_webhook_deliveries = Table(
     "deployments_webhook_deliveries",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInteger, primary_key=True),
     Column("uuid", Text, nullable=False, unique=True),
-    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE"),
+    Column("deployment_id", BigInteger, ForeignKey("deployments.id", ondelete="CASCADE"),
            nullable=False),
     Column("event_id", Text, nullable=False),
     Column("event_type", Text, nullable=False),
     Column("payload", Text, nullable=False),
     Column("status", Text, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("max_attempts", Integer, nullable=False),
+    Column("attempts", BigInteger, nullable=False),
+    Column("max_attempts", BigInteger, nullable=False),
     Column("next_attempt_at", Float, nullable=False),
     Column("last_error", Text, nullable=False),
-    Column("last_status_code", Integer),
+    Column("last_status_code", BigInteger),
     Column("last_url", Text, nullable=False),
     Column("redelivery_of", Text, nullable=False),
     Column("created_at", Text, nullable=False),
@@ -182,13 +187,13 @@ event_cursors = Table(
     "event_cursors",
     metadata,
     Column("name", Text, primary_key=True),
-    Column("position", Integer, nullable=False),
+    Column("position", BigInteger, nullable=False),
 )
 
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInteger, primary_key=True),
     Column("created_at", Text, nullable=False),
     Column("auth_method", Text, nullable=False),
     Column("caller_kind", Text, nullable=False),
@@ -198,7 +203,7 @@ audit_log = Table(
     Column("method", Text, nullable=False),
     Column("path", Text, nullable=False),
     Column("project", Text, nullable=False),
-    Column("status_code", Integer, nullable=False),
+    Column("status_code", BigInteger, nullable=False),
     Column("operation", Text, nullable=False),
     Column("error", Text, nullable=False),
 )
@@ -206,15 +211,15 @@ audit_log = Table(
 pets = Table(
     "pets",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInteger, primary_key=True),
     Column("name", Text, nullable=False, unique=True),
     Column("description", Text, nullable=False),
     Column("member", Text, nullable=False),
     Column("cluster_group", Text, nullable=False),
     Column("schedule", Text, nullable=False),
-    Column("lead_time", Integer, nullable=False),
-    Column("grace_period", Integer, nullable=False),
-    Column("allow_vms", Integer, nullable=False),
+    Column("lead_time", BigInteger, nullable=False),
+    Column("grace_period", BigInteger, nullable=False),
+    Column("allow_vms", BigInteger, nullable=False),
     Column("notice_for", Text, nullable=False),
     Column("reclaimed_for", Text, nullable=False),
 )
@@ -222,8 +227,38 @@ pets = Table(
 pets_config = Table(
     "pets_config",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("pet_id", Integer, ForeignKey("pets.id", ondelete="CASCADE")),
+    Column("id", BigInteger, primary_key=True),
+    Column("pet_id", BigInteger, ForeignKey("pets.id", ondelete="CASCADE")),
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("unit", Text, nullable=False),
+    Column("owner", Text),
+    Column("project", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("resources", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("err", Text, nullable=False),
+    Column("cancellable", BigInteger, nullable=False),
+    Column("cancel_requested", BigInteger, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("finished_at", Float),
+)
+
+units = Table(
+    "units",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("unit_id", Text, nullable=False, unique=True),
+    Column("host", Text, nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("started_at", Text, nullable=False),
+    Column("seen_at", Float, nullable=False),
 )

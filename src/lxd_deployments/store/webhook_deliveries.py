@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
 
 from .database import utcnow
 from .schema import deployments
@@ -120,7 +120,10 @@ def reset_in_flight(conn: Connection, now: float) -> int:
     that attempt uncounted (its outcome is unknown). Returns how many."""
     result = conn.execute(update(table).where(table.c.status == DELIVERING).values(
         status=PENDING, next_attempt_at=now,
-        attempts=func.max(table.c.attempts - 1, 0), updated_at=utcnow()))
+        # max(attempts - 1, 0): a CASE, which both stores have (a two-argument max
+        # is SQLite's; PostgreSQL's is GREATEST).
+        attempts=case((table.c.attempts > 0, table.c.attempts - 1), else_=0),
+        updated_at=utcnow()))
     return result.rowcount or 0
 
 
