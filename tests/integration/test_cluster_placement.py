@@ -2,6 +2,8 @@
 a bulk launch spreads a shape's instances evenly over the members, and the next batch
 fills the member that lost some first; a single launch goes to the emptiest member too.
 A shape pinned to a cluster group (`placement.cluster_group`) spreads over its members.
+A warm pool spreads over the members, and a placed launch takes the warm instance on
+its member or, with none there, creates one there.
 
 Placement groups (in project `pgroups`, on a service of their own that reconciles every
 second and posts its events to a webhook receiver) share the same cluster: strict
@@ -142,6 +144,83 @@ def test_a_shape_pinned_to_a_cluster_group_spreads_over_its_members(cluster, api
     final = wait_operation(api.http, batch, timeout=120)
     assert final["status"] == "Success", final
     assert per_member(cluster, final["metadata"]["instances"]) == {"m2": 2, "m3": 2}
+
+
+# --- warm pools on the cluster ------------------------------------------------------------
+
+WARM_KEY = "user.lxd-deployments.warm-pool"
+POOL = "/1.0/deployments/warm/shapes/pool"
+
+
+def warm_pool(cluster: LXDCluster) -> dict[str, tuple[str, str]]:
+    """The pool's stopped instances in LXD: name -> (member, created_at)."""
+    return {name: (i.get("location", ""), i["created_at"])
+            for name, i in cluster.leader.instances(PROJECT).items()
+            if (i.get("config") or {}).get(WARM_KEY) == "pool" and i["status"] == "Stopped"}
+
+
+def pool_of(cluster: LXDCluster, service: Service, size: int, but: set[str] = frozenset()
+            ) -> dict[str, tuple[str, str]]:
+    """The pool once it holds `size` instances ready to be taken (in LXD, and in the
+    service's store: a row is `ready` just after LXD made its instance), none of them
+    named in `but`."""
+    def ready() -> dict[str, tuple[str, str]] | None:
+        found = warm_pool(cluster)
+        rows = dict(service.query("SELECT instance_name, location FROM deployments_warm_pool "
+                                  "WHERE status = 'ready'"))
+        if len(found) != size or set(found) & but or set(found) != set(rows):
+            return None
+        assert {name: member for name, (member, _) in found.items()} == rows
+        return found
+    return poll_until(ready, 120, f"a warm pool of {size}")
+
+
+def test_a_placed_launch_takes_a_warm_instance_on_its_member_else_creates_there(
+        cluster, service):
+    api = API(service.http, PROJECT)
+    ok(api.post("/1.0/deployments", {"name": "warm"}), 201)
+    ok(api.post("/1.0/deployments/warm/shapes", {
+        "name": "pool", "scaling_minimum": 0, "scaling_maximum": 6,
+        "config": {"warm_pool.size": "1"},
+        "instance_template": {"source": {"type": "image", "alias": "busybox"}}}), 201)
+    first = pool_of(cluster, service, 1)
+    assert [member for member, _ in first.values()] == ["m1"]  # the emptiest, by name
+
+    # Every member is empty of the shape: the launch is placed on m1, and takes m1's.
+    one = succeeded(api.http, api.post(f"{POOL}/instances", {"instance_name": "w1"}))
+    assert (one["metadata"]["location"], one["metadata"].get("warm_pool")) == ("m1", True)
+    w1 = cluster.leader.instances(PROJECT)["w1"]
+    assert (w1["location"], w1["status"]) == ("m1", "Running")
+    assert w1["created_at"] == next(iter(first.values()))[1]  # not created: renamed
+
+    # The pool refills on m1; the next launch is placed on m2, where no warm instance
+    # is: it is created there, and m1's stays in the pool.
+    refilled = pool_of(cluster, service, 1, but=set(first))
+    assert [member for member, _ in refilled.values()] == ["m1"]
+    two = succeeded(api.http, api.post(f"{POOL}/instances", {"instance_name": "w2"}))
+    assert one["metadata"]["location"] == "m1" and two["metadata"]["location"] == "m2"
+    assert "warm_pool" not in two["metadata"]
+    assert cluster.locations(PROJECT)["w2"] == "m2"
+    assert warm_pool(cluster) == refilled
+
+    # A pool of three spreads one per member; a batch placed on m3 and m1 takes theirs.
+    ok(api.patch(POOL, {"config": {"warm_pool.size": "3"}}))
+    spread = pool_of(cluster, service, 3)
+    assert sorted(member for member, _ in spread.values()) == ["m1", "m2", "m3"]
+    batch = accepted(api.post(f"{POOL}/instances", {"count": 2}))
+    planned = batch["metadata"]["locations"]
+    assert sorted(planned.values()) == ["m1", "m3"]
+    final = wait_operation(api.http, batch, timeout=120)
+    assert final["status"] == "Success", final
+    made = {created for _, created in spread.values()}
+    in_lxd = cluster.leader.instances(PROJECT)
+    for name, member in planned.items():
+        assert (in_lxd[name]["location"], in_lxd[name]["status"]) == (member, "Running")
+        assert in_lxd[name]["created_at"] in made, name
+    left = {name: where for name, where in warm_pool(cluster).items() if name in spread}
+    assert [member for member, _ in left.values()] == ["m2"]
+    assert dict(service.query("SELECT location, COUNT(*) FROM deployments_warm_pool "
+                              "GROUP BY location")).get("m2") >= 1
 
 
 # --- placement groups ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ asked directly what exists.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -470,6 +471,70 @@ def test_a_launch_waits_in_its_launching_hook_until_ready_or_abandoned(fast, lxd
     assert ended["status"] == "Failure" and "abandoned" in ended["err"], ended
     assert "n2" not in lxd.instances(lxd_project)
     assert shape_records(fast, lxd_project, "web") == {"n1": "ready"}
+
+
+READY_AT = "tcp:127.0.0.1:8470"
+# What an instance runs to say it is ready: busybox's own shell and wget, nothing else.
+# `URL` (a lifecycle path) may be given to speak for another instance.
+SAY_READY = ('. /etc/lxd-deployments-ready; busybox wget -q -O - '
+             '--header "Authorization: Bearer $LXD_DEPLOYMENTS_READY_TOKEN" '
+             '--header "Content-Type: application/json" '
+             """--post-data '{"action": "continue"}' """
+             '"http://127.0.0.1:8470${URL:-$LXD_DEPLOYMENTS_READY_URL}"')
+
+
+def inside(lxd, project: str, name: str, script: str, **env: str
+           ) -> subprocess.CompletedProcess[str]:
+    """`script` run by busybox's shell inside the instance (as its own init would)."""
+    settings = [f"--env={key}={value}" for key, value in env.items()]
+    return lxd.lxc("exec", "--project", project, *settings, name, "--", "/bin/sh", "-c",
+                   script, check=False)
+
+
+def test_an_instance_says_ready_itself_on_the_in_instance_socket(fast, lxd, lxd_project,
+                                                                 receiver):
+    api = API(fast.http, lxd_project)
+    deployment(api, receiver)
+    shape(api, "web", {"lifecycle.launch_timeout": "600", "lifecycle.ready_socket": READY_AT})
+    ops = {name: accepted(api.post(f"{DEP}/shapes/web/instances", {"instance_name": name}))
+           for name in ("r1", "r2")}
+    for name in ops:
+        (told,) = receiver.wait_for(lambda r, n=name: r.type == "instance-launching"
+                                    and r.metadata.get("instance") == n, WAIT,
+                                    f"instance-launching of {name}")
+        assert told.metadata["ready_socket"] == READY_AT
+        # The test image's init is a bare loop: bring the loopback up, as any real init
+        # does (`ifup lo`), for the socket on 127.0.0.1.
+        assert inside(lxd, lxd_project, name, "busybox ip link set lo up").returncode == 0
+    # Its token is a root-only file in the instance, and nowhere in LXD's config.
+    stat = inside(lxd, lxd_project, "r1", "busybox stat -c '%a %u' /etc/lxd-deployments-ready")
+    assert stat.stdout.split() == ["600", "0"], stat
+    token = inside(lxd, lxd_project, "r1", ". /etc/lxd-deployments-ready; "
+                   "echo $LXD_DEPLOYMENTS_READY_TOKEN").stdout.strip()
+    assert token.startswith("ldr1.")
+    assert token not in str(lxd.instances(lxd_project)["r1"])
+
+    # r2 cannot say r1 is ready, with its own token; nothing changed for r1.
+    r1_url = f"{DEP}/shapes/web/instances/r1/lifecycle?project={lxd_project}"
+    forged = inside(lxd, lxd_project, "r2", SAY_READY, URL=r1_url)
+    assert forged.returncode != 0 and "403" in forged.stderr, forged
+    assert lifecycle_of(api, "web", "r1")["status"] == "launching"
+    assert running_op(api, ops["r1"])["status"] == "Running"
+
+    said = inside(lxd, lxd_project, "r1", SAY_READY)
+    assert said.returncode == 0, said
+    assert json.loads(said.stdout)["metadata"] == {"status": "launching", "result": "continue"}
+    ended = final(api, ops["r1"])
+    assert (ended["status"], ended["metadata"]["lifecycle_result"]) == ("Success", "continue")
+    assert lifecycle_of(api, "web", "r1")["status"] == "ready"
+    # Used once: the same token again is refused, and r2's own still works.
+    again = inside(lxd, lxd_project, "r1", SAY_READY)
+    assert again.returncode != 0 and "401" in again.stderr, again
+    assert inside(lxd, lxd_project, "r2", SAY_READY).returncode == 0
+    assert final(api, ops["r2"])["status"] == "Success"
+    assert shape_records(fast, lxd_project, "web") == {"r1": "ready", "r2": "ready"}
+    # The service never logged a token.
+    assert token.split(".")[2] not in fast.log()
 
 
 def test_a_launching_hook_times_out_into_its_default_result(fast, lxd, lxd_project):

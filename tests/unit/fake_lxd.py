@@ -188,6 +188,13 @@ class FakeLXD:
             instance["config"].pop(key, None)
         instance["config"].update(config)
 
+    def push_file(self, project: str, name: str, path: str, content: bytes, *,
+                  mode: int = 0o600) -> None:
+        instance = self.instances.get((project, name))
+        if instance is None:
+            raise NotFound(f'Instance "{name}" not found in project "{project}"')
+        instance.setdefault("files", {})[path] = (content, mode)
+
     def rename_instance(self, project: str, name: str, new_name: str) -> None:
         if (project, name) not in self.instances:
             raise NotFound(f'Instance "{name}" not found in project "{project}"')

@@ -10,7 +10,9 @@ import pytest
 from lxd_deployments.core import lifecycle, reconcile, warm_pool
 from lxd_deployments.core.instances import settle_due_hooks
 from lxd_deployments.errors import InvalidInput
+from lxd_deployments.lxd import ClusterMember
 from lxd_deployments.store import instances as records
+from lxd_deployments.store import warm_pool as pool
 from lxd_deployments.store.rows import InstanceRow
 
 from .conftest import error_of
@@ -170,3 +172,38 @@ def test_a_warm_pool_is_never_taken_for_the_shape_and_serves_launches(api, core,
     fake_lxd.instances[("default", "stray")] = {**body, "name": "stray"}
     assert warm_pool.sweep(core) == 1
     assert ("default", "stray") not in fake_lxd.instances
+
+
+def _pool_locations(core) -> list[str]:
+    with core.db.read() as conn:
+        return sorted(r.location for r in pool.all_rows(conn) if r.status == pool.READY)
+
+
+def test_a_clustered_pool_spreads_and_placed_launches_take_their_members(api, core,
+                                                                          fake_lxd):
+    fake_lxd.cluster = [ClusterMember("m1"), ClusterMember("m2", groups=("g",)),
+                        ClusterMember("m3")]
+    make_shape(api, {lifecycle.WARM_POOL_SIZE_KEY: "3"})
+    assert warm_pool.refill(core) == 3
+    assert _pool_locations(core) == ["m1", "m2", "m3"]
+    made = {name: fake_lxd.create_targets[name] for (_, name) in fake_lxd.instances}
+    assert sorted(made.values()) == ["m1", "m2", "m3"]
+
+    # Placed on m1, m2, m3 in turn (the emptiest, by name): each takes that member's.
+    for name, member in (("a", "m1"), ("b", "m2"), ("c", "m3")):
+        done = launch(api, name)
+        assert (done["metadata"]["location"], done["metadata"].get("warm_pool")) == (
+            member, True), done
+        assert fake_lxd.instances[("default", name)]["location"] == member
+        assert name not in fake_lxd.create_targets  # renamed, not created
+    # None left on m1 (not refilled yet): the next launch placed there creates, there.
+    done = launch(api, "d")
+    assert done["metadata"]["location"] == "m1" and "warm_pool" not in done["metadata"]
+    assert fake_lxd.create_targets["d"] == "m1"
+
+    # Pinned to a group of m2 only: the pool moves there.
+    assert warm_pool.refill(core) == 3
+    assert api.patch(SHAPE, json={"config": {"placement.cluster_group": "g"}}
+                     ).status_code == 200
+    assert warm_pool.refill(core) == 4  # m1's and m3's recycled, two more made on m2
+    assert _pool_locations(core) == ["m2", "m2", "m2"]

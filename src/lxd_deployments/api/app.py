@@ -16,6 +16,7 @@ from .body import RequestBodyGuard
 from .dependencies import LXDReady
 from .errors import install_error_handlers
 from .openapi import install_openapi
+from .refusals import RefusalBudget
 from .routes import (
     audit,
     certificates,
@@ -79,6 +80,11 @@ def create_app(core: Core, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                        refused_rate=audit_settings.refused_rate,
                        refused_burst=audit_settings.refused_burst)
     # Callers of client certificates are cached while no change of access was told.
+    # Refused readiness tokens have a budget of their own, at the same rate: were it the
+    # audit log's, a flood of forged tokens naming an instance would spend the bucket
+    # its rightful token's requests are checked against. (Kept per process.)
     app.add_middleware(Authenticate, db=core.db, authenticators=app.state.authenticators,
-                       cache=CallerCache(lambda: core.generations.epoch))
+                       cache=CallerCache(lambda: core.generations.epoch),
+                       refusals=RefusalBudget(audit_settings.refused_rate,
+                                              audit_settings.refused_burst))
     return app

@@ -11,6 +11,11 @@ store's write lock busy. Of its 429s, one a minute at most is recorded
 The budget is kept in the store (`StoredRefusalBudget`), shared by every process of
 the service: a caller whose requests reach several workers or units has one budget.
 
+An instance (its readiness token, `auth/instance_token.py`) has a bucket of its own
+for its refused requests. Refused tokens (forged, used, shown on another route) are
+counted apart, by the authentication middleware in a budget of its own keyed by the
+record they name: a flood of forged tokens never spends the rightful instance's bucket.
+
 The unix socket's admins have no budget (`budget_key` is None for them): whoever may
 connect there may do anything anyway. Everything else is counted per certificate
 fingerprint, all its keys (and its mTLS and JWT requests) together.
@@ -33,6 +38,10 @@ MAX_CALLERS = rows.MAX_CALLERS
 
 
 def budget_key(caller: Caller) -> str | None:
+    if caller.instance is not None:
+        # An instance's readiness token: its own bucket, the one its refused tokens
+        # spend too (`auth/instance_token.budget_key`).
+        return f"instance:{caller.instance.record_id}"
     if caller.method == METHOD_UNIX or not caller.fingerprint:
         return None
     return caller.fingerprint

@@ -10,6 +10,9 @@ A caller is one of three kinds:
   those deployments.
 - `metrics`: a trusted certificate of type `metrics`: reaches only `GET /1.0/metrics`
   (a Prometheus scraper, as LXD's metrics certificates).
+- `instance`: an instance of a shape, by the one-time readiness token the service
+  handed it (`instance_token.py`): reaches only its own launching hook's `continue`,
+  on the in-instance socket.
 - `anonymous`: nothing identified it (no certificate, a certificate no longer trusted,
   a refused token). Reaches only `GET /1.0`.
 
@@ -19,18 +22,20 @@ deleting a key or removing a certificate takes effect on the very next request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 ADMIN = "admin"
 GOVERNOR = "governor"
 METRICS = "metrics"
+INSTANCE = "instance"
 ANONYMOUS = "anonymous"
 
 # How a caller authenticated.
 METHOD_UNIX = "unix"
 METHOD_TLS = "tls"
 METHOD_JWT = "jwt"
+METHOD_INSTANCE_TOKEN = "instance-token"
 
 ROLE_RW = "rw"
 ROLE_RO = "ro"
@@ -75,6 +80,19 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class InstanceSelf:
+    """The instance a readiness token speaks for, as its record is now (names as in its
+    lifecycle URL), and the token's stored digest (to revoke exactly that token)."""
+
+    record_id: int
+    project: str
+    deployment: str
+    shape: str
+    instance: str
+    token_hash: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Caller:
     """The identity and powers of one request's caller.
 
@@ -92,6 +110,7 @@ class Caller:
     grants: tuple[Grant, ...] = ()
     reason: str = ""
     uid: int | None = None
+    instance: InstanceSelf | None = None  # kind `instance` only
 
     # --- constructors --------------------------------------------------------------------
 
@@ -116,6 +135,10 @@ class Caller:
     @property
     def is_metrics(self) -> bool:
         return self.kind == METRICS
+
+    @property
+    def is_instance(self) -> bool:
+        return self.kind == INSTANCE
 
     @property
     def is_authenticated(self) -> bool:

@@ -24,7 +24,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from ..errors import Unauthorized
+from ..errors import Forbidden, Unauthorized
 from . import rules
 from .caller import Caller, Grant
 from .identify import DEFAULT_PROJECT
@@ -95,6 +95,23 @@ async def _writer(request: Request) -> Access:
     return _deployment_access(request, write=True)
 
 
+async def _writer_or_instance(request: Request) -> Access:
+    """A hook's answer: an rw key (or admin), or the instance itself by its readiness
+    token (the middleware let it through only for its own lifecycle URL; checked
+    again here, so the route never depends on the middleware alone)."""
+    caller = current_caller(request)
+    if caller.instance is None:
+        return _deployment_access(request, write=True)
+    project, deployment = _target(request)
+    params = request.path_params
+    if (project, deployment, params.get("shape"), params.get("name")) != (
+            caller.instance.project, caller.instance.deployment, caller.instance.shape,
+            caller.instance.instance):
+        raise Forbidden("Not authorized: a readiness token only answers its own "
+                        "instance's launching hook")
+    return Access(caller)
+
+
 async def _authenticated(request: Request) -> Access:
     caller = current_caller(request)
     rules.require_authenticated(caller)
@@ -113,12 +130,14 @@ ReaderOnly = Depends(_reader)
 AdminAccess = Annotated[Access, Depends(_admin)]
 ReaderAccess = Annotated[Access, Depends(_reader)]
 WriterAccess = Annotated[Access, Depends(_writer)]
+WriterOrInstanceAccess = Annotated[Access, Depends(_writer_or_instance)]
 AnyCaller = Annotated[Access, Depends(_authenticated)]
 MetricsReader = Depends(_metrics)
 
 # What a route may declare, by the policy it stands for (`current_caller` alone: public,
 # the route decides, as `GET /1.0` does).
 POLICIES = {_admin: "admin", _reader: "reader", _writer: "writer", _metrics: "metrics",
+            _writer_or_instance: "writer",
             _authenticated: "authenticated", current_caller: "public", _caller: "public"}
 _POLICY_ATTRIBUTE = "_lxd_deployments_policy"
 

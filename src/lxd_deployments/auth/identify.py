@@ -9,7 +9,9 @@ The order, for one request:
    anonymous even if a good client certificate came with it: explicit credentials that
    fail are never silently replaced by others. Without an authenticator, or with
    another scheme, the request is anonymous with a reason. On the in-instance socket
-   (`Listener.INSTANCE`) only a token identifies the caller, and never as an admin.
+   (`Listener.INSTANCE`) only a token identifies the caller, and never as an admin; a
+   readiness token (`ldr1.`, `instance_token.py`) identifies an instance there, and
+   nowhere else.
 3. A client certificate (HTTPS listener only): its SHA-256 fingerprint names a trusted
    certificate. Type `client` is an admin; type `deployments` is a governor holding
    that certificate's keys. An unknown fingerprint is anonymous: it can only happen on
@@ -38,9 +40,11 @@ from ..errors import Unauthorized
 from ..pki import fingerprint_of_der
 from ..store import Database
 from ..store import auth as queries
+from . import instance_token
 from .caller import (
     ADMIN,
     GOVERNOR,
+    METHOD_INSTANCE_TOKEN,
     METHOD_JWT,
     METHOD_TLS,
     METHOD_UNIX,
@@ -180,6 +184,13 @@ def identify(db: Database, credentials: Credentials,
         if token is None:
             return Caller.anonymous(
                 f'Not authorized: unsupported Authorization scheme "{credentials.scheme}"')
+        if instance_token.looks_like(token):
+            if credentials.listener is not Listener.INSTANCE:
+                return Caller.anonymous("Not authorized: a readiness token is only accepted "
+                                        "on the in-instance socket",
+                                        method=METHOD_INSTANCE_TOKEN)
+            with db.read() as conn:
+                return instance_token.authenticate(conn, token)
         if authenticators.bearer is None:
             return Caller.anonymous("Not authorized: this server does not accept bearer tokens",
                                     method=METHOD_JWT)

@@ -9,15 +9,21 @@ A request with no mark is anonymous: an app served without a listener fails clos
 log find it. An anonymous caller is refused with 401 right here, on every route but
 the public ones (`GET /` and `GET /1.0`), unknown routes included, before any handler
 or body parsing runs; a websocket handshake (`GET /1.0/events`) gets the same 401.
+
+A readiness token (an instance's, `instance_token.py`) is fenced here as well: refused
+(401), or shown for anything but its one request (403), it never reaches a route; such
+refusals spend a budget per instance they name, past which they are answered 429 and
+no longer logged one by one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
@@ -25,8 +31,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..pki import fingerprint_of_der
 from ..store import Database
+from . import instance_token
 from .cache import CallerCache
-from .caller import METHOD_JWT, Caller, Grant, Listener
+from .caller import METHOD_INSTANCE_TOKEN, METHOD_JWT, Caller, Grant, Listener
 from .identify import (
     DEFAULT_PROJECT,
     Authenticators,
@@ -34,6 +41,9 @@ from .identify import (
     identify,
     identify_certificate,
 )
+
+if TYPE_CHECKING:
+    from ..api.refusals import RefusalBudget
 
 logger = logging.getLogger("lxd_deployments.auth")
 
@@ -104,9 +114,25 @@ def credentials_of(scope: Scope) -> Credentials:
                        unix_uid=peer.get("uid"))
 
 
-def _unauthorized_body(message: str) -> bytes:
+def _error_body(message: str, code: int = 401) -> bytes:
     return json.dumps({"type": "error", "status": "", "status_code": 0, "operation": "",
-                       "error_code": 401, "error": message, "metadata": None}).encode()
+                       "error_code": code, "error": message, "metadata": None}).encode()
+
+
+def _instance_refusal(caller: Caller, scope: Scope, credentials: Credentials
+                      ) -> tuple[int, str] | None:
+    """Why a request with a readiness token is refused here, before any route: the
+    token was refused (401), or it is shown for anything but its one request (403)."""
+    if caller.method != METHOD_INSTANCE_TOKEN:
+        return None
+    if caller.instance is None:
+        return 401, caller.reason or "Not authorized"
+    if scope["type"] != "http" or not instance_token.allows(
+            caller.instance, scope.get("method", ""), scope["path"], credentials.project):
+        return 403, ("Not authorized: a readiness token only answers its own instance's "
+                     f"launching hook: POST {instance_token.lifecycle_path(caller.instance)}"
+                     f"?project={caller.instance.project}")
+    return None
 
 
 class Authenticate:
@@ -114,11 +140,15 @@ class Authenticate:
 
     def __init__(self, app: ASGIApp, db: Database,
                  authenticators: Authenticators | None = None,
-                 cache: CallerCache | None = None) -> None:
+                 cache: CallerCache | None = None,
+                 refusals: RefusalBudget | None = None) -> None:
         self.app = app
         self.db = db
         self.authenticators = authenticators or Authenticators()
         self.cache = cache
+        # Refused readiness tokens spend this budget, per the record they name (apart
+        # from the audit log's); None: not limited.
+        self.refusals = refusals
 
     async def _identify(self, credentials: Credentials) -> Caller:
         """The caller: a client certificate's from the cache when it has it (no store,
@@ -147,14 +177,31 @@ class Authenticate:
         else:
             caller = await self._identify(credentials)
         scope[AUTH_KEY] = RequestAuth(caller)
-        if caller.is_authenticated or (scope.get("method"), scope["path"]) in PUBLIC_ROUTES:
+        refusal = _instance_refusal(caller, scope, credentials)
+        if refusal is None and (caller.is_authenticated
+                                or (scope.get("method"), scope["path"]) in PUBLIC_ROUTES):
             await self.app(scope, receive, send)
             return
-        logger.warning("refused (401) %s %s from %s: %s", scope.get("method", "WS"),
-                       scope["path"], _who(caller, scope), caller.reason)
-        body = _unauthorized_body(caller.reason or "Not authorized")
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
+        code, message = refusal or (401, caller.reason or "Not authorized")
+        headers: list[tuple[bytes, bytes]] = []
+        if refusal is not None and self.refusals is not None:
+            key = instance_token.budget_key(credentials.bearer_token or "")
+            wait, _record = self.refusals.check(key)
+            if wait > 0:
+                # Spent: answered at once, not logged one by one (a flood of bad tokens
+                # fills neither the log nor anything else). A good token is still
+                # checked first, so no flood locks the rightful instance out.
+                code, message = 429, ("Too many refused readiness tokens for this "
+                                      f"instance: try again in {max(1, math.ceil(wait))} s")
+                headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
+            else:
+                self.refusals.spend(key)
+        if code != 429:
+            logger.warning("refused (%d) %s %s from %s: %s", code, scope.get("method", "WS"),
+                           scope["path"], _who(caller, scope), message)
+        body = _error_body(message, code)
+        headers += [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]
         if scope["type"] == "websocket":
             if WEBSOCKET_DENIAL not in (scope.get("extensions") or {}):
                 # A server without the denial-response extension can only refuse the
@@ -162,11 +209,11 @@ class Authenticate:
                 await send({"type": "websocket.close", "code": 4401})
                 return
             # The same 401 and envelope as every other route, as the handshake's answer.
-            await send({"type": "websocket.http.response.start", "status": 401,
+            await send({"type": "websocket.http.response.start", "status": code,
                         "headers": headers})
             await send({"type": "websocket.http.response.body", "body": body})
             return
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -175,6 +222,8 @@ def _who(caller: Caller, scope: Scope) -> str:
     where = f"{client[0]}:{client[1]}" if client else "?"
     if caller.fingerprint:
         what = f"certificate {caller.fingerprint[:12]}"
+    elif caller.method == METHOD_INSTANCE_TOKEN:
+        what = caller.identity if caller.instance is not None else "readiness token"
     else:
         what = "bearer token" if caller.method == METHOD_JWT else "no credentials"
     return f"{where} ({what})"

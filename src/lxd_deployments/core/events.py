@@ -126,6 +126,8 @@ class InstanceLaunching(InstancePayload):
     lifecycle_url: str | None = None
     warm_pool: bool | None = None
     started: bool | None = None
+    # The in-instance socket's path inside the instance, where it says ready itself.
+    ready_socket: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ from ..store import presence
 from ..store import repository as repo
 from ..store.rows import InstanceRow
 from . import events as ev
-from . import lifecycle, notify, pets, warm_pool
+from . import instance_ready, lifecycle, notify, pets, warm_pool
 from .context import Core
 from .inflight import retry_busy
 from .operations import DEFERRED, Ended, Operation
@@ -208,8 +208,8 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
     def work(op: Operation) -> dict[str, Any]:
         warm = False
         try:
-            # A warm pool instance is on the one server; a placed launch creates.
-            warm = not location and start and warm_pool.take(core, target, name)
+            # A warm instance on the member the placement chose (any, unclustered).
+            warm = start and warm_pool.take(core, target, name, location)
             if not warm and location:
                 core.lxd.create_instance(target.project, body, target=location)
             elif not warm:
@@ -219,7 +219,15 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
             metrics.launch(*labels, metrics.FAILED)
             notify.failed(core, target, name, op, "create", err)
             raise
+        with core.db.read() as conn:
+            config = repo.shape_config(conn, target.shape.id)
+        hook = lifecycle.launch_hook(config)
+        ready_socket = instance_ready.address_for(core, target, config) if hook else ""
+        stage = "ready-socket"
         try:
+            if ready_socket:  # before the start: the instance finds its token at boot
+                instance_ready.prepare(core, target, name, record_id, ready_socket)
+            stage = "start"
             if start:
                 with core.state_actions.running(target.project, name, "start"):
                     core.lxd.change_state(target.project, name, "start")
@@ -227,29 +235,35 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
             with core.db.write() as conn:
                 records.set_status(conn, record_id, records.FAILED)
             metrics.launch(*labels, metrics.FAILED)
-            notify.failed(core, target, name, op, "start", err)
+            notify.failed(core, target, name, op, stage, err)
             raise
         extra: dict[str, Any] = {"warm_pool": True} if warm else {}
         if not start:
             extra["started"] = False
-        result = {"location": location} if location else dict(extra)
-        with core.db.write() as conn:
-            hook = lifecycle.launch_hook(repo.shape_config(conn, target.shape.id))
-            if hook is None:
-                records.set_status(conn, record_id, records.READY)
-            else:
-                now = time.time()
-                records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now),
-                                   unit=core.unit_id)
+        result = {"location": location, **extra} if location else dict(extra)
         if hook is None:
+            with core.db.write() as conn:
+                records.set_status(conn, record_id, records.READY)
             metrics.launched(*labels, reserved_at)
             notify.instance_event(core, target, name, ev.InstanceLaunched, op, **extra)
             return result
-        # Ready when the governor (or the timeout) says so: the operation ends then.
+        # Ready when the governor, the instance itself (its token) or the timeout says
+        # so: the operation ends then. Its settler is registered before the hook
+        # begins, since from then on an answer (the instance's, at once) may settle it.
         core.operations.set_metadata(op, {**op.metadata, "lifecycle": {
             "status": records.LAUNCHING, "timeout": hook.timeout}})
         core.hooks.wait(record_id, partial(_launched, core, target, record_id, name, op,
                                            result))
+        try:
+            with core.db.write() as conn:
+                now = time.time()
+                records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now),
+                                   unit=core.unit_id)
+        except Exception:
+            core.hooks.take(record_id)
+            raise
+        if ready_socket:
+            extra["ready_socket"] = ready_socket
         notify.instance_event(core, target, name, ev.InstanceLaunching, op,
                               timeout=hook.timeout, default_result=hook.default_result,
                               lifecycle_url=lifecycle_url(target, name), **extra)

@@ -21,6 +21,7 @@ This module holds the options, their checks, and the answers; the removal itself
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,9 +37,12 @@ LAUNCH_TIMEOUT_KEY = "lifecycle.launch_timeout"
 DEFAULT_RESULT_KEY = "lifecycle.default_result"
 TERMINATION_POLICY_KEY = "scaling.termination_policy"
 WARM_POOL_SIZE_KEY = "warm_pool.size"
+# Where, inside each instance, the in-instance socket appears so that the instance says
+# "ready" itself (`core/instance_ready.py`): `unix:/path` or `tcp:127.0.0.1:PORT`.
+READY_SOCKET_KEY = "lifecycle.ready_socket"
 LIFECYCLE_CONFIG_KEYS = frozenset({TERMINATE_TIMEOUT_KEY, LAUNCH_TIMEOUT_KEY,
                                    DEFAULT_RESULT_KEY, TERMINATION_POLICY_KEY,
-                                   WARM_POOL_SIZE_KEY})
+                                   WARM_POOL_SIZE_KEY, READY_SOCKET_KEY})
 
 CONTINUE = "continue"
 ABANDON = "abandon"
@@ -55,6 +59,12 @@ MAX_HOOK_SECONDS = 48 * 3600
 MAX_HEARTBEAT_FACTOR = 100
 # A warm pool is a few stopped instances, not a second shape.
 MAX_WARM_POOL = 50
+# A unix socket path may not exceed 107 bytes; room is left for LXD's own handling.
+MAX_READY_PATH = 100
+_READY_UNIX = re.compile(r"unix:((/[A-Za-z0-9._+@-]+)+)")
+# Loopback only: with `bind: instance` the port is opened in the instance's own network
+# namespace, and nothing outside the instance may reach it.
+_READY_TCP = re.compile(r"tcp:127\.0\.0\.1:([0-9]{1,5})")
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,33 @@ def check_config(config: dict[str, str]) -> None:
     if size != "" and (not size.isdigit() or int(size) > MAX_WARM_POOL):
         raise InvalidInput(f"{WARM_POOL_SIZE_KEY} must be a number from 0 to "
                            f"{MAX_WARM_POOL}")
+    _check_ready_socket(config.get(READY_SOCKET_KEY, ""))
+
+
+def _check_ready_socket(address: str) -> None:
+    if address == "":
+        return
+    unix, tcp = _READY_UNIX.fullmatch(address), _READY_TCP.fullmatch(address)
+    if unix is not None:
+        path = unix.group(1)
+        if any(part in (".", "..") for part in path.split("/")) or \
+                len(path) > MAX_READY_PATH:
+            raise InvalidInput(f"{READY_SOCKET_KEY}: the path must have no . or .. parts "
+                               f"and at most {MAX_READY_PATH} characters")
+        return
+    if tcp is not None and 1 <= int(tcp.group(1)) <= 65535:
+        return
+    raise InvalidInput(f'{READY_SOCKET_KEY} must be "unix:/absolute/path" (letters, digits '
+                       'and . _ + @ -) or "tcp:127.0.0.1:PORT" (1-65535), not '
+                       f'"{address[:120]}"')
+
+
+def ready_socket(config: dict[str, str]) -> str:
+    """Where the instance finds the in-instance socket to say it is ready ("": the
+    shape's instances do not say it themselves; only with a launching hook)."""
+    if launch_hook(config) is None:
+        return ""
+    return config.get(READY_SOCKET_KEY, "")
 
 
 def _hook(config: dict[str, str], key: str) -> Hook | None:

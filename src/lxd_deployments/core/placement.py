@@ -47,7 +47,9 @@ from ..store.instances import ReservationScope
 from ..store.rows import PlacementGroupRow
 from . import pets
 from .context import Core
-from .shapes import CLUSTER_GROUP_KEY
+
+# A shape's cluster group: its instances go only to members of that LXD cluster group.
+CLUSTER_GROUP_KEY = "placement.cluster_group"
 
 
 def candidates(core: Core, deployment_id: int | None = None,

@@ -11,10 +11,11 @@ from ..names import validate_config, validate_name
 from ..store import placement_groups as groups
 from ..store import repository as repo
 from ..store.rows import ShapeRow
-from . import lifecycle, pets, warm_pool
+from . import instance_ready, lifecycle, pets, warm_pool
 from .context import Core
 from .deployments import require_deployment
 from .etag import check_if_match, etag_of
+from .placement import CLUSTER_GROUP_KEY
 from .presenters import present_shape, shape_object, shape_writable
 from .templates import apply_profile, check_template
 from .urls import shape_url
@@ -25,7 +26,6 @@ from .urls import shape_url
 #   must name an existing cluster group when set (ignored when LXD is not clustered).
 # - `placement.group`: the deployment's placement group the shape joins (its rule spans
 #   every shape of the group; see `placement_groups.py`). It must exist when set.
-CLUSTER_GROUP_KEY = "placement.cluster_group"
 # - `lifecycle.*`, `scaling.termination_policy`, `warm_pool.size`: see `lifecycle.py`.
 # - `placement.pets`: `allow` lets the shape's instances land on idle pets (see
 #   `pets.py`); `deny` (the default) keeps them off.
@@ -109,6 +109,7 @@ def create_shape(core: Core, project: str, deployment: str, request: ShapesPost)
     if request.from_profile is not None:  # "" names no profile: refused, not ignored
         template = apply_profile(core.lxd, project, template, request.from_profile)
     check_template(core.lxd, project, template)
+    instance_ready.check_shape(core, request.config, template.type)
     with core.db.write() as conn:
         d = require_deployment(conn, project, deployment)
         check_placement_group(conn, d.id, request.config)
@@ -137,6 +138,7 @@ def _update(core: Core, project: str, deployment: str, name: str, if_match: str 
         validate_bounds(new.scaling_minimum, new.scaling_maximum)
         validate_config(new.config, "shape", SHAPE_CONFIG_KEYS)
         lifecycle.check_config(new.config)
+        instance_ready.check_shape(core, new.config, new.instance_template.type)
         pets.check_shape_key(new.config)
         if new.config.get(CLUSTER_GROUP_KEY) != proposed.config.get(CLUSTER_GROUP_KEY):
             raise Conflict("The shape changed during the update; retry")

@@ -5,13 +5,15 @@ A shape's `warm_pool.size` (0 to `lifecycle.MAX_WARM_POOL`) is how many the pool
 made from the shape's current template revision. They are not records of the shape:
 they do not count in `scaling_current` nor against the bounds, and their keys
 (`ownership.warm_body`) name the pool, not the shape, so reconcile and recovery never
-take them for instances of the shape. A launch (single or batch, on a server that is
-not clustered, or one with no placement decided) claims a ready one in the store,
-renames it to the launch's name, rewrites its keys into the shape's, and starts it;
-anything going wrong on the way falls back to a cold create. `WarmPools` refills the
-pools in the background (one instance at a time), recycles instances of an older
-template revision, and deletes pool instances of ours that no row knows (a crash in the
-middle, a shape deleted while its pool was being made).
+take them for instances of the shape. A launch (single or batch) claims a ready one in
+the store, on the cluster member its placement chose (any on a server that is not
+clustered), renames it to the launch's name, rewrites its keys into the shape's, and
+starts it; none there, or anything going wrong on the way, falls back to a cold create
+(on that member). On a cluster the refiller spreads the pool over the members the
+shape may use.
+`WarmPools` refills the pools in the background (one instance at a time), recycles
+instances of an older template revision, and deletes pool instances of ours that no row
+knows (a crash in the middle, a shape deleted while its pool was being made).
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ import secrets
 import string
 import threading
 import time
+from collections import Counter
 
 from sqlalchemy import select
 
 from ..background import BackgroundLoop
+from ..errors import Conflict
 from ..lxd import LXDAdapter
 from ..store import instances as records
 from ..store import presence
 from ..store import repository as repo
 from ..store import warm_pool as pool
 from ..store.schema import units as units_table
-from . import lifecycle
+from . import lifecycle, placement
 from .context import Core
 from .ownership import KEY_WARM_POOL, shape_keys, warm_body, warm_pool_of
 from .target import Target
@@ -60,17 +64,19 @@ def _discard(core: Core, project: str, name: str) -> None:
         core.lxd.delete_instance(project, name)
 
 
-def take(core: Core, target: Target, name: str) -> bool:
+def take(core: Core, target: Target, name: str, location: str = "") -> bool:
     """Turn a ready pool instance of the shape's current revision into instance `name`
-    (renamed, keys rewritten, not started yet); False: none was there or it did not go,
-    and the launch creates the instance itself."""
+    (renamed, keys rewritten, not started yet), one on cluster member `location` when
+    the placement chose one; False: none was there or it did not go, and the launch
+    creates the instance itself (there)."""
     shape, project = target.shape, target.project
     with core.db.read() as conn:
         if not any(r.status == pool.READY and r.revision == shape.template_revision
+                   and (not location or r.location == location)
                    for r in pool.of_shape(conn, shape.id)):
             return False
     with core.db.write() as conn:
-        row = pool.claim(conn, shape.id, shape.template_revision)
+        row = pool.claim(conn, shape.id, shape.template_revision, location)
     if row is None:
         return False
     current = row.instance_name
@@ -93,7 +99,8 @@ def take(core: Core, target: Target, name: str) -> bool:
     with core.db.write() as conn:
         pool.remove(conn, row.id)
     core.warm_pool_wakeup.set()
-    logger.info("launch of %s took warm instance %s", name, row.instance_name)
+    logger.info("launch of %s took warm instance %s%s", name, row.instance_name,
+                f" on {row.location}" if row.location else "")
     return True
 
 
@@ -106,7 +113,13 @@ def _target(conn, shape_id: int) -> Target | None:
 
 
 def refill_shape(core: Core, shape_id: int) -> int:
-    """Bring one shape's pool to its size at its current revision; what it changed."""
+    """Bring one shape's pool to its size at its current revision; what it changed.
+
+    On a cluster the pool is spread over the members the shape's instances may go to
+    (`placement.candidates`: its cluster group, online, pets lent), each new one on the
+    member holding fewest, so that wherever a placement puts a launch a warm instance
+    is likely there; one on a member the shape may no longer use is recycled (one on an
+    offline member is left until it is back: LXD could not delete it)."""
     with core.db.read() as conn:
         target = _target(conn, shape_id)
         if target is None:
@@ -115,10 +128,16 @@ def refill_shape(core: Core, shape_id: int) -> int:
         rows = pool.of_shape(conn, shape_id)
     if core.projects is not None and target.project not in core.projects:
         return 0
+    members = _members(core, target)
     revision, project = target.shape.template_revision, target.project
     current = [r for r in rows if r.revision == revision and r.status in (pool.PENDING,
                                                                           pool.READY)]
     drop = [r for r in rows if r.status == pool.READY and r.revision != revision]
+    if members is not None:
+        offline = placement.unavailable(core)
+        misplaced = [r for r in current if r.location not in members]
+        drop += [r for r in misplaced if r.status == pool.READY and r.location not in offline]
+        current = [r for r in current if r not in misplaced]
     surplus = len(current) - size
     if surplus > 0:
         drop += [r for r in reversed(current) if r.status == pool.READY][:surplus]
@@ -131,18 +150,24 @@ def refill_shape(core: Core, shape_id: int) -> int:
         with core.db.write() as conn:
             pool.remove(conn, row.id)
         changed += 1
-    for _ in range(size - len(current)):
+    missing = size - len(current)
+    if missing <= 0:
+        return changed
+    where = [""] * missing if members is None else placement.spread(
+        members, Counter(r.location for r in current), missing) if members else []
+    for location in where:
         with core.db.read() as conn:
             taken = records.names_in_project(conn, project) | pool.names_in_project(conn,
                                                                                     project)
         name = _name(target, taken | core.lxd.instance_names(project))
         with core.db.write() as conn:
-            row_id = pool.add(conn, shape_id, project, name, revision)
+            row_id = pool.add(conn, shape_id, project, name, revision, location)
         try:
-            core.lxd.create_instance(project, warm_body(core, target, name))
+            core.lxd.create_instance(project, warm_body(core, target, name),
+                                     target=location or None)
         except Exception as err:
-            logger.warning("cannot make warm instance %s of shape %s: %s", name,
-                           target.shape.name, err)
+            logger.warning("cannot make warm instance %s of shape %s%s: %s", name,
+                           target.shape.name, f" on {location}" if location else "", err)
             with core.db.write() as conn:
                 pool.remove(conn, row_id)
             break  # try again at the next refill, not in a tight loop
@@ -150,6 +175,17 @@ def refill_shape(core: Core, shape_id: int) -> int:
             pool.set_status(conn, row_id, pool.READY)
         changed += 1
     return changed
+
+
+def _members(core: Core, target: Target) -> list[str] | None:
+    """The members the shape's pool is spread over; None when LXD is not clustered, []
+    when none may hold its instances now (none of its cluster group is online): then
+    the pool waits, as launches would be refused."""
+    try:
+        return placement.candidates(core, target.deployment.id, target.shape.name)
+    except Conflict as err:
+        logger.debug("warm pool of shape %s waits: %s", target.shape.name, err)
+        return []
 
 
 def _mark(conn, row) -> bool:

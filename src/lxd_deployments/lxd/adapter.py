@@ -136,6 +136,12 @@ class LXDAdapter(Protocol):
         a device of that name, `InvalidInput` when LXD refuses the device."""
         ...
 
+    def push_file(self, project: str, name: str, path: str, content: bytes, *,
+                  mode: int = 0o600) -> None:
+        """Write a file (owned by root, `mode`) into an instance, stopped or running,
+        replacing what is there. Raises `NotFound` when there is no such instance."""
+        ...
+
     def rename_instance(self, project: str, name: str, new_name: str) -> None:
         """Rename a (stopped) instance; `Conflict` when the new name is taken, `NotFound`
         when there is no such instance."""

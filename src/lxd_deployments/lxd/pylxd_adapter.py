@@ -283,6 +283,20 @@ class PylxdAdapter:
 
         self._change_instance(project, name, change)
 
+    def push_file(self, project: str, name: str, path: str, content: bytes, *,
+                  mode: int = 0o600) -> None:
+        node = self._client.api.instances[name].files
+        headers = {"X-LXD-type": "file", "X-LXD-uid": "0", "X-LXD-gid": "0",
+                   "X-LXD-mode": f"{mode:04o}", "X-LXD-write": "overwrite",
+                   "Content-Type": "application/octet-stream"}
+        try:
+            node.post(params={"project": project, "path": path}, data=content,
+                      headers=headers)
+        except pylxd_errors.NotFound:
+            raise NotFound(f'Instance "{name}" not found in project "{project}"') from None
+        except (pylxd_errors.LXDAPIException, requests.RequestException) as err:
+            raise _unavailable(err) from err
+
     def rename_instance(self, project: str, name: str, new_name: str) -> None:
         node = self._client.api.instances[name]
         try:

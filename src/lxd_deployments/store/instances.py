@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -142,7 +142,7 @@ def reserve(conn: Connection, shape_id: int, project: str, name: str,
             "shape_id": shape_id, "project": project, "instance_name": name,
             "status": status, "created_at": utcnow(), "location": location,
             "revision": revision, "protected": 0, "hook_deadline": 0.0, "hook_result": "",
-            "hook_started": 0.0, "unit": unit,
+            "hook_started": 0.0, "unit": unit, "ready_token_hash": "",
         }).inserted_primary_key[0]
     except IntegrityError as err:
         raise NameTaken(f'Instance "{name}" already exists in project "{project}"',
@@ -278,7 +278,52 @@ def claim_hook(conn: Connection, record_id: int, status: str, new_status: str, *
     claimants (the timer, a forced delete, another unit) exactly one wins."""
     done = conn.execute(update(instances).where(
         instances.c.id == record_id, instances.c.status == status)
-        .values(status=new_status, **_held_by(unit)))
+        # A settled hook needs no readiness token.
+        .values(status=new_status, ready_token_hash="", **_held_by(unit)))
+    return done.rowcount == 1
+
+
+# The readiness token of a launching instance (`core/instance_ready.py`): only its
+# SHA-256 is stored, and it is read on its own, never as part of `InstanceRow` (which
+# is logged and passed around everywhere).
+
+def set_ready_token_hash(conn: Connection, record_id: int, token_hash: str) -> None:
+    conn.execute(update(instances).where(instances.c.id == record_id)
+                 .values(ready_token_hash=token_hash))
+
+
+@dataclass(frozen=True)
+class ReadyTokenOwner:
+    """Who a readiness token speaks for: the record and the names in its URL."""
+
+    record_id: int
+    token_hash: str = field(repr=False)
+    project: str = ""
+    deployment: str = ""
+    shape: str = ""
+    instance: str = ""
+
+
+def ready_token_owner(conn: Connection, record_id: int) -> ReadyTokenOwner | None:
+    """The record a token names, with its stored hash ("" when it has none)."""
+    row = conn.execute(
+        select(instances.c.id, instances.c.ready_token_hash, instances.c.project,
+               deployments.c.name.label("deployment"), deployments_shapes.c.name.label("shape"),
+               instances.c.instance_name)
+        .join(deployments_shapes, deployments_shapes.c.id == instances.c.shape_id)
+        .join(deployments, deployments.c.id == deployments_shapes.c.deployment_id)
+        .where(instances.c.id == record_id)).first()
+    if row is None:
+        return None
+    return ReadyTokenOwner(row.id, row.ready_token_hash, row.project, row.deployment,
+                           row.shape, row.instance_name)
+
+
+def use_ready_token(conn: Connection, record_id: int, token_hash: str) -> bool:
+    """Revoke the token as it is used: of two requests with it, exactly one wins."""
+    done = conn.execute(update(instances).where(
+        instances.c.id == record_id, instances.c.ready_token_hash == token_hash,
+        instances.c.ready_token_hash != "").values(ready_token_hash=""))
     return done.rowcount == 1
 
 

@@ -453,6 +453,20 @@ def _add_event_log(conn: Connection) -> None:
     for statement in statements:
         conn.execute(text(statement))
 
+def _add_ready_tokens_and_warm_locations(conn: Connection) -> None:
+    """Instance readiness and cluster warm pools (issue 15): the SHA-256 of the one-time
+    token a launching instance says "ready" with (`core/instance_ready.py`; "" when it
+    has none, or once used), and the cluster member each warm pool instance sits on
+    ("" when LXD is not clustered)."""
+    statements = [
+        "ALTER TABLE deployments_shapes_instances "
+        "ADD COLUMN ready_token_hash TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE deployments_warm_pool "
+        "ADD COLUMN location TEXT NOT NULL DEFAULT ''",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
 
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
@@ -469,6 +483,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_store_identity,
     _add_process_coherence,
     _add_event_log,
+    _add_ready_tokens_and_warm_locations,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -109,6 +109,7 @@ class WarmInstanceRow:
     revision: int
     status: str  # pending (being made) | ready (stopped, waiting) | deleting
     created_at: str = ""
+    location: str = ""  # the cluster member it is on ("" when LXD is not clustered)
 
 
 @dataclass(frozen=True)

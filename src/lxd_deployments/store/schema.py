@@ -118,6 +118,7 @@ deployments_shapes_instances = Table(
     Column("hook_started", Float, nullable=False),
     Column("unit", Text, nullable=False),
     Column("hook_answered_at", Float, nullable=False),
+    Column("ready_token_hash", Text, nullable=False),
 )
 
 deployments_warm_pool = Table(
@@ -130,6 +131,7 @@ deployments_warm_pool = Table(
     Column("revision", BigInteger, nullable=False),
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
+    Column("location", Text, nullable=False),
 )
 
 deployments_instance_changes = Table(

@@ -2,8 +2,9 @@
 
 A row is `pending` while LXD makes its instance, `ready` once it is there (stopped),
 `taken` while a launch turns it into an instance of the shape (then the row goes), and
-`deleting` while it is recycled. Taking is a claim in the store (`ready` -> `taken` on
-one row), so that two launches never take the same instance.
+`deleting` while it is recycled. On a cluster each row names the member its instance
+is on, so that a launch placed on a member takes one there. Taking is a claim in the
+store (`ready` -> `taken` on one row), so that two launches never take the same one.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ DELETING = "deleting"
 def _row(r) -> WarmInstanceRow:
     return WarmInstanceRow(id=r.id, shape_id=r.shape_id, project=r.project,
                            instance_name=r.instance_name, revision=r.revision,
-                           status=r.status, created_at=r.created_at)
+                           status=r.status, created_at=r.created_at, location=r.location)
 
 
-def add(conn: Connection, shape_id: int, project: str, name: str, revision: int) -> int:
+def add(conn: Connection, shape_id: int, project: str, name: str, revision: int,
+        location: str = "") -> int:
     try:
         return conn.execute(insert(pool).values(
             shape_id=shape_id, project=project, instance_name=name, revision=revision,
-            status=PENDING, created_at=utcnow())).inserted_primary_key[0]
+            status=PENDING, created_at=utcnow(), location=location)).inserted_primary_key[0]
     except IntegrityError as err:
         raise Conflict(f'Warm instance "{name}" already exists') from err
 
@@ -48,11 +50,16 @@ def remove(conn: Connection, row_id: int) -> None:
     conn.execute(delete(pool).where(pool.c.id == row_id))
 
 
-def claim(conn: Connection, shape_id: int, revision: int) -> WarmInstanceRow | None:
-    """Take the oldest ready instance of the shape's pool made from `revision`."""
-    for r in conn.execute(select(pool).where(
-            pool.c.shape_id == shape_id, pool.c.revision == revision,
-            pool.c.status == READY).order_by(pool.c.id)).all():
+def claim(conn: Connection, shape_id: int, revision: int,
+          location: str = "") -> WarmInstanceRow | None:
+    """Take the oldest ready instance of the shape's pool made from `revision`, on
+    cluster member `location` (any when "": LXD is not clustered, or the launch has no
+    member decided)."""
+    query = select(pool).where(pool.c.shape_id == shape_id, pool.c.revision == revision,
+                               pool.c.status == READY)
+    if location:
+        query = query.where(pool.c.location == location)
+    for r in conn.execute(query.order_by(pool.c.id)).all():
         done = conn.execute(update(pool).where(pool.c.id == r.id, pool.c.status == READY)
                             .values(status=TAKEN))
         if done.rowcount == 1:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from ...auth.dependencies import ReaderOnly, WriterAccess
+from ...auth.dependencies import ReaderOnly, WriterAccess, WriterOrInstanceAccess
 from ...core import bulk, instance_lifecycle
 from ...core import instances as core
 from ...errors import InvalidInput
@@ -126,12 +126,18 @@ def get_instance_lifecycle(deployment: str, shape: str, name: str, c: CoreDep,
     return sync_response(instance_lifecycle.show(c, target, name))
 
 
-@router.post("/{name}/lifecycle", summary="Answer an instance's lifecycle hook")
+@router.post("/{name}/lifecycle",
+             summary="Answer an instance's lifecycle hook (an rw key, or the instance "
+                     "itself with its readiness token: continue only)")
 def answer_instance_lifecycle(deployment: str, shape: str, name: str,
-                              body: InstanceLifecyclePost, c: CoreDep, access: WriterAccess,
+                              body: InstanceLifecyclePost, c: CoreDep,
+                              access: WriterOrInstanceAccess,
                               project: ProjectQuery = DEFAULT_PROJECT):
     target = core.resolve(c, project, deployment, shape)
-    return sync_response(instance_lifecycle.answer(c, target, name, body.action))
+    instance = access.caller.instance
+    return sync_response(instance_lifecycle.answer(
+        c, target, name, body.action,
+        by_instance=None if instance is None else (instance.record_id, instance.token_hash)))
 
 
 @router.put("/{name}/protection", summary="Set or lift an instance's scale-in protection")
