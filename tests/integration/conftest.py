@@ -244,10 +244,7 @@ class Service:
             for path in self.state_dir.glob(f"{DATABASE_FILE}*"):
                 path.unlink()
             return
-        server, name = self.store.server, self.store.name
-        server.drop_database(name)
-        with server.connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" OWNER lxdd TEMPLATE template0')
+        self.store.server.lose_database(self.store)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
