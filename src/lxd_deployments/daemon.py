@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy.exc import OperationalError
+
 from .api import create_app
 from .auth.caller import Listener
 from .auth.identify import Authenticators
@@ -122,7 +124,11 @@ def build_core(settings: Settings) -> Core:
     secure_state(settings)  # before the store opens: its secrets are never exposed
     if settings.database is None:
         create_private(settings.database_path)  # SQLite: made 0600 before it opens
-    db = open_database(settings)
+    try:
+        db = open_database(settings)
+    except OperationalError as err:
+        # The server's own words (never the password: it is in no URL or message).
+        raise ConfigError(f"cannot open the store: {str(err.orig).strip()}") from err
     return Core(db=db, lxd=PylxdAdapter(), lxd_readiness=LXDReadiness(ready=False),
                 operations=Operations(max_workers=settings.operation_workers,
                                       bulk_workers=settings.bulk_concurrency),
