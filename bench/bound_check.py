@@ -70,6 +70,10 @@ def parse_args() -> argparse.Namespace:
                         help="the shapes join a placement group (spread, permissive, "
                              "max_per_member 1000: never refusing), so the transaction "
                              "also takes the group's lock and counts the group per member")
+    parser.add_argument("--postgresql-fsync", choices=("on", "off"), default="on",
+                        help="the private PostgreSQL server's fsync and synchronous_commit "
+                             "(default on: its durable defaults; off: to see what the "
+                             "commits' flushes cost)")
     _common.add_common_arguments(parser)
     return parser.parse_args()
 
@@ -262,7 +266,8 @@ def main() -> int:
     stores = list(STORES) if args.store == "both" else [args.store]
     load_before = _common.loadavg()
     results: dict[str, dict[str, dict]] = {}
-    postgres = PostgresServer.start(durable=True) if "postgresql" in stores else None
+    postgres = (PostgresServer.start(durable=args.postgresql_fsync == "on")
+                if "postgresql" in stores else None)
     try:
         with _common.lxd_daemon(args.lxd_dir) as lxd:
             for store in stores:
