@@ -198,13 +198,20 @@ class Bench:
         self.set_maximum(shape, 1)
 
 
-def figures(bound: list[Timing], others: list[Timing]) -> dict:
-    """What a phase's bound transactions (and the other writes meanwhile) show."""
+def rate(bound: list[Timing]) -> float:
+    """Reservations per second of one round: from the first one's start to the last one's
+    end."""
     span = (max(s + t for s, _, _, t in bound) - min(t for _, _, _, t in bound)) if bound else 0
+    return len(bound) / span if span else 0.0
+
+
+def figures(bound: list[Timing], others: list[Timing], rates: list[float]) -> dict:
+    """What a phase's bound transactions (and the other writes meanwhile) show; its
+    rate is the mean of its rounds' `rate`."""
     return {"bound_ms": summary([s for s, _, _, _ in bound]),
             "bound_wait_ms": summary([w for _, w, _, _ in bound]),
             "bound_cpu_ms": summary([c for _, _, c, _ in bound]),
-            "reservations_per_s": round(len(bound) / span, 1) if span else 0.0,
+            "reservations_per_s": round(mean(rates), 1) if rates else 0.0,
             "other_txn": len(others), "loadavg": _common.loadavg()}
 
 
@@ -223,6 +230,7 @@ def measure(store: str, args: argparse.Namespace, lxd, postgres: PostgresServer 
         extra = database.service_config()
     raw: dict[str, list[Timing]] = {}
     others: dict[str, list[Timing]] = {}
+    rates: dict[str, list[float]] = {}
     try:
         with _common.lxd_project(lxd, args.pool) as project, \
                 _common.service(lxd, log_level=args.service_log_level, keep_log=args.keep_log,
@@ -235,9 +243,11 @@ def measure(store: str, args: argparse.Namespace, lxd, postgres: PostgresServer 
                 timings.take()  # drop what came before (setup, clean-up)
                 run()
                 taken = timings.take()
-                raw.setdefault(name, []).extend(taken.get("bound_txn", []))
+                bound = taken.get("bound_txn", [])
+                raw.setdefault(name, []).extend(bound)
                 others.setdefault(name, []).extend(taken.get("other_txn", []))
-                _common.log(f"{store} {name}: {figures(taken.get('bound_txn', []), [])}")
+                rates.setdefault(name, []).append(rate(bound))
+                _common.log(f"{store} {name}: {figures(bound, [], [rate(bound)])}")
 
             _common.log(f"{store}: warming up")
             with unix_client(svc.socket_path) as http:
@@ -252,7 +262,7 @@ def measure(store: str, args: argparse.Namespace, lxd, postgres: PostgresServer 
     finally:
         if database is not None and postgres is not None:
             postgres.drop_database(database.name)
-    return {name: figures(bound, others[name]) for name, bound in raw.items()}
+    return {name: figures(bound, others[name], rates[name]) for name, bound in raw.items()}
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
