@@ -37,6 +37,7 @@ from .auth.jwt import JWTAuthenticator
 from .config import ConfigError, Settings, load_settings
 from .core import Core
 from .core.clock import FileClock, SystemClock
+from .core.duties import Leadership
 from .core.hook_timer import HookTimer
 from .core.operations import Operations
 from .core.readiness import LXDReadiness
@@ -171,13 +172,18 @@ class Duty(Protocol):
 
 async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
                        duties: Sequence[Duty], stop: asyncio.Event, *,
-                       first_attempt: asyncio.Event | None = None) -> None:
+                       first_attempt: asyncio.Event | None = None,
+                       leadership: Leadership | None = None) -> None:
     """Connect to LXD (retrying with backoff until it answers or `stop` is set), run the
     startup reconcile, then open work on instances and start the background `duties`
     (in order).
+    With `leadership` (the daemon: processes share the store), the startup reconcile and
+    the duties are the leader's: this process tries to lead at once (and keeps trying,
+    see `core/duties.py`); work on instances opens as soon as it led and recovered, or
+    found another leader.
     `first_attempt` is set once the first attempt failed, or all that succeeded."""
     try:
-        await _bring_up(core, settings, watcher, duties, stop, first_attempt)
+        await _bring_up(core, settings, watcher, duties, stop, first_attempt, leadership)
     finally:
         if first_attempt is not None:
             first_attempt.set()
@@ -185,7 +191,8 @@ async def bring_up_lxd(core: Core, settings: Settings, watcher: Watcher,
 
 async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
                     duties: Sequence[Duty], stop: asyncio.Event,
-                    first_attempt: asyncio.Event | None) -> None:
+                    first_attempt: asyncio.Event | None,
+                    leadership: Leadership | None) -> None:
     delay, logged_at = LXD_RETRY_MIN, None
     loop = asyncio.get_running_loop()
     while not stop.is_set():
@@ -207,6 +214,13 @@ async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
         logger.info("connected to LXD %s%s", describe(settings.lxd),
                     " (it was not available at start)" if logged_at is not None else "")
         core.lxd_readiness.problem = "the startup reconcile is running"
+        if leadership is not None:
+            if not await asyncio.to_thread(leadership.try_lead):
+                logger.info("another process leads (runs the background duties); this "
+                            "one serves the API and takes the lead if that one stops")
+            core.lxd_readiness.set_ready()
+            leadership.start()
+            return
         await recover(watcher)
         if stop.is_set():
             return
@@ -218,6 +232,14 @@ async def _bring_up(core: Core, settings: Settings, watcher: Watcher,
 
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
+
+
+def _exit_on_lost_locks(reason: str) -> None:
+    """Our liveness and leader locks are gone (see `core/duties.py`): stop now, before
+    doing anything another process may have taken over; systemd starts us again."""
+    logger.critical("%s: stopping at once (exit 1) so that no work runs twice", reason)
+    logging.shutdown()
+    os._exit(1)
 
 
 def authenticators_for(settings: Settings) -> Authenticators:
@@ -272,10 +294,15 @@ async def serve(settings: Settings) -> None:
                               pet_interval=settings.pets.check_interval)
     hooks = HookTimer(core)
     pools = WarmPools(core)
+    duties = [watcher, webhooks, hooks, pools]
+    leadership = Leadership(core, reconcile=lambda: watcher.reconcile(startup=True),
+                            duties=duties, on_lost=_exit_on_lost_locks,
+                            on_recovered=core.lxd_readiness.set_ready)
+    await asyncio.to_thread(leadership.join)
     stop, first_attempt = asyncio.Event(), asyncio.Event()
-    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher,
-                                           [watcher, webhooks, hooks, pools], stop,
-                                           first_attempt=first_attempt), name="bring-up-lxd")
+    lxd = asyncio.create_task(bring_up_lxd(core, settings, watcher, duties, stop,
+                                           first_attempt=first_attempt,
+                                           leadership=leadership), name="bring-up-lxd")
     try:
         # With LXD there at start (the common case) the startup reconcile ends before the
         # first request is served, as it always did; without, serving starts at once.
@@ -294,10 +321,7 @@ async def serve(settings: Settings) -> None:
     finally:
         stop.set()
         await lxd  # a startup reconcile under way ends first (it uses the store)
-        await asyncio.to_thread(pools.stop)
-        await asyncio.to_thread(hooks.stop)
-        await asyncio.to_thread(webhooks.stop)
-        await asyncio.to_thread(watcher.stop)
+        await asyncio.to_thread(leadership.stop)  # the duties it started, in reverse
         for item in listening:
             item.sock.close()
         for path in _unix_paths(settings):

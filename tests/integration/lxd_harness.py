@@ -282,6 +282,25 @@ class PrivateLXD:
         listed = self.lxc("list", "--project", project, "--format", "csv", "-c", "ns")
         return dict(line.split(",", 1) for line in listed.stdout.splitlines() if line)
 
+    def wait_init_listens(self, project: str, instance: str, timeout: float = 30) -> None:
+        """Wait until the busybox init of a running container catches SIGPWR (LXD's clean
+        stop signal). A signal that reaches a container's PID 1 before its `trap` ran is
+        ignored (PID 1 has no default actions), so a clean stop sent right after a launch
+        can wait out its whole timeout on a loaded machine. Read from its SigCgt mask."""
+        deadline = time.monotonic() + timeout
+        bit = 1 << (signal.SIGPWR - 1)
+        while True:
+            status = self.lxc("exec", instance, "--project", project, "--",
+                              "/bin/busybox", "cat", "/proc/1/status", check=False)
+            caught = next((line.split()[1] for line in status.stdout.splitlines()
+                           if line.startswith("SigCgt:")), "0")
+            if int(caught, 16) & bit:
+                return
+            if time.monotonic() > deadline:
+                raise HarnessError(f"the init of {instance} did not trap SIGPWR within "
+                                   f"{timeout}s: {status.stderr.strip()}")
+            time.sleep(0.05)  # the container's shell is starting: nothing to block on
+
     def create_project(self, name: str) -> None:
         """A project that sees the default project's images (features.images=false) and
         has its own profiles, the default one with a root disk on the `default` pool."""

@@ -223,6 +223,7 @@ def test_strict_spread_one_per_member_across_two_shapes_then_an_instance_moved(
 
     # r1 moved behind the service's back onto p1's member: reflected, and reported.
     target = where["p1"]
+    cluster.leader.wait_init_listens(GROUPS_PROJECT, "r1")
     cluster.leader.lxc("stop", "r1", "--project", GROUPS_PROJECT)
     cluster.leader.lxc("move", "r1", "--target", target, "--project", GROUPS_PROJECT)
     assert lxd_members(cluster, "db")["r1"] == target

@@ -19,7 +19,8 @@ def test_busybox_image_starts_and_stops(lxd, lxd_project):
     lxd.lxc("launch", "busybox", "c1", "--project", lxd_project)
     state = lxd.lxc("list", "c1", "--project", lxd_project, "--format", "csv", "-c", "ns")
     assert state.stdout.strip() == "c1,RUNNING"
-    # Its init answers LXD's stop signal: a clean (not forced) stop.
+    # Its init answers LXD's stop signal once its trap is set: a clean (not forced) stop.
+    lxd.wait_init_listens(lxd_project, "c1")
     lxd.lxc("stop", "c1", "--project", lxd_project, "--timeout", "20")
     state = lxd.lxc("list", "c1", "--project", lxd_project, "--format", "csv", "-c", "ns")
     assert state.stdout.strip() == "c1,STOPPED"

@@ -249,7 +249,7 @@ def scale(core: Core, target: Target, count: int, *, best_effort: bool = False,
                         f"cannot delete {number}")
                 number = removable
             for record in settled[:number]:
-                mark_for_removal(conn, record, hook)
+                mark_for_removal(conn, record, hook, unit=core.unit_id)
                 seen["deletes"].append(Member(record.instance_name, record=record,
                                               record_id=record.id,
                                               location=record.location))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -70,8 +71,13 @@ class Core:
     lxd_readiness: LXDReadiness = field(default_factory=LXDReadiness)
     # The one wall clock of schedule-driven work (pets); tests give a manual one.
     clock: Clock = field(default_factory=SystemClock)
+    # This process's id (made at start): several processes (units, workers) share one
+    # store; it names who runs an operation and who holds a pending/deleting record.
+    unit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def __post_init__(self) -> None:
+        # Operations are recorded in the store, under this process's id.
+        self.operations.attach(self.db, self.unit_id)
         # The events stream carries LXD's `operation` events (LXD's clients wait on them).
         if self.events is not None:
             self.operations.listen(self.events.operation_changed)

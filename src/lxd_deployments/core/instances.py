@@ -224,7 +224,8 @@ def launch_operation(core: Core, target: Target, name: str, record_id: int, loca
                 records.set_status(conn, record_id, records.READY)
             else:
                 now = time.time()
-                records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now))
+                records.begin_hook(conn, record_id, records.LAUNCHING, now, hook.deadline(now),
+                                   unit=core.unit_id)
         if hook is None:
             metrics.launched(*labels, reserved_at)
             notify.instance_event(core, target, name, events.INSTANCE_LAUNCHED, op, **extra)
@@ -268,7 +269,7 @@ def delete(core: Core, target: Target, name: str, owner: str | None = None) -> O
             raise BoundReached(f'Shape "{shape.name}" is at its scaling_minimum '
                                f"({shape.scaling_minimum}): cannot delete an instance")
         hook = lifecycle.terminate_hook(repo.shape_config(conn, shape.id))
-        mark_for_removal(conn, record, hook)
+        mark_for_removal(conn, record, hook, unit=core.unit_id)
     return delete_operation(core, target, record, owner=owner, hook=hook)
 
 
@@ -279,14 +280,16 @@ def _refuse_busy(record: InstanceRow) -> None:
         raise Conflict(f'Instance "{record.instance_name}" is being deleted')
 
 
-def mark_for_removal(conn, record: InstanceRow, hook: lifecycle.Hook | None) -> None:
+def mark_for_removal(conn, record: InstanceRow, hook: lifecycle.Hook | None, *,
+                     unit: str) -> None:
     """In the transaction that decided the removal: `deleting`, or `terminating` until
     the hook's deadline when the shape has a terminating hook."""
     if hook is None:
-        records.set_status(conn, record.id, records.DELETING)
+        records.set_status(conn, record.id, records.DELETING, unit=unit)
         return
     now = time.time()
-    records.begin_hook(conn, record.id, records.TERMINATING, now, hook.deadline(now))
+    records.begin_hook(conn, record.id, records.TERMINATING, now, hook.deadline(now),
+                       unit=unit)
 
 
 def delete_operation(core: Core, target: Target, record: InstanceRow, *,
@@ -387,7 +390,8 @@ def settle_due_hooks(core: Core) -> int:
             settled += _settle_launch(core, record, result)
             continue
         with core.db.write() as conn:
-            if not records.claim_hook(conn, record.id, records.TERMINATING, records.DELETING):
+            if not records.claim_hook(conn, record.id, records.TERMINATING, records.DELETING,
+                                      unit=core.unit_id):
                 continue  # another settler (a forced delete, another unit) has it
         settled += 1
         settle = core.hooks.take(record.id)
@@ -463,7 +467,7 @@ def _settle_launch(core: Core, record: InstanceRow, result: str) -> int:
     `abandon` removes it (and its launch fails)."""
     to = records.READY if result == lifecycle.CONTINUE else records.DELETING
     with core.db.write() as conn:
-        if not records.claim_hook(conn, record.id, records.LAUNCHING, to):
+        if not records.claim_hook(conn, record.id, records.LAUNCHING, to, unit=core.unit_id):
             return 0
     settle = core.hooks.take(record.id)
     if settle is not None:
@@ -529,7 +533,7 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
         hook = lifecycle.terminate_hook(configs[instance.shape_id])
         if hook is not None and instance.status in (records.READY, records.FAILED):
             with core.db.write() as conn:
-                mark_for_removal(conn, instance, hook)
+                mark_for_removal(conn, instance, hook, unit=core.unit_id)
             hooked[instance.id] = hook
             target = _target_of(core, instance)
             if target is not None:
@@ -544,7 +548,7 @@ def delete_recorded_instances(core: Core, instances: list[InstanceRow]) -> None:
             hooked[instance.id] = hook or lifecycle.Hook(0)
             continue
         with core.db.write() as conn:
-            records.set_status(conn, instance.id, records.DELETING)
+            records.set_status(conn, instance.id, records.DELETING, unit=core.unit_id)
         try:
             with core.instance_locks.hold(instance.project, instance.instance_name):
                 retry_busy(lambda i=instance: _delete_if_ours(core, i.project, i.instance_name),

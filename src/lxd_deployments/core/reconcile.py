@@ -16,12 +16,14 @@ record whose same-named instance lacks our keys is a record whose instance is go
   name); each of the rest is reported once (change `not-attached`, which becomes an
   event) and left untouched in LXD. A later reconcile re-attaches it when the shape has
   room again.
-- At startup only (no operation can be in flight then), `pending` records, left by a
-  launch a crash interrupted, become `ready`/`failed` if their instance exists (change
-  `recovered`) or are released (change `released`); `deleting` records go back to
-  `ready` (`failed` when the cut delete had already stopped it) if their instance still
-  exists (`recovered`), else are released (`released`).
-  At runtime `pending` and `deleting` records belong to operations in flight: left alone.
+- At startup (and when the leader takes over, see `duties.py`), `pending` records left
+  by a launch a crash interrupted (one whose process, `record.unit`, is not alive: other
+  processes sharing the store may have launches in flight), become `ready`/`failed` if
+  their instance exists (change `recovered`) or are released (change `released`);
+  `deleting` records go back to `ready` (`failed` when the cut delete had already
+  stopped it) if their instance still exists (`recovered`), else are released
+  (`released`).
+  Otherwise `pending` and `deleting` records belong to operations in flight: left alone.
 - A record's `location` follows the cluster member its instance is on (no change is
   recorded: it only feeds placement, see `placement.py`).
 - A move between cluster members (`lxc move --target`) is a copy named
@@ -49,6 +51,7 @@ from .. import metrics_export as metrics
 from ..errors import LXDUnavailable
 from ..store import changes as log
 from ..store import instances as records
+from ..store import presence
 from ..store.instances import ShapeRef
 from ..store.rows import InstanceRow
 from . import placement
@@ -58,6 +61,8 @@ from .ownership import KEY_DEPLOYMENT, KEY_REVISION, KEY_SERVICE, KEY_SHAPE
 logger = logging.getLogger(__name__)
 
 SETTLED = (records.READY, records.FAILED)
+# What recovery settles when the process holding it died.
+BUSY_SETTLED = (records.PENDING, records.DELETING)
 # The name LXD gives the copy while it moves an instance to another cluster member.
 LXD_MOVE_PREFIX = "lxd-move-of-"
 
@@ -149,8 +154,12 @@ def reconcile_project(core: Core, project: str, *, startup: bool) -> Summary:
         keys = owner_keys(core, instance)
         if keys is not None and instance.get("name"):
             ours[instance["name"]] = (by_keys.get(keys), instance)
+    # Whose pending/deleting records recovery may settle: those of dead processes only.
+    live = presence.alive(core.db, {r.unit for r in before if r.status in BUSY_SETTLED}) \
+        if startup else set()
     with core.db.write() as conn:
-        changed = _settle(core, conn, project, shapes, before, ours, startup=startup)
+        changed = _settle(core, conn, project, shapes, before, ours, startup=startup,
+                          live=live)
     if changed:
         logger.info("reconcile of project %s recorded %d change(s)", project, changed)
     return Summary(changes=changed)
@@ -158,7 +167,7 @@ def reconcile_project(core: Core, project: str, *, startup: bool) -> Summary:
 
 def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeRef],
             before: list[InstanceRow], ours: dict[str, tuple[ShapeRef | None, dict[str, Any]]],
-            *, startup: bool) -> int:
+            *, startup: bool, live: set[str]) -> int:
     current = {r.id: r for r in records.list_all(conn, project=project)}
     current_names = {r.instance_name for r in current.values()}
     changes = 0
@@ -184,6 +193,8 @@ def _settle(core: Core, conn: Connection, project: str, shapes: dict[int, ShapeR
         if record.status in SETTLED:
             if not present and shape.shape_id not in moving:
                 gone[shape.shape_id].append(record)
+        elif record.unit in live:
+            continue  # a launch or delete of a live process: its own to settle
         elif startup and record.status == records.PENDING:
             if present:
                 status = records.READY if is_running(instance) else records.FAILED

@@ -159,7 +159,7 @@ def _remove(core: Core, target: Target, shape_id: int, number: int, revision: in
         candidates = records.removal_order(conn, shape_id, (records.READY, records.FAILED),
                                            records.OLDEST_REVISION, unprotected=True)
         for record in [r for r in candidates if r.revision < revision][:number]:
-            mark_for_removal(conn, record, hook)
+            mark_for_removal(conn, record, hook, unit=core.unit_id)
             chosen.append((record, hook))
     removals = [delete_operation(core, target, record, owner=op.owner, bulk=True, hook=hook,
                                  reason="refresh") for record, hook in chosen]

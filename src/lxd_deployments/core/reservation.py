@@ -67,7 +67,8 @@ def reserve_launches(core: Core, target: Target, ask: Ask, *,
                                                  decision.violations, strict=False):
                 slots.append(Slot(name, records.reserve(conn, shape.id, target.project, name,
                                                         location=location,
-                                                        revision=bound.template_revision),
+                                                        revision=bound.template_revision,
+                                                        unit=core.unit_id),
                                   location, violation))
         violating = [slot for slot in slots if slot.violation]
         if violating and scope.group is not None:

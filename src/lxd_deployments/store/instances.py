@@ -142,14 +142,16 @@ def lock_for_reservation(conn: Connection, shape_id: int, deployment_id: int
 
 
 def reserve(conn: Connection, shape_id: int, project: str, name: str,
-            status: str = PENDING, location: str = "", revision: int = 1) -> int:
-    """Insert a record; a name already recorded in the project is a conflict."""
+            status: str = PENDING, location: str = "", revision: int = 1,
+            unit: str = "") -> int:
+    """Insert a record; a name already recorded in the project is a conflict. `unit` is
+    the process whose launch holds it `pending` (recovery settles only dead ones')."""
     try:
         return conn.execute(_RESERVE, {
             "shape_id": shape_id, "project": project, "instance_name": name,
             "status": status, "created_at": utcnow(), "location": location,
             "revision": revision, "protected": 0, "hook_deadline": 0.0, "hook_result": "",
-            "hook_started": 0.0,
+            "hook_started": 0.0, "unit": unit,
         }).inserted_primary_key[0]
     except IntegrityError as err:
         raise NameTaken(f'Instance "{name}" already exists in project "{project}"',
@@ -256,10 +258,11 @@ def set_protected(conn: Connection, record_id: int, protected: bool) -> None:
 
 
 def begin_hook(conn: Connection, record_id: int, status: str, started: float,
-               deadline: float) -> None:
+               deadline: float, *, unit: str | None = None) -> None:
     """Put the record in a hook (`terminating` or `launching`) until `deadline`."""
     conn.execute(update(instances).where(instances.c.id == record_id).values(
-        status=status, hook_started=started, hook_deadline=deadline, hook_result=""))
+        status=status, hook_started=started, hook_deadline=deadline, hook_result="",
+        **_held_by(unit)))
 
 
 def answer_hook(conn: Connection, record_id: int, status: str, result: str) -> bool:
@@ -277,12 +280,13 @@ def extend_hook(conn: Connection, record_id: int, status: str, deadline: float) 
     return done.rowcount == 1
 
 
-def claim_hook(conn: Connection, record_id: int, status: str, new_status: str) -> bool:
+def claim_hook(conn: Connection, record_id: int, status: str, new_status: str, *,
+               unit: str | None = None) -> bool:
     """Move a record out of hook `status` to `new_status` if it is still there: of two
     claimants (the timer, a forced delete, another unit) exactly one wins."""
     done = conn.execute(update(instances).where(
         instances.c.id == record_id, instances.c.status == status)
-        .values(status=new_status))
+        .values(status=new_status, **_held_by(unit)))
     return done.rowcount == 1
 
 
@@ -303,8 +307,22 @@ def set_location(conn: Connection, record_id: int, location: str) -> None:
                  .values(location=location))
 
 
-def set_status(conn: Connection, record_id: int, status: str) -> None:
-    conn.execute(update(instances).where(instances.c.id == record_id).values(status=status))
+def set_status(conn: Connection, record_id: int, status: str, *,
+               unit: str | None = None) -> None:
+    """Set the record's status; `unit` (given when a process takes it `deleting`) names
+    the process whose work holds it now."""
+    conn.execute(update(instances).where(instances.c.id == record_id).values(
+        status=status, **_held_by(unit)))
+
+
+def _held_by(unit: str | None) -> dict[str, str]:
+    return {} if unit is None else {"unit": unit}
+
+
+def held_by_units(conn: Connection, statuses: Iterable[str]) -> set[str]:
+    """The processes that hold records in `statuses` (recovery asks which are alive)."""
+    return set(conn.execute(select(instances.c.unit).distinct().where(
+        instances.c.status.in_(list(statuses)))).scalars())
 
 
 def rename(conn: Connection, record_id: int, new_name: str) -> None:

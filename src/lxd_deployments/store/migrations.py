@@ -312,6 +312,46 @@ def _add_pets(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_operations_and_units(conn: Connection) -> None:
+    """Several service processes (units, workers) share one store (issue 14): operations
+    live here so that any process reads, waits on and cancels them; `units` lists the
+    processes (their liveness is a lock each holds, see `store/presence.py`); and an
+    instance record names the process whose launch or delete holds it `pending` or
+    `deleting` (`unit`, "" before this step), so that recovery settles only the records
+    of processes that died."""
+    statements = [
+        """CREATE TABLE operations (
+            id TEXT PRIMARY KEY,
+            unit TEXT NOT NULL,
+            owner TEXT,
+            project TEXT NOT NULL,
+            description TEXT NOT NULL,
+            resources TEXT NOT NULL,
+            status TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            err TEXT NOT NULL DEFAULT '',
+            cancellable INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at REAL
+        )""",
+        "CREATE INDEX operations_unit ON operations (unit, finished_at)",
+        "CREATE INDEX operations_finished ON operations (finished_at)",
+        """CREATE TABLE units (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            unit_id TEXT NOT NULL UNIQUE,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        )""",
+        "ALTER TABLE deployments_shapes_instances ADD COLUMN unit TEXT NOT NULL DEFAULT ''",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+
+
 # Index + 1 is the schema version a step brings the store to.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _create_initial_schema,
@@ -323,6 +363,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_metrics_certificates,
     _add_lifecycle,
     _add_pets,
+    _add_operations_and_units,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

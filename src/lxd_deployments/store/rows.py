@@ -69,6 +69,8 @@ class InstanceRow:
     hook_deadline: float = 0.0
     hook_result: str = ""
     hook_started: float = 0.0
+    # The process whose launch or delete holds it `pending`/`deleting` ("": none known).
+    unit: str = ""
 
 
 def instance_row(r) -> InstanceRow:
@@ -77,7 +79,8 @@ def instance_row(r) -> InstanceRow:
                        instance_name=r.instance_name, status=r.status, location=r.location,
                        created_at=r.created_at, revision=r.revision,
                        protected=bool(r.protected), hook_deadline=r.hook_deadline,
-                       hook_result=r.hook_result, hook_started=r.hook_started)
+                       hook_result=r.hook_result, hook_started=r.hook_started,
+                       unit=r.unit)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ deployments_shapes_instances = Table(
     Column("hook_deadline", Float, nullable=False),
     Column("hook_result", Text, nullable=False),
     Column("hook_started", Float, nullable=False),
+    Column("unit", Text, nullable=False),
 )
 
 deployments_warm_pool = Table(
@@ -228,4 +229,34 @@ pets_config = Table(
     Column("pet_id", BigInteger, ForeignKey("pets.id", ondelete="CASCADE")),
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("unit", Text, nullable=False),
+    Column("owner", Text),
+    Column("project", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("resources", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("err", Text, nullable=False),
+    Column("cancellable", Integer, nullable=False),
+    Column("cancel_requested", Integer, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("finished_at", Float),
+)
+
+units = Table(
+    "units",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("unit_id", Text, nullable=False, unique=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Text, nullable=False),
+    Column("seen_at", Float, nullable=False),
 )

@@ -6,6 +6,7 @@ other is "not found", as if it did not exist), and may cancel them with an `rw` 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -48,8 +49,8 @@ def get_operation(operation_id: str, c: CoreDep, access: AnyCaller):
 @router.get("/{operation_id}/wait", summary="Wait for an operation to end")
 async def wait_operation(operation_id: str, c: CoreDep, access: AnyCaller,
                          timeout: TimeoutQuery = -1):
-    operation = _visible(c, access, operation_id)
-    await operation.wait_async(timeout)
+    operation = await asyncio.to_thread(_visible, c, access, operation_id)
+    operation = await c.operations.wait_async(operation.id, timeout)
     return sync_response(operation.to_api())
 
 

@@ -1,0 +1,131 @@
+"""Several real service processes (units) on one store and one LXD, with one identity:
+the same `service_id`, the same HTTPS server certificate, the same store (hence the same
+webhook secrets). For the multi-unit tests (test_units.py).
+
+Each unit has its own sockets, HTTPS port and log; on SQLite they share the state dir
+(the store's file and its lock files), as the worker processes of one unit do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import shutil
+import ssl
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+
+from lxd_deployments.pki import ensure_key_pair
+
+from .conftest import Service, free_port
+
+LEADS = re.compile(r"this process \(([0-9a-f-]+)\) leads")
+
+
+class Units:
+    """`count` services sharing one store; `start()` them one after the other (the
+    first migrates the store), `stop()` them all (their logs are checked)."""
+
+    def __init__(self, lxd, tmp_path: Path, count: int, **config: object) -> None:
+        self.tmp_path = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.service_id = f"it-units-{uuid.uuid4().hex[:8]}"
+        tls = tmp_path / "tls"
+        tls.mkdir()
+        self.cert, self.key = tls / "server.crt", tls / "server.key"
+        ensure_key_pair(self.cert, self.key, "lxd-deployments", server=True,
+                        ip_addresses=["127.0.0.1"])
+        self.socket_dirs: list[Path] = []
+        self.services: list[Service] = []
+        for index in range(count):
+            socket_dir = Path(tempfile.mkdtemp(prefix="lxdd-unit-"))
+            self.socket_dirs.append(socket_dir)
+            home = tmp_path / f"unit{index}"
+            home.mkdir()
+            self.services.append(Service(
+                socket_path=socket_dir / "unix.socket", state_dir=self.state_dir,
+                config_path=home / "config.yaml", log_path=home / "service.log", cwd=home,
+                config={"state_dir": str(self.state_dir),
+                        "unix_socket": str(socket_dir / "unix.socket"),
+                        "instance_socket": str(socket_dir / "instance.socket"),
+                        "unix_socket_mode": "0600",
+                        "lxd": {"socket": str(lxd.socket_path)}, "log_level": "info",
+                        "https_address": f"127.0.0.1:{free_port()}",
+                        "service_id": self.service_id,
+                        "tls": {"cert": str(self.cert), "key": str(self.key)},
+                        **config}))
+
+    def start(self) -> None:
+        for service in self.services:
+            service.start()
+
+    def stop(self) -> list[str]:
+        """Stop every unit; the logs that show an unexpected error."""
+        failures = []
+        for service in self.services:
+            service.stop()
+            if "Traceback" in service.log():
+                failures.append(service.log())
+        for socket_dir in self.socket_dirs:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        return failures
+
+    # --- who leads -----------------------------------------------------------------------
+
+    @staticmethod
+    def unit_id_of(service: Service) -> str | None:
+        """The id of the process that logged it leads last (None: it never led)."""
+        found = LEADS.findall(service.log())
+        return found[-1] if found else None
+
+    def alive(self) -> list[Service]:
+        return [s for s in self.services if s.process is not None and s.process.poll() is None]
+
+    def leader(self) -> Service | None:
+        """The live unit that leads (logged so), if one does."""
+        leading = [s for s in self.alive() if self.unit_id_of(s)]
+        assert len(leading) <= 1, "two live units say they lead"
+        return leading[0] if leading else None
+
+    def leader_lock_held(self) -> bool:
+        """Whether some process holds the leader lock (SQLite: a flock on its file)."""
+        path = self.state_dir / "leader.lock"
+        if not path.exists():
+            return False
+        with open(path, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    # --- clients -------------------------------------------------------------------------
+
+    def https_client(self, service: Service, certificate, **kwargs) -> httpx.Client:
+        """A governor's HTTPS client of one unit, pinning the application's certificate
+        (the same on every unit) and presenting `certificate`."""
+        context = ssl.create_default_context(cafile=self.cert)
+        context.check_hostname = False
+        with tempfile.TemporaryDirectory(prefix="lxdd-cert-") as directory:
+            cert, key = Path(directory) / "client.crt", Path(directory) / "client.key"
+            cert.write_text(certificate.pem)
+            key.write_text(certificate.key_pem)
+            context.load_cert_chain(cert, key)
+        return httpx.Client(base_url=service.https_url, verify=context, trust_env=False,
+                            **kwargs)
+
+
+@contextlib.contextmanager
+def running_units(lxd, tmp_path: Path, count: int, **config: object):
+    units = Units(lxd, tmp_path, count, **config)
+    try:
+        units.start()
+        yield units
+    finally:
+        failures = units.stop()
+    assert not failures, "a unit logged an error:\n" + "\n----\n".join(failures)
