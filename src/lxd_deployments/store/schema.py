@@ -243,8 +243,8 @@ operations = Table(
     Column("status", Text, nullable=False),
     Column("metadata", Text, nullable=False),
     Column("err", Text, nullable=False),
-    Column("cancellable", Integer, nullable=False),
-    Column("cancel_requested", Integer, nullable=False),
+    Column("cancellable", BigInteger, nullable=False),
+    Column("cancel_requested", BigInteger, nullable=False),
     Column("created_at", Text, nullable=False),
     Column("updated_at", Text, nullable=False),
     Column("finished_at", Float),
@@ -253,10 +253,10 @@ operations = Table(
 units = Table(
     "units",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInteger, primary_key=True),
     Column("unit_id", Text, nullable=False, unique=True),
     Column("host", Text, nullable=False),
-    Column("pid", Integer, nullable=False),
+    Column("pid", BigInteger, nullable=False),
     Column("started_at", Text, nullable=False),
     Column("seen_at", Float, nullable=False),
 )
