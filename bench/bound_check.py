@@ -1,40 +1,37 @@
-"""The cost of the scaling bound to a launch: the transaction that counts the shape's
-instances and reserves the slot, timed inside the real service, with 1 and with 50
-concurrent callers, in the same run, against a real LXD.
+"""The cost of the scaling bound to a launch, on SQLite and on PostgreSQL in the same
+run: the transaction that counts the shape's instances and reserves the slot, timed
+inside the real service, with C concurrent launches (50) against a real LXD.
 
-    sudo .venv/bin/python bench/bound_check.py [--callers 50] [--rounds 2] [--sequential 20]
-                                               [--hammer-seconds 10] [--lxd-dir DIR]
+    sudo .venv/bin/python bench/bound_check.py [--store both|sqlite|postgresql]
+        [--callers 50] [--rounds 2] [--placement-group] [--lxd-dir DIR]
 
-What is timed. The bound is an invariant held by one SQLite write transaction per launch:
-it takes the write lock, counts the shape's records, picks a location and inserts the
-pending record, then commits (`core/reservation.py: reserve_launches`). That is what
-the bound adds to a launch; with many callers it includes the wait for the lock behind
-the other writers (other launches, and the operations settling their records), which is
-the real cost of serialising the count. It is timed in the service process itself: the
-service runs under `bench/_timed_service.py`, which wraps the store's write transactions
-(and `launch` as a whole) with a timer and writes one line per measure. Timing from the
-client could not isolate it: 50 concurrent requests wait far longer for the HTTP server
-and its thread pool than for the bound.
+What is timed. The bound is an invariant held by one write transaction per launch: it
+locks the shape (SQLite: the database's single write lock, taken at BEGIN; PostgreSQL:
+the shape's row, `FOR NO KEY UPDATE`), counts the shape's records, picks a location and
+inserts the pending record, then commits (`core/reservation.py: reserve_launches`).
+With many callers it includes the wait for the lock: on SQLite behind every other
+writer (other launches, the audit log, the operations settling their records), on
+PostgreSQL behind the reservations of the same shape only. It is timed in the service
+process itself (`bench/_timed_service.py` wraps the store's write transactions); timing
+from the client could not isolate it.
 
-The phases, one after the other on the same service and LXD:
+The phases, for each store, on a service of its own (the same LXD, a fresh project; on
+PostgreSQL a private server of tests/postgres.py, with PostgreSQL's durable defaults):
 
-1. `sequential`: one caller, N launches one after another (each waited), real LXD
-   instances; also times each launch end to end (POST, then wait for the operation),
-   to set the bound's share of a launch.
-2. `concurrent`: C callers (50) launch one instance each at the same moment (a barrier),
-   each then waits for its operation, `--rounds` times (deleted between rounds,
-   untimed): C real instances being created at once, their records being settled
-   while other launches take the lock.
-3. `refused-1` and `refused-C`: the shape at its maximum; 1, then C, callers send
-   launches in a loop for `--hammer-seconds`: every one is refused (409) after doing
-   all the work of the check (an LXD lookup of the name, the transaction that counts),
-   so the lock is contended all the time: the worst case.
+1. `shapes-C`: C callers each launch one instance into a shape of its own (C shapes,
+   one each), all at the same moment (a barrier), each then waits for its operation,
+   `--rounds` times (deleted between rounds, untimed): the reservations share no
+   shape, so on PostgreSQL they need not wait for one another at all.
+2. `shape-1`: C callers launch into one shape (maximum C) at once: every reservation
+   waits for the one before it on either store. Its rate: reservations per second
+   over the span from the first reservation's start to the last one's end.
 
-Printed per phase: count, mean, median, p95 and max of the bound transaction, and the
-synchronous part of the launch (`launch_sync`). Goal: the mean bound transaction at C
-concurrent launches (`concurrent`) <= 2 ms. The last line is a JSON object:
-{"bench": "bound_check", "callers": 50, "phases": {phase: {"bound_ms": {...},
-"launch_sync_ms": {...}}}, "bound_share": ..., "goal_ms": 2.0, "met": ...}.
+Printed per store and phase: count, median (p50), mean, p95 and max of the bound
+transaction, its wait before its first statement, and its CPU; then the ratios
+PostgreSQL / SQLite. Goal: the p50 of the bound transaction at C concurrent launches
+over C shapes <= 2 ms on PostgreSQL. The last line is a JSON object:
+{"bench": "bound_check", "callers": 50, "stores": {store: {phase: {...}}},
+"ratios": {...}, "goal_ms": 2.0, "met": ...}.
 """
 
 from __future__ import annotations
@@ -44,40 +41,44 @@ import os
 import ssl
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean
 
 import _common
 import httpx
+from tests.postgres import PostgresServer
 
 from lxd_deployments.client import OperationFailed
 
 DEPLOYMENT = "bench"
-SHAPE = "bound"
 GOAL_MS = 2.0
 HERE = Path(__file__).resolve().parent
+STORES = ("sqlite", "postgresql")
 _PLAIN_HTTP = ssl.create_default_context()
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", choices=(*STORES, "both"), default="both",
+                        help="the store(s) to measure, one after the other (default both)")
     parser.add_argument("--callers", type=int, default=50,
-                        help="concurrent callers (default 50)")
+                        help="concurrent callers, and shapes of phase shapes-C (default 50)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of concurrent launches (default 2)")
-    parser.add_argument("--sequential", type=int, default=20,
-                        help="sequential launches of one caller (default 20)")
-    parser.add_argument("--hammer-seconds", type=float, default=10.0,
-                        help="seconds of refused launches, for 1 and for C callers "
-                             "(default 10)")
+                        help="rounds of each phase (default 2)")
     parser.add_argument("--placement-group", action="store_true",
-                        help="the shape joins a placement group (spread, permissive, "
+                        help="the shapes join a placement group (spread, permissive, "
                              "max_per_member 1000: never refusing), so the transaction "
                              "also takes the group's lock and counts the group per member")
+    parser.add_argument("--postgresql-fsync", choices=("on", "off"), default="on",
+                        help="the private PostgreSQL server's fsync and synchronous_commit "
+                             "(default on: its durable defaults; off: to see what the "
+                             "commits' flushes cost)")
     _common.add_common_arguments(parser)
     return parser.parse_args()
+
+
+Timing = tuple[float, float, float, float]  # seconds, wait, CPU, start
 
 
 class Timings:
@@ -87,17 +88,18 @@ class Timings:
         self.path = path
         self.offset = 0
 
-    def take(self) -> dict[str, list[tuple[float, float, float]]]:
-        """Per kind: (seconds, seconds waiting for the lock, CPU seconds) of each."""
+    def take(self) -> dict[str, list[Timing]]:
+        """Per kind: (seconds, seconds before the first statement, CPU seconds, start)."""
         with open(self.path) as source:
             source.seek(self.offset)
             text = source.read()
         complete = text[:text.rfind("\n") + 1]
         self.offset += len(complete)
-        taken: dict[str, list[tuple[float, float, float]]] = {}
+        taken: dict[str, list[Timing]] = {}
         for line in complete.splitlines():
-            kind, seconds, _outcome, wait, cpu = line.split()
-            taken.setdefault(kind, []).append((float(seconds), float(wait), float(cpu)))
+            kind, seconds, _outcome, wait, cpu, start = line.split()
+            taken.setdefault(kind, []).append((float(seconds), float(wait), float(cpu),
+                                               float(start)))
         return taken
 
 
@@ -105,8 +107,8 @@ def summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     ordered = sorted(values)
-    return {"n": len(values), "mean": round(mean(values) * 1000, 3),
-            "median": round(_common.median(values) * 1000, 3),
+    return {"n": len(values), "median": round(_common.median(values) * 1000, 3),
+            "mean": round(mean(values) * 1000, 3),
             "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] * 1000, 3),
             "max": round(ordered[-1] * 1000, 3)}
 
@@ -117,13 +119,14 @@ def unix_client(socket_path: Path) -> httpx.Client:
 
 
 class Bench:
-    def __init__(self, env_client, socket_path: Path, project: str, *,
+    """One deployment with `shapes` shapes (`s0`, `s1`, ...), each of maximum 1."""
+
+    def __init__(self, env_client, socket_path: Path, project: str, shapes: int, *,
                  placement_group: bool = False) -> None:
         self.api = env_client
         self.socket_path = socket_path
         self.project = project
-        self.instances = f"/1.0/deployments/{DEPLOYMENT}/shapes/{SHAPE}/instances"
-        self.shape = f"/1.0/deployments/{DEPLOYMENT}/shapes/{SHAPE}"
+        self.shapes = [f"s{n}" for n in range(shapes)]
         self.api.post("/1.0/deployments", json={"name": DEPLOYMENT})
         config = {}
         if placement_group:
@@ -131,18 +134,22 @@ class Bench:
                 "name": "pg", "policy": "spread", "rigor": "permissive",
                 "max_per_member": 1000})
             config = {"placement.group": "pg"}
-        self.api.post(f"/1.0/deployments/{DEPLOYMENT}/shapes", json={
-            "name": SHAPE, "scaling_minimum": 0, "scaling_maximum": 1, "config": config,
-            "instance_template": {"source": {"type": "image", "alias": _common.BUSYBOX_ALIAS}}})
+        for shape in self.shapes:
+            self.api.post(f"/1.0/deployments/{DEPLOYMENT}/shapes", json={
+                "name": shape, "scaling_minimum": 0, "scaling_maximum": 1, "config": config,
+                "instance_template": {"source": {"type": "image",
+                                                 "alias": _common.BUSYBOX_ALIAS}}})
 
-    def set_maximum(self, maximum: int) -> None:
-        self.api.patch(self.shape, json={"scaling_maximum": maximum})
+    def instances(self, shape: str) -> str:
+        return f"/1.0/deployments/{DEPLOYMENT}/shapes/{shape}/instances"
 
-    def launch(self, http: httpx.Client, name: str) -> httpx.Response:
-        return http.post(self.instances, params={"project": self.project},
-                         json={"instance_name": name})
+    def set_maximum(self, shape: str, maximum: int) -> None:
+        self.api.patch(f"/1.0/deployments/{DEPLOYMENT}/shapes/{shape}",
+                       json={"scaling_maximum": maximum})
 
-    def wait(self, http: httpx.Client, answer: httpx.Response) -> None:
+    def launch(self, http: httpx.Client, shape: str, name: str) -> None:
+        answer = http.post(self.instances(shape), params={"project": self.project},
+                           json={"instance_name": name})
         if answer.status_code != 202:
             raise RuntimeError(f"launch refused: {answer.status_code} {answer.text}")
         operation = answer.json()["metadata"]["id"]
@@ -151,170 +158,173 @@ class Bench:
         if final["status"] != "Success":
             raise RuntimeError(f"launch failed: {final}")
 
-    def delete_all(self) -> None:
-        names = [url.rsplit("/", 1)[-1].split("?")[0]
-                 for url in self.api.get(self.instances).metadata]
-        operations = {name: self.api.delete(f"{self.instances}/{name}").operation
-                      for name in names}
-        for name, operation in operations.items():
+    def delete_all(self, shapes: list[str]) -> None:
+        operations = {}
+        for shape in shapes:
+            for url in self.api.get(self.instances(shape)).metadata:
+                name = url.rsplit("/", 1)[-1].split("?")[0]
+                operations[(shape, name)] = self.api.delete(
+                    f"{self.instances(shape)}/{name}").operation
+        for (shape, name), operation in operations.items():
             try:
                 self.api.wait_operation(operation)
             except OperationFailed as err:
                 _common.log(f"deleting {name} failed ({err.message}); trying again")
-                self.api.wait_operation(self.api.delete(f"{self.instances}/{name}").operation)
+                self.api.wait_operation(
+                    self.api.delete(f"{self.instances(shape)}/{name}").operation)
 
-    # --- the phases ------------------------------------------------------------------
+    def at_once(self, targets: list[tuple[str, str]]) -> None:
+        """Launch each (shape, name) from a caller of its own, all at the same moment."""
+        barrier = threading.Barrier(len(targets))
 
-    def sequential(self, count: int) -> list[float]:
-        self.set_maximum(count)
-        times = []
-        with unix_client(self.socket_path) as http:
-            for n in range(count):
-                start = time.perf_counter()
-                self.wait(http, self.launch(http, f"seq-{n}"))
-                times.append(time.perf_counter() - start)
-        self.delete_all()
-        return times
-
-    def concurrent(self, callers: int, round_number: int) -> None:
-        self.set_maximum(callers)
-        barrier = threading.Barrier(callers)
-
-        def caller(n: int) -> None:
+        def caller(target: tuple[str, str]) -> None:
             with unix_client(self.socket_path) as http:
                 http.get("/1.0")  # connected before the barrier
                 barrier.wait(timeout=120)
-                self.wait(http, self.launch(http, f"c{round_number}-{n}"))
+                self.launch(http, *target)
 
-        with ThreadPoolExecutor(max_workers=callers) as pool:
-            list(pool.map(caller, range(callers)))
-        self.delete_all()
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            list(pool.map(caller, targets))
 
-    def refused(self, callers: int, seconds: float) -> int:
-        """Every launch refused at the bound, from `callers` callers for `seconds`."""
-        barrier = threading.Barrier(callers)
-        sent = [0] * callers
+    def shapes_at_once(self, round_number: int) -> None:
+        self.at_once([(shape, f"m{round_number}-{n}") for n, shape in enumerate(self.shapes)])
+        self.delete_all(self.shapes)
 
-        def caller(n: int) -> None:
-            with unix_client(self.socket_path) as http:
-                http.get("/1.0")
-                barrier.wait(timeout=120)
-                deadline = time.monotonic() + seconds
-                while time.monotonic() < deadline:
-                    answer = self.launch(http, f"r{n}-{sent[n]}")
-                    if answer.status_code != 409:
-                        raise RuntimeError(f"expected 409: {answer.status_code} {answer.text}")
-                    sent[n] += 1
+    def one_shape_at_once(self, callers: int, round_number: int) -> None:
+        shape = self.shapes[0]
+        self.set_maximum(shape, callers)
+        self.at_once([(shape, f"o{round_number}-{n}") for n in range(callers)])
+        self.delete_all([shape])
+        self.set_maximum(shape, 1)
 
-        with ThreadPoolExecutor(max_workers=callers) as pool:
-            list(pool.map(caller, range(callers)))
-        return sum(sent)
+
+def rate(bound: list[Timing]) -> float:
+    """Reservations per second of one round: from the first one's start to the last one's
+    end."""
+    span = (max(s + t for s, _, _, t in bound) - min(t for _, _, _, t in bound)) if bound else 0
+    return len(bound) / span if span else 0.0
+
+
+def figures(bound: list[Timing], others: list[Timing], rates: list[float]) -> dict:
+    """What a phase's bound transactions (and the other writes meanwhile) show; its
+    rate is the mean of its rounds' `rate`."""
+    return {"bound_ms": summary([s for s, _, _, _ in bound]),
+            "bound_wait_ms": summary([w for _, w, _, _ in bound]),
+            "bound_cpu_ms": summary([c for _, _, c, _ in bound]),
+            "reservations_per_s": round(mean(rates), 1) if rates else 0.0,
+            "other_txn": len(others), "loadavg": _common.loadavg()}
+
+
+def measure(store: str, args: argparse.Namespace, lxd, postgres: PostgresServer | None
+            ) -> dict[str, dict]:
+    """Both phases on a fresh service whose store is `store`."""
+    work = Path(tempfile.mkdtemp(prefix=f"bench-bound-{store}-"))
+    timings = Timings(work / "timings.txt")
+    timings.path.touch()
+    os.environ["LXDD_BENCH_TIMINGS"] = str(timings.path)
+    extra = {}
+    database = None
+    if store == "postgresql":
+        assert postgres is not None
+        database = postgres.create_database()
+        extra = database.service_config()
+    raw: dict[str, list[Timing]] = {}
+    others: dict[str, list[Timing]] = {}
+    rates: dict[str, list[float]] = {}
+    try:
+        with _common.lxd_project(lxd, args.pool) as project, \
+                _common.service(lxd, log_level=args.service_log_level, keep_log=args.keep_log,
+                                launcher=[str(HERE / "_timed_service.py")],
+                                extra_config=extra) as svc:
+            bench = Bench(svc.client.use_project(project), svc.socket_path, project,
+                          args.callers, placement_group=args.placement_group)
+
+            def phase(name: str, run) -> None:
+                timings.take()  # drop what came before (setup, clean-up)
+                run()
+                taken = timings.take()
+                bound = taken.get("bound_txn", [])
+                raw.setdefault(name, []).extend(bound)
+                others.setdefault(name, []).extend(taken.get("other_txn", []))
+                rates.setdefault(name, []).append(rate(bound))
+                _common.log(f"{store} {name}: {figures(bound, [], [rate(bound)])}")
+
+            _common.log(f"{store}: warming up")
+            with unix_client(svc.socket_path) as http:
+                bench.launch(http, bench.shapes[0], "warm")
+            bench.delete_all(bench.shapes[:1])
+            for round_number in range(args.rounds):
+                phase(f"shapes-{args.callers}",
+                      lambda r=round_number: bench.shapes_at_once(r))
+            for round_number in range(args.rounds):
+                phase("shape-1", lambda r=round_number: bench.one_shape_at_once(args.callers,
+                                                                                 r))
+    finally:
+        if database is not None and postgres is not None:
+            postgres.drop_database(database.name)
+    return {name: figures(bound, others[name], rates[name]) for name, bound in raw.items()}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
 
 
 def main() -> int:
     args = parse_args()
-    if min(args.callers, args.rounds, args.sequential) < 1 or args.hammer_seconds <= 0:
-        raise SystemExit("--callers, --rounds, --sequential and --hammer-seconds must be "
-                         "positive")
+    if min(args.callers, args.rounds) < 1:
+        raise SystemExit("--callers and --rounds must be positive")
+    stores = list(STORES) if args.store == "both" else [args.store]
     load_before = _common.loadavg()
-    work = Path(tempfile.mkdtemp(prefix="bench-bound-"))
-    timings = Timings(work / "timings.txt")
-    timings.path.touch()
-    os.environ["LXDD_BENCH_TIMINGS"] = str(timings.path)
-    phases: dict[str, dict] = {}
-    raw: dict[str, list[tuple[float, float, float]]] = {}  # bound transactions per phase
-    with _common.lxd_daemon(args.lxd_dir) as lxd, \
-            _common.lxd_project(lxd, args.pool) as project, \
-            _common.service(lxd, log_level=args.service_log_level, keep_log=args.keep_log,
-                            launcher=[str(HERE / "_timed_service.py")]) as svc:
-        bench = Bench(svc.client.use_project(project), svc.socket_path, project,
-                      placement_group=args.placement_group)
-
-        def phase(name: str, run) -> None:
-            timings.take()  # drop what came before (setup, clean-up)
-            extra = run() or {}
-            taken = timings.take()
-            bound = taken.get("bound_txn", [])
-            raw[name] = bound
-            phases[name] = {
-                "bound_ms": summary([s for s, _, _ in bound]),
-                "bound_wait_ms": summary([w for _, w, _ in bound]),
-                "bound_cpu_ms": summary([c for _, _, c in bound]),
-                "launch_sync_ms": summary([s for s, _, _ in taken.get("launch_sync", [])]),
-                # Who else held the write lock meanwhile, and for how long (ms in all).
-                "other_txn": len(taken.get("other_txn", [])),
-                "other_txn_hold_ms": round(sum(s - w for s, w, _ in taken.get("other_txn", []))
-                                           * 1000, 1),
-                "bound_hold_ms": round(sum(s - w for s, w, _ in bound) * 1000, 1),
-                **extra, "loadavg": _common.loadavg()}
-            _common.log(f"{name}: {phases[name]}")
-
-        _common.log("warming up")
-        bench.set_maximum(1)
-        with unix_client(svc.socket_path) as http:
-            bench.wait(http, bench.launch(http, "warm"))
-        bench.delete_all()
-
-        launch_times: list[float] = []
-
-        def sequential() -> dict:
-            launch_times.extend(bench.sequential(args.sequential))
-            return {"launch_e2e_ms": summary(launch_times)}
-
-        phase("sequential", sequential)
-        for round_number in range(args.rounds):
-            phase(f"concurrent-{round_number + 1}",
-                  lambda r=round_number: bench.concurrent(args.callers, r))
-        # At the bound: one instance, maximum 1.
-        bench.set_maximum(1)
-        with unix_client(svc.socket_path) as http:
-            bench.wait(http, bench.launch(http, "full"))
-        phase("refused-1", lambda: {"requests": bench.refused(1, args.hammer_seconds)})
-        phase(f"refused-{args.callers}",
-              lambda: {"requests": bench.refused(args.callers, args.hammer_seconds)})
-        bench.delete_all()
+    results: dict[str, dict[str, dict]] = {}
+    postgres = (PostgresServer.start(durable=args.postgresql_fsync == "on")
+                if "postgresql" in stores else None)
+    try:
+        with _common.lxd_daemon(args.lxd_dir) as lxd:
+            for store in stores:
+                results[store] = measure(store, args, lxd, postgres)
+    finally:
+        if postgres is not None:
+            postgres.stop()
     load_after = _common.loadavg()
 
-    # The concurrent rounds together.
-    rounds = [t for n, values in raw.items() if n.startswith("concurrent-") for t in values]
-    concurrent = summary([s for s, _, _ in rounds])
-    concurrent_wait = summary([w for _, w, _ in rounds])
-    concurrent_cpu = summary([c for _, _, c in rounds])
-    concurrent_mean = concurrent["mean"]
-    sequential_mean = phases["sequential"]["bound_ms"]["mean"]
-    launch_mean = mean(launch_times) * 1000
-    met = concurrent_mean <= GOAL_MS
-
-    print(f"{'phase':>14} {'n':>6} {'mean':>8} {'median':>8} {'p95':>8} {'max':>8} "
-          f"{'wait':>8} {'cpu':>8} {'launch':>8}  (ms: the bound transaction; its mean "
-          f"wait for the lock and CPU; launch_sync median)")
-    for name, figures in phases.items():
-        bound = figures["bound_ms"]
-        print(f"{name:>14} {bound['n']:>6} {bound.get('mean', 0):>8.3f} "
-              f"{bound.get('median', 0):>8.3f} {bound.get('p95', 0):>8.3f} "
-              f"{bound.get('max', 0):>8.3f} {figures['bound_wait_ms'].get('mean', 0):>8.3f} "
-              f"{figures['bound_cpu_ms'].get('mean', 0):>8.3f} "
-              f"{figures['launch_sync_ms'].get('median', 0):>8.3f}  "
-              f"(other writes: {figures['other_txn']}, holding {figures['other_txn_hold_ms']} "
-              f"ms; load {figures['loadavg']})")
-    print(f"a launch end to end (1 caller): {launch_mean:.1f} ms mean; the bound's share: "
-          f"{sequential_mean / launch_mean:.2%}")
-    print(f"bound transaction, mean: 1 caller {sequential_mean:.3f} ms, {args.callers} "
-          f"concurrent launches {concurrent_mean:.3f} ms; goal <= {GOAL_MS} ms at "
-          f"{args.callers}: {'met' if met else 'MISSED'}")
+    many = f"shapes-{args.callers}"
+    print(f"{'store':>10} {'phase':>10} {'n':>5} {'p50':>8} {'mean':>8} {'p95':>8} "
+          f"{'max':>8} {'wait':>8} {'cpu':>8} {'resv/s':>8}  (ms: the bound transaction; "
+          "wait: its mean wait before its first statement; cpu: its mean CPU)")
+    for store, phases in results.items():
+        for name, f in phases.items():
+            b = f["bound_ms"]
+            print(f"{store:>10} {name:>10} {b['n']:>5} {b.get('median', 0):>8.3f} "
+                  f"{b.get('mean', 0):>8.3f} {b.get('p95', 0):>8.3f} {b.get('max', 0):>8.3f} "
+                  f"{f['bound_wait_ms'].get('mean', 0):>8.3f} "
+                  f"{f['bound_cpu_ms'].get('mean', 0):>8.3f} {f['reservations_per_s']:>8.1f}"
+                  f"  (other writes: {f['other_txn']}; load {f['loadavg']})")
+    ratios = {}
+    if len(results) == 2:
+        pg, lite = results["postgresql"], results["sqlite"]
+        ratios = {
+            f"{many}_p50": ratio(pg[many]["bound_ms"].get("median"),
+                                 lite[many]["bound_ms"].get("median")),
+            f"{many}_mean": ratio(pg[many]["bound_ms"].get("mean"),
+                                  lite[many]["bound_ms"].get("mean")),
+            "shape-1_p50": ratio(pg["shape-1"]["bound_ms"].get("median"),
+                                 lite["shape-1"]["bound_ms"].get("median")),
+            "shape-1_reservations_per_s": ratio(pg["shape-1"]["reservations_per_s"],
+                                                lite["shape-1"]["reservations_per_s"]),
+        }
+        print("PostgreSQL / SQLite: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
+    met = None
+    if "postgresql" in results:
+        p50 = results["postgresql"][many]["bound_ms"].get("median", float("inf"))
+        met = p50 <= GOAL_MS
+        print(f"PostgreSQL bound transaction p50 at {args.callers} launches over "
+              f"{args.callers} shapes: {p50:.3f} ms; goal <= {GOAL_MS} ms: "
+              f"{'met' if met else 'MISSED'}")
     print(f"load average before: {load_before}, after: {load_after}")
-    _common.emit({
-        "bench": "bound_check", "callers": args.callers, "rounds": args.rounds,
-        "sequential": args.sequential, "hammer_seconds": args.hammer_seconds,
-        "placement_group": args.placement_group,
-        "bound_ms_1": sequential_mean, "bound_ms_concurrent": concurrent_mean,
-        "bound_concurrent_ms": concurrent, "bound_concurrent_wait_ms": concurrent_wait,
-        "bound_concurrent_cpu_ms": concurrent_cpu,
-        "launch_e2e_ms": round(launch_mean, 2),
-        "bound_share": round(sequential_mean / launch_mean, 5),
-        "phases": phases, "goal_ms": GOAL_MS, "met": met,
-        "loadavg_before": load_before, "loadavg_after": load_after,
-    })
+    _common.emit({"bench": "bound_check", "callers": args.callers, "rounds": args.rounds,
+                  "placement_group": args.placement_group, "stores": results,
+                  "ratios": ratios, "goal_ms": GOAL_MS, "met": met,
+                  "loadavg_before": load_before, "loadavg_after": load_after})
     return 0
 
 

@@ -319,6 +319,14 @@ class PostgresServer:
             self._password = password
         return self._password
 
+    def lose_database(self, database: PostgresDatabase) -> None:
+        """Make it anew, empty (as a lost database restored from nothing), under the same
+        name and password: a service started on it migrates it again."""
+        with self.connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{database.name}" OWNER {SERVICE_ROLE} '
+                         "TEMPLATE template0")
+
     def drop_database(self, name: str) -> None:
         """Drop it, ending whatever sessions are still on it."""
         with self.connect() as conn:

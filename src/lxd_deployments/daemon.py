@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sqlalchemy.exc import OperationalError
+
 from .api import create_app
 from .auth.caller import Listener
 from .auth.identify import Authenticators
@@ -129,7 +131,11 @@ def build_core(settings: Settings) -> Core:
     secure_state(settings)  # before the store opens: its secrets are never exposed
     if settings.database is None:
         create_private(settings.database_path)  # SQLite: made 0600 before it opens
-    db = open_database(settings)
+    try:
+        db = open_database(settings)
+    except OperationalError as err:
+        # The server's own words (never the password: it is in no URL or message).
+        raise ConfigError(f"cannot open the store: {str(err.orig).strip()}") from err
     return Core(db=db, lxd=PylxdAdapter(), lxd_readiness=LXDReadiness(ready=False),
                 operations=Operations(max_workers=settings.operation_workers,
                                       bulk_workers=settings.bulk_concurrency),

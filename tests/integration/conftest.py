@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -244,10 +244,7 @@ class Service:
             for path in self.state_dir.glob(f"{DATABASE_FILE}*"):
                 path.unlink()
             return
-        server, name = self.store.server, self.store.name
-        server.drop_database(name)
-        with server.connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" OWNER lxdd TEMPLATE template0')
+        self.store.server.lose_database(self.store)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -368,11 +365,14 @@ class ServiceFactory:
     """Starts services on fresh state dirs and stops them all at the end (see `services`)."""
 
     def __init__(self, lxd: PrivateLXD, tmp_path_factory: pytest.TempPathFactory,
-                 store_kind: str = "sqlite", postgres: PostgresServer | None = None) -> None:
+                 store_kind: str = "sqlite", postgres: Callable[[], PostgresServer] | None = None
+                 ) -> None:
         self._lxd = lxd
         self._tmp_path_factory = tmp_path_factory
         self.store_kind = store_kind
-        self._postgres = postgres
+        # The session's PostgreSQL server, got when a service first needs it.
+        self._get_postgres = postgres
+        self._postgres: PostgresServer | None = None
         self.started: list[tuple[Service, Path]] = []
         self._databases: list[PostgresDatabase] = []
 
@@ -387,7 +387,9 @@ class ServiceFactory:
         store_kind = store or self.store_kind
         database = None
         if store_kind == "postgresql" and "database" not in config:
-            assert self._postgres is not None
+            if self._postgres is None:
+                assert self._get_postgres is not None, "no PostgreSQL server to use"
+                self._postgres = self._get_postgres()
             database = self._postgres.create_database()
             self._databases.append(database)
             config = {**database.service_config(), **config}
@@ -438,8 +440,8 @@ def free_port() -> int:
 def _service_factory(lxd, tmp_path_factory, request: pytest.FixtureRequest
                      ) -> Iterator[ServiceFactory]:
     store_kind = request.getfixturevalue("store_kind")
-    postgres = request.getfixturevalue("postgres") if store_kind == "postgresql" else None
-    factory = ServiceFactory(lxd, tmp_path_factory, store_kind, postgres)
+    factory = ServiceFactory(lxd, tmp_path_factory, store_kind,
+                             lambda: request.getfixturevalue("postgres"))
     try:
         yield factory
     finally:

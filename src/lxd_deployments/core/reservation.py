@@ -1,7 +1,7 @@
 """The one reservation of launch slots, for single, bulk and scale launches.
 
 A launch is decided in one write transaction, before LXD is asked anything: the locks
-(`lock_for_reservation`: the shape's placement group, then the shape), the bound (the
+(`lock_for_reservation`: the shape, then its placement group), the bound (the
 shape's count against its maximum), the placement (every shape of the group counted,
 `placement.decide`), then a `pending` record per instance. Whatever refuses (the bound,
 a strict placement rule) refuses the whole request before any record or operation

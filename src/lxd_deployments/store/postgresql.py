@@ -34,11 +34,13 @@ CONNECT_TIMEOUT_S = 10
 POOL_TIMEOUT_S = 30
 # Connections kept open, and how many more may be opened under load. The service's
 # threads that reach the store: the operation workers (16 by default), bulk workers,
-# the request threads (FastAPI runs sync handlers on up to 40) and background duties;
-# most of them hold a connection for a millisecond, so 10 + 30 is ample and leaves
-# room on a server shared by several units (PostgreSQL's default limit is 100).
-POOL_SIZE = 10
-POOL_OVERFLOW = 30
+# the request threads (FastAPI runs sync handlers on up to 40) and background duties.
+# Connections past POOL_SIZE are closed as soon as they are given back, and opening
+# one (TCP, SCRAM, a new backend) costs milliseconds: a burst of 50 launches must not
+# pay that, so the pool keeps enough; 30 + 10 leaves room for two units on a server's
+# default limit of 100 connections.
+POOL_SIZE = 30
+POOL_OVERFLOW = 10
 
 # The key of the advisory lock migrations run under (any constant; "lxdd" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C786464
@@ -60,7 +62,10 @@ def postgresql_engine(url: str, password: str | None, *, pool_size: int | None =
     engine = create_engine(
         parsed, connect_args=connect_args, isolation_level="READ COMMITTED",
         pool_size=size, max_overflow=POOL_OVERFLOW if pool_size is None else size,
-        pool_timeout=POOL_TIMEOUT_S, pool_pre_ping=True, hide_parameters=True)
+        # No ping before each use: a round trip on every transaction. A connection
+        # that a server restart broke fails its first statement, and SQLAlchemy then
+        # drops every connection of the pool (its disconnect handling).
+        pool_timeout=POOL_TIMEOUT_S, pool_recycle=3600, hide_parameters=True)
     event.listen(engine, "before_cursor_execute", _translate, retval=True)
     return engine
 

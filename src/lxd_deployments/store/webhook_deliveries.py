@@ -83,9 +83,10 @@ def enqueue(conn: Connection, deployment_id: int, event_id: str, event_type: str
 
 def claim_due(conn: Connection, now: float) -> DeliveryRow | None:
     """Take the most overdue pending delivery: it becomes `delivering`, its attempt
-    counted (call in a write transaction). On PostgreSQL the row is locked and rows
-    another worker holds are skipped, so two workers never claim the same delivery
-    (SQLite's writers are one at a time already; it has no row locks)."""
+    counted (call in a write transaction). On PostgreSQL, where deliverers' claims run
+    at once, the row is locked as it is read and rows another claim holds are passed
+    over (`FOR UPDATE SKIP LOCKED`): each delivery is claimed once, and no claim waits
+    for another. SQLite's write transactions are serial (it renders neither)."""
     row = conn.execute(select(table).where(table.c.status == PENDING,
                                            table.c.next_attempt_at <= now)
                        .order_by(table.c.next_attempt_at, table.c.id).limit(1)
