@@ -83,16 +83,22 @@ def enqueue(conn: Connection, deployment_id: int, event_id: str, event_type: str
 
 def claim_due(conn: Connection, now: float) -> DeliveryRow | None:
     """Take the most overdue pending delivery: it becomes `delivering`, its attempt
-    counted (call in a write transaction)."""
-    row = conn.execute(select(table).where(table.c.status == PENDING,
-                                           table.c.next_attempt_at <= now)
-                       .order_by(table.c.next_attempt_at, table.c.id).limit(1)).first()
-    if row is None:
-        return None
-    stamp = utcnow()
-    conn.execute(update(table).where(table.c.id == row.id).values(
-        status=DELIVERING, attempts=row.attempts + 1, last_attempt_at=stamp, updated_at=stamp))
-    return _row(conn.execute(select(table).where(table.c.id == row.id)).first())
+    counted (call in a write transaction). The update says `still pending`: on
+    PostgreSQL two workers' transactions may read the same row (READ COMMITTED), and
+    only one of them may take it (the other takes the next, or none)."""
+    while True:
+        row = conn.execute(select(table).where(table.c.status == PENDING,
+                                               table.c.next_attempt_at <= now)
+                           .order_by(table.c.next_attempt_at, table.c.id).limit(1)).first()
+        if row is None:
+            return None
+        stamp = utcnow()
+        taken = conn.execute(update(table).where(
+            table.c.id == row.id, table.c.status == PENDING).values(
+            status=DELIVERING, attempts=row.attempts + 1, last_attempt_at=stamp,
+            updated_at=stamp)).rowcount
+        if taken == 1:
+            return _row(conn.execute(select(table).where(table.c.id == row.id)).first())
 
 
 def mark_delivered(conn: Connection, delivery_id: int, *, status_code: int, url: str) -> None:
