@@ -393,7 +393,11 @@ def test_three_units_under_1000_mixed_calls_keep_the_bounds(lxd, lxd_project, tm
                 f"{SHAPE_URL}/instances", {"instance_name": f"first-{n}"})))
             assert final["status"] == "Success", final
         # Each governor has an HTTPS client of every unit (the same certificate pinned).
-        clients = [[units.https_client(s, c, timeout=OPERATION_TIMEOUT + 10)
+        # A client may leave one unit idle for a while (waiting on another): it drops an
+        # idle connection before the unit's keep-alive timeout (http.keepalive_timeout,
+        # 5 s) would, so that no request is sent on a connection the unit is closing.
+        clients = [[units.https_client(s, c, timeout=OPERATION_TIMEOUT + 10,
+                                       limits=httpx.Limits(keepalive_expiry=2.0))
                     for s in units.services] for c in certificates]
         # A unit trusts a certificate added on another within its trust resync
         # (servers.TLS_RESYNC_INTERVAL): wait until every unit lets every governor in.
