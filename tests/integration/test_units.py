@@ -318,9 +318,13 @@ class Governor(threading.Thread):
         operation = answer.json()["metadata"]
         # Waited on through any unit, not only the one that runs it.
         waiter = self.random.choice(self.clients)
-        final = wait_operation(waiter, operation, OPERATION_TIMEOUT)
+        started = time.monotonic()
+        final = ok(waiter.get(f"/1.0/operations/{operation['id']}/wait",
+                              params={"timeout": OPERATION_TIMEOUT}))
         self.calls.note(f"{what} {final['status']}",
-                        None if final["status"] == "Success" else f"{what}: {final}")
+                        None if final["status"] == "Success" else
+                        f"{what} (waited {time.monotonic() - started:.1f}s on "
+                        f"{waiter.base_url}): {final}")
 
     def delete_one(self, http: httpx.Client) -> None:
         listed = ok(http.get(f"{SHAPE_URL}/instances", params=self.params))
