@@ -22,12 +22,15 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 
 from tests.certs import make_certificate
 
 from .helpers import API, accepted, ok, ours, poll_until, shape_records, wait_operation
 from .receiver import Receiver
 from .units import running_units
+
+pytestmark = pytest.mark.both_stores
 
 BUSYBOX = {"type": "image", "alias": "busybox"}
 TAKEOVER_LIMIT = 5.0  # seconds, issue 14
@@ -44,6 +47,13 @@ def make_shape(api: API, name: str, minimum: int, maximum: int, source=None) -> 
     ok(api.post("/1.0/deployments/dep/shapes", {
         "name": name, "scaling_minimum": minimum, "scaling_maximum": maximum,
         "instance_template": {"source": source or BUSYBOX}}), 201)
+
+
+@pytest.fixture
+def store(store_kind, request):
+    """The units' store: a PostgreSQL server (they get a database of it), or None for
+    SQLite."""
+    return request.getfixturevalue("postgres") if store_kind == "postgresql" else None
 
 
 def store_rows(service, sql: str, *params) -> list[tuple]:
@@ -64,8 +74,8 @@ def unfinished_operations(service) -> list[tuple]:
 
 
 def test_an_operation_started_on_one_unit_is_waited_on_and_cancelled_on_another(
-        lxd, lxd_project, tmp_path, stalled_image):
-    with running_units(lxd, tmp_path, 2, operation_workers=1) as units:
+        lxd, lxd_project, tmp_path, store, stalled_image):
+    with running_units(lxd, tmp_path, 2, postgres=store, operation_workers=1) as units:
         a, b = units.services
         on_a = API(a.http, lxd_project)
         ok(on_a.post("/1.0/deployments", {"name": "dep"}), 201)
@@ -103,10 +113,10 @@ def test_an_operation_started_on_one_unit_is_waited_on_and_cancelled_on_another(
 
 
 def test_a_delete_held_in_its_terminating_hook_on_a_follower_ends_when_answered_on_the_leader(
-        lxd, lxd_project, tmp_path):
+        lxd, lxd_project, tmp_path, store):
     """The governor's answer reaches another unit (the leader) than the one whose
     operation waits on the hook: that operation still ends, with the removal."""
-    with running_units(lxd, tmp_path, 2) as units:
+    with running_units(lxd, tmp_path, 2, postgres=store) as units:
         leader = poll_until(units.leader, 30, "a unit to lead")
         follower = next(s for s in units.services if s is not leader)
         on_follower = API(follower.http, lxd_project)
@@ -134,10 +144,10 @@ def test_a_delete_held_in_its_terminating_hook_on_a_follower_ends_when_answered_
 
 
 def test_sigkill_of_the_leader_during_bulk_launches_is_taken_over_within_5s(
-        lxd, lxd_project, tmp_path):
+        lxd, lxd_project, tmp_path, store):
     receiver = Receiver()
     try:
-        with running_units(lxd, tmp_path, 3, **FAST_EVENTS) as units:
+        with running_units(lxd, tmp_path, 3, postgres=store, **FAST_EVENTS) as units:
             leader = poll_until(units.leader, 30, "a unit to lead")
             api = API(leader.http, lxd_project)
             ok(api.post("/1.0/deployments", {"name": "dep"}), 201)
@@ -308,9 +318,13 @@ class Governor(threading.Thread):
         operation = answer.json()["metadata"]
         # Waited on through any unit, not only the one that runs it.
         waiter = self.random.choice(self.clients)
-        final = wait_operation(waiter, operation, OPERATION_TIMEOUT)
+        started = time.monotonic()
+        final = ok(waiter.get(f"/1.0/operations/{operation['id']}/wait",
+                              params={"timeout": OPERATION_TIMEOUT}))
         self.calls.note(f"{what} {final['status']}",
-                        None if final["status"] == "Success" else f"{what}: {final}")
+                        None if final["status"] == "Success" else
+                        f"{what} (waited {time.monotonic() - started:.1f}s on "
+                        f"{waiter.base_url}): {final}")
 
     def delete_one(self, http: httpx.Client) -> None:
         listed = ok(http.get(f"{SHAPE_URL}/instances", params=self.params))
@@ -367,8 +381,9 @@ class Sampler(threading.Thread):
                     return
 
 
-def test_three_units_under_1000_mixed_calls_keep_the_bounds(lxd, lxd_project, tmp_path):
-    with running_units(lxd, tmp_path, 3) as units:
+def test_three_units_under_1000_mixed_calls_keep_the_bounds(lxd, lxd_project, tmp_path,
+                                                           store):
+    with running_units(lxd, tmp_path, 3, postgres=store) as units:
         first = units.services[0]
         api = API(first.http, lxd_project)
         ok(api.post("/1.0/deployments", {"name": "dep"}), 201)
@@ -382,7 +397,11 @@ def test_three_units_under_1000_mixed_calls_keep_the_bounds(lxd, lxd_project, tm
                 f"{SHAPE_URL}/instances", {"instance_name": f"first-{n}"})))
             assert final["status"] == "Success", final
         # Each governor has an HTTPS client of every unit (the same certificate pinned).
-        clients = [[units.https_client(s, c, timeout=OPERATION_TIMEOUT + 10)
+        # A client may leave one unit idle for a while (waiting on another): it drops an
+        # idle connection before the unit's keep-alive timeout (http.keepalive_timeout,
+        # 5 s) would, so that no request is sent on a connection the unit is closing.
+        clients = [[units.https_client(s, c, timeout=OPERATION_TIMEOUT + 10,
+                                       limits=httpx.Limits(keepalive_expiry=2.0))
                     for s in units.services] for c in certificates]
         # A unit trusts a certificate added on another within its trust resync
         # (servers.TLS_RESYNC_INTERVAL): wait until every unit lets every governor in.

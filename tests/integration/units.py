@@ -2,8 +2,10 @@
 the same `service_id`, the same HTTPS server certificate, the same store (hence the same
 webhook secrets). For the multi-unit tests (test_units.py).
 
-Each unit has its own sockets, HTTPS port and log; on SQLite they share the state dir
-(the store's file and its lock files), as the worker processes of one unit do.
+Each unit has its own sockets, HTTPS port and log. On PostgreSQL each has its own state
+dir and all use one database of the private server (tests/postgres.py); on SQLite they
+share the state dir (the store's file and its lock files), as the worker processes of
+one unit do.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from lxd_deployments.pki import ensure_key_pair
+from lxd_deployments.store.presence import NS_LEADER
 
 from .conftest import Service, free_port
 
@@ -30,9 +33,14 @@ class Units:
     """`count` services sharing one store; `start()` them one after the other (the
     first migrates the store), `stop()` them all (their logs are checked)."""
 
-    def __init__(self, lxd, tmp_path: Path, count: int, **config: object) -> None:
+    def __init__(self, lxd, tmp_path: Path, count: int, *, postgres=None,
+                 **config: object) -> None:
         self.tmp_path = tmp_path
         self.state_dir = tmp_path / "state"
+        # PostgreSQL: one database for every unit; None: SQLite in the shared state dir.
+        self.postgres = postgres
+        self.database = postgres.create_database() if postgres is not None else None
+        store = {} if self.database is None else self.database.service_config()
         self.service_id = f"it-units-{uuid.uuid4().hex[:8]}"
         tls = tmp_path / "tls"
         tls.mkdir()
@@ -46,10 +54,12 @@ class Units:
             self.socket_dirs.append(socket_dir)
             home = tmp_path / f"unit{index}"
             home.mkdir()
+            state_dir = self.state_dir if self.database is None else home / "state"
             self.services.append(Service(
-                socket_path=socket_dir / "unix.socket", state_dir=self.state_dir,
+                socket_path=socket_dir / "unix.socket", state_dir=state_dir,
                 config_path=home / "config.yaml", log_path=home / "service.log", cwd=home,
-                config={"state_dir": str(self.state_dir),
+                store=self.database,
+                config={"state_dir": str(state_dir),
                         "unix_socket": str(socket_dir / "unix.socket"),
                         "instance_socket": str(socket_dir / "instance.socket"),
                         "unix_socket_mode": "0600",
@@ -57,7 +67,7 @@ class Units:
                         "https_address": f"127.0.0.1:{free_port()}",
                         "service_id": self.service_id,
                         "tls": {"cert": str(self.cert), "key": str(self.key)},
-                        **config}))
+                        **store, **config}))
 
     def start(self) -> None:
         for service in self.services:
@@ -70,8 +80,12 @@ class Units:
             service.stop()
             if "Traceback" in service.log():
                 failures.append(service.log())
+            if self.postgres is not None and self.postgres.role_password() in service.log():
+                failures.append("the store's password is in the log:\n" + service.log())
         for socket_dir in self.socket_dirs:
             shutil.rmtree(socket_dir, ignore_errors=True)
+        if self.database is not None:
+            self.postgres.drop_database(self.database.name)
         return failures
 
     # --- who leads -----------------------------------------------------------------------
@@ -92,7 +106,15 @@ class Units:
         return leading[0] if leading else None
 
     def leader_lock_held(self) -> bool:
-        """Whether some process holds the leader lock (SQLite: a flock on its file)."""
+        """Whether some process holds the leader lock (PostgreSQL: the advisory lock, in
+        `pg_locks`; SQLite: a flock on its file)."""
+        if self.database is not None:
+            (count,) = self.services[0].query(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid::bigint = ? AND objsubid = 2 AND granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                NS_LEADER)[0]
+            return count > 0
         path = self.state_dir / "leader.lock"
         if not path.exists():
             return False
@@ -121,8 +143,8 @@ class Units:
 
 
 @contextlib.contextmanager
-def running_units(lxd, tmp_path: Path, count: int, **config: object):
-    units = Units(lxd, tmp_path, count, **config)
+def running_units(lxd, tmp_path: Path, count: int, *, postgres=None, **config: object):
+    units = Units(lxd, tmp_path, count, postgres=postgres, **config)
     try:
         units.start()
         yield units

@@ -296,3 +296,27 @@ def test_the_secret_is_made_on_first_use_and_rotates_with_a_grace_period(app, ca
     deployment = client.get("/1.0/deployments/web").json()["metadata"]
     assert first["secret"] not in json.dumps(deployment)
     assert first["secret"] not in caplog.text and rotated["secret"] not in caplog.text
+
+
+def test_two_workers_claiming_at_once_never_take_the_same_delivery(db, deployment):
+    """The second claim reads the row the first took but had not committed yet (READ
+    COMMITTED on PostgreSQL; SQLite serialises writers): it takes the next one."""
+    import threading
+
+    first_id, second_id = publish(db, deployment), publish(db, deployment)
+    now = time.time() + 1
+    taken: list[str] = []
+    with db.write() as conn:
+        taken.append(queue.claim_due(conn, now).uuid)
+        other = threading.Thread(target=lambda: taken.append(_claim(db, now)))
+        other.start()
+        other.join(0.5)  # it waits on the first's row (or write) lock meanwhile
+    other.join(10)
+    assert not other.is_alive()
+    assert sorted(taken) == sorted([first_id, second_id])
+
+
+def _claim(db, now: float) -> str:
+    with db.write() as conn:
+        claimed = queue.claim_due(conn, now)
+        return claimed.uuid if claimed else ""
