@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import ops
 from cosl import JujuTopology
 
-from charms.lxd_deployments.v0.governor import GovernorProvider, GovernorRemovedEvent
+from charms.lxd_deployments.v0.governor import GovernorProvider, GovernorRemovedEvent, Grant
 from lxd_deployments_charm import (
     actions,
     cluster,
@@ -69,12 +69,15 @@ class StorePlan:
     `copy`: the leader copies its SQLite store into PostgreSQL before switching.
     `leads`: this unit reconciles the `deployments` option and makes or revokes governors'
     keys (on the shared store only the leader does; every unit does on its own store).
+    `another_serves`: this unit's service does not run, another unit's does (the unit
+    holding the SQLite store), so the leader still answers governors for the application.
     """
 
     run: bool = True
     credentials: postgresql.Credentials | None = None
     copy: bool = False
     leads: bool = True
+    another_serves: bool = False
 
     @property
     def shared(self) -> bool:
@@ -147,9 +150,13 @@ class LXDDeploymentsCharm(ops.CharmBase):
         self._reconcile(restart=True)
 
     def _on_governor_removed(self, event: GovernorRemovedEvent) -> None:
-        # On the shared store the leader revokes, once, for every unit.
-        shared = self._peer_data().moved_to_postgresql
-        if event.grant is not None and (self.unit.is_leader() or not shared):
+        # The unit whose service holds the application's keys revokes, once: the leader
+        # on the shared store, the unit holding the SQLite store before.
+        if self._peer_data().moved_to_postgresql:
+            revokes = self.unit.is_leader()
+        else:
+            revokes = self._store_holder() == self.unit.name
+        if event.grant is not None and revokes:
             try:
                 with connect(PATHS.socket) as service:
                     governors.revoke(service, event.grant)
@@ -195,6 +202,11 @@ class LXDDeploymentsCharm(ops.CharmBase):
                 self._issues.append(spec_error)
             identity = self._identity()
             plan = self._store_plan(retry_copy=retry_copy)
+            if plan.run and (identity is None or identity.server is None) and (
+                    plan.shared or self._unit_count() > 1):
+                # Beside other units, a service with an id and certificate of its own
+                # would not recognise their instances, nor be trusted by governors.
+                plan = StorePlan(run=False, leads=False)
             try:
                 restarted = self._ensure_service(options, spec, identity, plan, restart=restart)
             except CopyFailed as err:
@@ -206,7 +218,7 @@ class LXDDeploymentsCharm(ops.CharmBase):
                 plan = StorePlan()
                 restarted = self._ensure_service(options, spec, identity, plan, restart=True)
             if not plan.run:
-                self._withdraw_governors()
+                self._withdraw_governors(another_serves=plan.another_serves)
                 self._publish_cos_agent(None, options, identity)
                 return
             with connect(PATHS.socket) as service:
@@ -324,6 +336,13 @@ class LXDDeploymentsCharm(ops.CharmBase):
     def _store_plan(self, *, retry_copy: bool) -> StorePlan:
         """Decide the store; never two stores serving governors, never a stale one."""
         leader, app = self.unit.is_leader(), self.app.name
+        if self._peer_relation() is None and self._unit_count() > 1:
+            # An added unit's first hooks: which store is the application's is in the
+            # peer relation; until then its service must not start on a store of its own.
+            self._issues.append(WaitingError(
+                "waiting for the cluster peer relation (this unit's service starts once "
+                "it knows the application's store)"))
+            return StorePlan(run=False, leads=False)
         holder = self._store_holder()
         holds = holder == self.unit.name
         peer = self._peer_data()
@@ -343,7 +362,7 @@ class LXDDeploymentsCharm(ops.CharmBase):
                 self._issues.append(WaitingError(
                     f"waiting for {holder or 'the leader'} to copy its store into "
                     "PostgreSQL (this unit's service is stopped until then)"))
-                return StorePlan(run=False, leads=False)
+                return StorePlan(run=False, leads=False, another_serves=holder is not None)
             relation = self._peer_relation()
             assert relation is not None
             if relation.data[self.unit].get("store-copied") == url:
@@ -371,7 +390,7 @@ class LXDDeploymentsCharm(ops.CharmBase):
             self._issues.append(BlockedError(
                 f"{units} units and no shared store: {integrate} (until then this "
                 f"unit's service is stopped; {holder or 'the leader'} serves)"))
-            return StorePlan(run=False, leads=False)
+            return StorePlan(run=False, leads=False, another_serves=holder is not None)
         return StorePlan()
 
     def _record_move(self, url: str) -> None:
@@ -389,7 +408,8 @@ class LXDDeploymentsCharm(ops.CharmBase):
     def _move_store(self, plan: StorePlan, python: str) -> None:
         """The holder's first switch: stop, copy SQLite into PostgreSQL, record it."""
         assert plan.credentials is not None
-        systemd.stop(SERVICE_NAME)
+        if systemd.is_active(SERVICE_NAME):
+            systemd.stop(SERVICE_NAME)
         result = store_move.copy_store(python, PATHS.current_release, PATHS.config_file)
         if not result.ok:
             raise CopyFailed(result.message)
@@ -417,6 +437,11 @@ class LXDDeploymentsCharm(ops.CharmBase):
                         identity: cluster.Identity | None, plan: StorePlan, *,
                         restart: bool) -> bool:
         """Install, render, (re)start when anything changed; True if (re)started."""
+        if plan.copy and systemd.is_active(SERVICE_NAME):
+            # Stopped before its config names PostgreSQL: a service restarted by systemd
+            # (a crash) in between would write the target before the copy, or SQLite
+            # after it.
+            systemd.stop(SERVICE_NAME)
         if not install.is_installed(PATHS.install_dir):
             self.unit.status = ops.MaintenanceStatus("installing the service")
         sources = install.find_sources()
@@ -510,10 +535,27 @@ class LXDDeploymentsCharm(ops.CharmBase):
             return PATHS.tls_cert
         return PATHS.server_cert
 
-    def _withdraw_governors(self) -> None:
-        """This unit's service does not run: governors must not be sent to it."""
-        for relation in self.governors.relations:
-            self.governors.withdraw(relation.id)
+    def _withdraw_governors(self, *, another_serves: bool) -> None:
+        """This unit's service does not run: governors must not be sent to it.
+
+        When another unit's service serves (it holds the SQLite store), the leader still
+        writes the application's answer, which only it can write: the key that unit
+        makes is named from the relation and the request alone, so the answer is the
+        request's. Nobody serving (the shared store unreachable): nothing is granted."""
+        for request in self.governors.requests():
+            if not another_serves:
+                self.governors.withdraw(request.relation_id)
+            elif request.problem or not request.is_complete:
+                self.governors.publish_for_another_unit(request.relation_id,
+                                                        error=request.problem)
+            else:
+                assert request.deployment is not None
+                fingerprint = request.certificate_fingerprint
+                assert fingerprint is not None
+                self.governors.publish_for_another_unit(request.relation_id, Grant(
+                    deployment=request.deployment, project=request.project,
+                    key_name=request.key_name, role=request.role,
+                    certificate_fingerprint=fingerprint))
 
     def _serve_governors(self, service: Service, options: CharmOptions,
                          spec: DeploymentsSpec | None, identity: cluster.Identity | None,

@@ -1,10 +1,19 @@
 """The requirer side of the `postgresql_client` interface (the `database` relation).
 
 Ours, small and typed, written from the published interface specification (the
-charm-relation-interfaces `postgresql_client/v0` README and schemas) rather than the data
-platform team's `data_interfaces` charm library: that library is not published as a Python
-package, so it cannot be installed and pinned like the charm's other dependencies. Swap
-this module for the library once it ships as a package; the wire format is the same.
+charm-relation-interfaces `postgresql_client/v0` README and schemas). The data platform
+team's library cannot be used instead, for now:
+
+- its charmhub copy (`charms.data_platform_libs.v0.data_interfaces`) is fetched code,
+  which this project does not commit;
+- its PyPI package, `dpcharmlibs-interfaces` (1.2.2; `data-platform-helpers` carries an
+  older copy of the same), is the library's V1 only: its requirer asks with a V1
+  `requests` list, which a V0 provider does not read, and the `postgresql` charm's
+  provider is still V0 (`DatabaseProvides` of data_interfaces v0 on its 16/edge and main
+  branches, August 2026). A requirer on that package would never get a database.
+
+Swap this module for the package once the `postgresql` charm answers V1 requests; the
+requirer's side of the V0 exchange below is all this module does.
 
 The exchange, all in application databags:
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,8 +116,9 @@ class Machine:
             if self.systemd.log_file.exists() else ""
 
 
-@pytest.fixture
-def machine(lxd: PrivateLXD, monkeypatch) -> Iterator[Machine]:
+@contextmanager
+def _machine_of_a_unit(lxd: PrivateLXD, monkeypatch) -> Iterator[Machine]:
+    """A unit's machine: its own root, systemd and port; the charm acts on it (`_use`)."""
     # A short root: the service's unix socket lives under it (at most 107 bytes).
     root = Path(tempfile.mkdtemp(prefix="lxdc-"))
     paths = Paths(root)
@@ -125,11 +127,10 @@ def machine(lxd: PrivateLXD, monkeypatch) -> Iterator[Machine]:
     # the unit runs the virtualenv's interpreter on the installed copy.
     sources = install.Sources(REPO / "src" / "lxd_deployments", (),
                               str(Path(sys.prefix) / "bin" / "python"))
-    monkeypatch.setattr(charm, "PATHS", paths)
-    monkeypatch.setattr(charm, "systemd", systemd)
     monkeypatch.setattr(charm.install, "find_sources", lambda: sources)
     monkeypatch.setattr(charm.lxd_access, "local_socket", lambda: lxd.socket_path)
     state = Machine(paths, systemd, _free_port())
+    _use(state, monkeypatch)
     try:
         yield state
     finally:
@@ -137,6 +138,18 @@ def machine(lxd: PrivateLXD, monkeypatch) -> Iterator[Machine]:
         log = state.log()
         shutil.rmtree(root, ignore_errors=True)
     assert "Traceback" not in log, log
+
+
+def _use(machine: Machine, monkeypatch) -> None:
+    """The charm's next hook runs on `machine` (each unit is a machine of its own)."""
+    monkeypatch.setattr(charm, "PATHS", machine.paths)
+    monkeypatch.setattr(charm, "systemd", machine.systemd)
+
+
+@pytest.fixture
+def machine(lxd: PrivateLXD, monkeypatch) -> Iterator[Machine]:
+    with _machine_of_a_unit(lxd, monkeypatch) as state:
+        yield state
 
 
 def _deployments(project: str) -> str:
@@ -385,3 +398,96 @@ def test_the_cos_agent_scrape_job_scrapes_the_real_service(lxd, lxd_project, mac
     job["tls_config"]["key_file"] = str(kept_key)
     status, _ = _scrape_until(job, cert_file, ok=False)
     assert not status.endswith("200 OK")
+
+
+def _served_certificate(port: int) -> bytes:
+    """The DER certificate the HTTPS listener on `port` presents."""
+    return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port)))
+
+
+def test_two_units_serve_one_postgresql_store_with_one_id_and_certificate(
+        lxd, lxd_project, postgres, monkeypatch, tmp_path):
+    """A unit on SQLite with a governor's key and instance; PostgreSQL related: the
+    leader copies its store (the real copy-store), a second unit joins; both services,
+    each from its charm-rendered config, serve the same store, service id and
+    certificate: the governor's key works on either, and either's instances are ours."""
+    target = postgres.create_database()
+    governor_pair = make_client_pair("governor-charm")
+    with _machine_of_a_unit(lxd, monkeypatch) as first, \
+            _machine_of_a_unit(lxd, monkeypatch) as second:
+        units = [testing.Context(charm.LXDDeploymentsCharm, unit_id=n) for n in (0, 1)]
+        configs = [{"deployments": _deployments(lxd_project), "projects": lxd_project,
+                    "listen-address": "127.0.0.1", "port": m.port} for m in (first, second)]
+        governor = testing.Relation("governor", remote_app_name="autoscaler",
+                                    remote_app_data={
+                                        "certificate": governor_pair.certificate,
+                                        "deployment": "web", "project": lxd_project})
+
+        # lxd-deployments/0 alone: its SQLite store, the identity seeded from its own.
+        _use(first, monkeypatch)
+        state = units[0].run(units[0].on.install(), testing.State(leader=True,
+                                                                  config=configs[0]))
+        service_id = (first.paths.state_dir / "service-id").read_text().strip()
+        peer = testing.PeerRelation("cluster", interface="lxd_deployments_cluster")
+        state = units[0].run(units[0].on.relation_changed(governor), testing.State(
+            leader=True, config=configs[0], relations={peer, governor}))
+        assert state.unit_status.name == "active", first.log()
+        grant = state.get_relation(governor.id).local_unit_data
+        with _governor_client(grant["endpoint"], lxd_project, governor_pair.certificate,
+                              governor_pair.private_key, grant["server_certificate"],
+                              tmp_path / "g0") as client:
+            _launch(client, "g0")
+
+        # PostgreSQL related while a second unit is planned: the leader copies, switches.
+        database = testing.Relation("database", interface="postgresql_client",
+                                    remote_app_name="postgresql", remote_app_data={
+                                        "database": target.name,
+                                        "endpoints": f"127.0.0.1:{postgres.port}",
+                                        "username": "lxdd", "password": target.password})
+        peer = testing.PeerRelation("cluster", id=peer.id,
+                                    interface="lxd_deployments_cluster",
+                                    local_app_data=state.get_relation(peer.id).local_app_data,
+                                    peers_data={1: {}})
+        state = units[0].run(units[0].on.relation_changed(database), testing.State(
+            leader=True, config=configs[0], relations={peer, database, governor},
+            secrets=state.secrets, planned_units=2))
+        assert state.unit_status.name == "active", first.log()
+        shared = state.get_relation(peer.id).local_app_data
+        assert (shared["store"], shared["service-id"]) == ("postgresql", service_id)
+        assert yaml.safe_load(first.paths.config_file.read_text())["database"] == target.url
+
+        # lxd-deployments/1 joins: the shared store, the leader's identity.
+        _use(second, monkeypatch)
+        peer_of_second = testing.PeerRelation(
+            "cluster", id=peer.id, interface="lxd_deployments_cluster",
+            local_app_data=shared, peers_data={0: {}})
+        joined = units[1].run(units[1].on.relation_changed(database), testing.State(
+            leader=False, config=configs[1], planned_units=2,
+            relations={peer_of_second, database, testing.Relation(
+                "governor", id=governor.id, remote_app_name="autoscaler",
+                remote_app_data=governor.remote_app_data)},
+            secrets=state.secrets))
+        assert joined.unit_status.name == "active", second.log()
+        second_grant = joined.get_relation(governor.id).local_unit_data
+        assert second_grant["endpoint"] == f"https://127.0.0.1:{second.port}"
+        assert second_grant["key_name"] == grant["key_name"]
+
+        # The same certificate on both listeners, the one both units published.
+        published = ssl.PEM_cert_to_DER_cert(grant["server_certificate"])
+        assert ssl.PEM_cert_to_DER_cert(second_grant["server_certificate"]) == published
+        assert _served_certificate(first.port) == published
+        assert _served_certificate(second.port) == published
+
+        # The key made on SQLite works on the second unit; its instance is the
+        # application's (the same service id), and the first unit sees it too.
+        with _governor_client(second_grant["endpoint"], lxd_project,
+                              governor_pair.certificate, governor_pair.private_key,
+                              second_grant["server_certificate"], tmp_path / "g1") as client:
+            _launch(client, "g1")
+        assert _lxd_instances(lxd, lxd_project, service_id) == ["g0", "g1"]
+        with _governor_client(grant["endpoint"], lxd_project, governor_pair.certificate,
+                              governor_pair.private_key, grant["server_certificate"],
+                              tmp_path / "g0") as client:
+            listed = client.get("/1.0/deployments/web/shapes/frontend/instances").metadata
+        assert sorted(url.split("?")[0].rsplit("/", 1)[-1] for url in listed) == ["g0", "g1"]
+    postgres.drop_database(target.name)

@@ -172,8 +172,10 @@ def test_deleting_a_deployment_row_cascades_to_its_children(db):
 
     with db.read() as conn:
         tables = set(inspect(conn).get_table_names()) - {"sqlite_sequence"}
-    # event_cursors and audit_log are the service's own, not a deployment's.
-    for table in tables - {"schema", "certificates", "event_cursors", "audit_log"}:
+    # event_cursors, audit_log and the store's identity are the service's own, not a
+    # deployment's.
+    for table in tables - {"schema", "certificates", "event_cursors", "audit_log",
+                           "store_identity"}:
         assert count(db, table) == 0, table
     assert count(db, "certificates") == 1
 

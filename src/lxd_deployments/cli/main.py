@@ -14,6 +14,7 @@ from lxd_deployments import __version__
 from lxd_deployments.client import ClientError, DeploymentsClient, ServiceUnreachable
 
 from . import (
+    copy_store,
     deployments,
     governor_sockets,
     keys,
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     daemon = add_command(subparsers, "daemon", cmd_daemon, "Run the deployments service")
     daemon.add_argument("--config", metavar="FILE", help="service configuration file")
+    copy_store.register(subparsers)
     return parser
 
 

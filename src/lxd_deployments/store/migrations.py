@@ -6,7 +6,9 @@ without losing rows. `schema.py` describes the result for queries; a test checks
 that both agree.
 """
 
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 
 from sqlalchemy import Connection, text
 
@@ -352,6 +354,39 @@ def _add_operations_and_units(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _add_store_identity(conn: Connection) -> None:
+    """The store's own identity, and the record of a store copied into it (copy-store).
+
+    `store_identity` holds one row (id 1): a UUID made when the store is created (or
+    first migrated to this version), naming this store and no other, even when several
+    stores belong to one application (its units' SQLite stores). `store_copies` is the
+    marker copy-store writes in the same transaction as the rows it copies: the source
+    store's identity, so that running it again is a no-op, and another store's copy is
+    told apart from ours. It is written only into an empty store, so it holds one row
+    at most."""
+    statements = [
+        """CREATE TABLE store_identity (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            store_id TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE store_copies (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            source_store_id TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            row_count INTEGER NOT NULL,
+            copied_at TEXT NOT NULL
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(text(statement))
+    conn.execute(text("INSERT INTO store_identity (id, store_id, created_at) "
+                      "VALUES (1, :store_id, :created_at)"),
+                 {"store_id": str(uuid.uuid4()),
+                  "created_at": datetime.now(timezone.utc).isoformat()})
+
+
 def _add_event_log(conn: Connection) -> None:
     """The events of every process sharing the store, for each other's events streams
     (issue 14): a process appends what it publishes, every process tails what the others
@@ -392,6 +427,7 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _add_lifecycle,
     _add_pets,
     _add_operations_and_units,
+    _add_store_identity,
     _add_event_log,
 )
 

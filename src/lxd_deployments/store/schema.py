@@ -261,6 +261,25 @@ units = Table(
     Column("seen_at", Float, nullable=False),
 )
 
+store_identity = Table(
+    "store_identity",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("store_id", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+
+store_copies = Table(
+    "store_copies",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("source_store_id", Text, nullable=False, unique=True),
+    Column("source", Text, nullable=False),
+    Column("schema_version", BigInteger, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("copied_at", Text, nullable=False),
+)
+
 event_log = Table(
     "event_log",
     metadata,

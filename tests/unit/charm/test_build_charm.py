@@ -65,3 +65,6 @@ def test_the_lock_pins_every_distribution():
             assert re.sub(r"[-_.]+", "-", name).lower() in names, name
     charmcraft = yaml.safe_load((REPO / "charmcraft.yaml").read_text())
     assert charmcraft["parts"]["charm"]["charm-strict-dependencies"] is True
+    # Strict dependencies build from source all but these; psycopg-binary has no source.
+    assert "psycopg-binary" in names
+    assert "psycopg-binary" in charmcraft["parts"]["charm"]["charm-binary-python-packages"]

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 from ops import testing
 
-import charm
 from lxd_deployments_charm import cluster
 from lxd_deployments_charm.certs import make_client_pair
 from lxd_deployments_charm.paths import SERVICE_NAME
@@ -23,36 +21,6 @@ WEB = "web: {shapes: {frontend: {image: busybox, max: 3}}}"
 USER, PASSWORD = "relation-7", "pw-0123456789abcdef"
 URL = f"postgresql://{USER}@10.1.2.3:5432/lxd_deployments"
 INTEGRATE = "`juju integrate lxd-deployments postgresql`"
-
-
-@dataclass
-class FakeCopy:
-    """`store_move.copy_store`: records the config it was given and whether the service
-    ran during the copy; answers `result`."""
-
-    workload: object
-    result: CopyResult = field(default_factory=lambda: CopyResult(True, "copied"))
-    configs: list[dict] = field(default_factory=list)
-    service_active: list[bool] = field(default_factory=list)
-
-    def __call__(self, python: str, code_dir: Path, config_file: Path, **_) -> CopyResult:
-        self.configs.append(yaml.safe_load(Path(config_file).read_text()))
-        self.service_active.append(self.workload.systemd.active)
-        return self.result
-
-
-@pytest.fixture
-def copy(workload, monkeypatch) -> FakeCopy:
-    fake = FakeCopy(workload)
-    monkeypatch.setattr(charm.store_move, "copy_store", fake)
-    return fake
-
-
-@pytest.fixture
-def serving(workload):
-    workload.paths.state_dir.mkdir(parents=True, exist_ok=True)
-    workload.paths.server_cert.write_text(make_client_pair("own").certificate)
-    return workload
 
 
 def _config(workload) -> dict:

@@ -92,7 +92,7 @@ LIBID = "6f2d0c1e6b7a4c7fb0d2d8a4c1e9f3a5"
 # Increase this major API version when introducing breaking changes.
 LIBAPI = 0
 # Increase this PATCH version before publishing a change; reset it when LIBAPI changes.
-LIBPATCH = 1
+LIBPATCH = 2
 # Python packages this library needs besides ops (charmcraft installs them in the charm).
 PYDEPS = ["pydantic>=2"]
 
@@ -458,6 +458,26 @@ class GovernorProvider(ops.Object):
                        ).write(relation.data[self._charm.unit])
         if self._charm.unit.is_leader():
             _GrantData(error=message).write(relation.data[self._charm.app])
+
+    def publish_for_another_unit(self, relation_id: int, grant: Grant | None = None,
+                                 error: str | None = None) -> None:
+        """Another unit's service serves this relation, not this one's: clear this unit's
+        outcome and, as the leader (the only unit that writes the application's answer),
+        publish `grant` (its endpoint is the serving unit's own, in its databag) or
+        `error`; neither: nothing granted yet."""
+        relation = self._relation(relation_id)
+        if relation is None:
+            return
+        _UnitGrantData().write(relation.data[self._charm.unit])
+        if not self._charm.unit.is_leader():
+            return
+        if grant is not None:
+            _GrantData(deployment=grant.deployment, project=grant.project,
+                       key_name=grant.key_name, role=grant.role,
+                       certificate_fingerprint=grant.certificate_fingerprint
+                       ).write(relation.data[self._charm.app])
+        else:
+            _GrantData(error=error).write(relation.data[self._charm.app])
 
     def withdraw(self, relation_id: int) -> None:
         """Clear this unit's outcome (and the app's, if leader): nothing is granted."""
