@@ -11,7 +11,6 @@ one unit do.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 import shutil
 import ssl
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from lxd_deployments.pki import ensure_key_pair
-from lxd_deployments.store.presence import NS_LEADER
+from lxd_deployments.store.presence import NS_LEADER, flock_held
 
 from .conftest import Service, free_port
 
@@ -115,16 +114,7 @@ class Units:
                 "(SELECT oid FROM pg_database WHERE datname = current_database())",
                 NS_LEADER)[0]
             return count > 0
-        path = self.state_dir / "leader.lock"
-        if not path.exists():
-            return False
-        with open(path, "rb") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+        return flock_held(self.state_dir / "leader.lock")
 
     # --- clients -------------------------------------------------------------------------
 

@@ -164,10 +164,11 @@ def alive(db, unit_ids: Iterable[str]) -> set[str]:
                 "AND database = (SELECT oid FROM pg_database "
                 "WHERE datname = current_database())"), {"ns": NS_UNIT}).scalars())
         return {unit for unit in wanted if unit_key(unit) in held}
-    return {unit for unit in wanted if _flock_held(lock_dir(db) / f"{unit}.lock")}
+    return {unit for unit in wanted if flock_held(lock_dir(db) / f"{unit}.lock")}
 
 
-def _flock_held(path: Path) -> bool:
+def flock_held(path: Path) -> bool:
+    """Whether another process holds the flock on `path` (tried, then let go)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:
