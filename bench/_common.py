@@ -45,6 +45,7 @@ import httpx  # noqa: E402
 import pylxd  # noqa: E402
 import yaml  # noqa: E402
 from pylxd.exceptions import LXDAPIException  # noqa: E402
+from tests.certs import make_certificate  # noqa: E402
 from tests.integration.lxd_harness import (  # noqa: E402
     BUILD_IMAGE,
     BUSYBOX_ALIAS,
@@ -102,6 +103,19 @@ def free_port() -> int:
 
 
 # --- LXD -------------------------------------------------------------------------------
+
+
+def governed_shape(admin: DeploymentsClient, deployment: str, shape: str, maximum: int):
+    """A deployment with a busybox shape (0..maximum) and a read-only key for a new
+    governor certificate, which it returns (a `tests.certs.TestCertificate`)."""
+    admin.post("/1.0/deployments", json={"name": deployment})
+    admin.post(f"/1.0/deployments/{deployment}/shapes", json={
+        "name": shape, "scaling_minimum": 0, "scaling_maximum": maximum,
+        "instance_template": {"source": {"type": "image", "alias": BUSYBOX_ALIAS}}})
+    certificate = make_certificate("bench-governor")
+    admin.post(f"/1.0/deployments/{deployment}/keys", json={
+        "name": "governor", "certificate": certificate.pem, "role": "ro"})
+    return certificate
 
 
 def delete_instances(client: pylxd.Client, names: list[str]) -> None:

@@ -39,7 +39,6 @@ from statistics import mean
 
 import _common
 import httpx
-from tests.certs import make_certificate
 
 DEPLOYMENT = "bench"
 SHAPE = "list"
@@ -109,13 +108,7 @@ def main() -> int:
             _common.service(lxd, log_level=args.service_log_level, keep_log=args.keep_log,
                             extra_config={"https_address": f"127.0.0.1:{port}"}) as svc:
         admin = svc.client.use_project(project)
-        admin.post("/1.0/deployments", json={"name": DEPLOYMENT})
-        admin.post(f"/1.0/deployments/{DEPLOYMENT}/shapes", json={
-            "name": SHAPE, "scaling_minimum": 0, "scaling_maximum": args.count,
-            "instance_template": {"source": {"type": "image", "alias": _common.BUSYBOX_ALIAS}}})
-        certificate = make_certificate("bench-governor")
-        admin.post(f"/1.0/deployments/{DEPLOYMENT}/keys", json={
-            "name": "governor", "certificate": certificate.pem, "role": "ro"})
+        certificate = _common.governed_shape(admin, DEPLOYMENT, SHAPE, args.count)
         _common.log(f"launching {args.count} instances")
         names = launch(admin, args.count)
 

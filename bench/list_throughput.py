@@ -32,7 +32,6 @@ from pathlib import Path
 import _common
 import httpx
 from list_instances import governor_client, unix_client
-from tests.certs import make_certificate
 
 DEPLOYMENT = "bench"
 SHAPE = "list"
@@ -149,13 +148,7 @@ def measure(args: argparse.Namespace, lxd, workers: int) -> dict[str, float]:
                             extra_config={"https_address": f"127.0.0.1:{port}",
                                           "workers": workers}) as svc:
         admin = svc.client.use_project(project)
-        admin.post("/1.0/deployments", json={"name": DEPLOYMENT})
-        admin.post(f"/1.0/deployments/{DEPLOYMENT}/shapes", json={
-            "name": SHAPE, "scaling_minimum": 0, "scaling_maximum": args.count,
-            "instance_template": {"source": {"type": "image", "alias": _common.BUSYBOX_ALIAS}}})
-        certificate = make_certificate("bench-governor")
-        admin.post(f"/1.0/deployments/{DEPLOYMENT}/keys", json={
-            "name": "governor", "certificate": certificate.pem, "role": "ro"})
+        certificate = _common.governed_shape(admin, DEPLOYMENT, SHAPE, args.count)
         path = f"/1.0/deployments/{DEPLOYMENT}/shapes/{SHAPE}/instances"
         _common.log(f"workers={workers}: launching {args.count} instances")
         admin.post(path, json={"count": args.count})
