@@ -1,7 +1,8 @@
 """Events across processes: two cores (two event buses, two tails) on one SQLite file
 stand for two service processes sharing a store. An event published by A reaches B's
 stream clients once, with B's filters and authorisation; revocation on A closes B's
-streams; the log and the outbox keep to their limits."""
+streams (through the store's access counter, which each process follows); the log
+and the outbox keep to their limits."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lxd_deployments.api import create_app
 from lxd_deployments.core import Core
 from lxd_deployments.core.event_bus import EventBus
 from lxd_deployments.core.event_tail import LogCursor, OriginOrder
+from lxd_deployments.core.generations import GenerationFollower
 from lxd_deployments.store import event_log as log
 from lxd_deployments.store.event_log import LogRow
 
@@ -50,8 +52,12 @@ def pair(shared, fake_lxd):
     """Processes A and B on one store, each tailing it, each with an admin client."""
     a = make_core(shared, fake_lxd)
     b = make_core(shared, fake_lxd)
-    for core in (a, b):
+    # As the daemon does: each process follows the others' trust and access changes.
+    followers = [GenerationFollower(core.generations, core.tell_trust_listeners,
+                                    core.tell_access_listeners, poll=0.05) for core in (a, b)]
+    for core, follower in zip((a, b), followers, strict=True):
         core.events.start()
+        follower.start()
     with TestClient(admin_app(a)) as api_a, TestClient(admin_app(b)) as api_b:
         for name in ("web", "other"):  # no webhook: events go through the outbox
             assert api_a.post("/1.0/deployments", json={"name": name}).status_code == 201
@@ -60,7 +66,8 @@ def pair(shared, fake_lxd):
             "instance_template": {"source": {"type": "image", "alias": "busybox"}},
         }).status_code == 201
         yield SimpleNamespace(a=a, b=b, api_a=api_a, api_b=api_b)
-    for core in (a, b):
+    for core, follower in zip((a, b), followers, strict=True):
+        follower.stop()
         core.events.stop()
         core.operations.shutdown()
 

@@ -96,8 +96,6 @@ class Core:
             self.operations.listen(self.events.operation_changed)
             # What it logs for the other processes' streams is marked with this id.
             self.events.use_process_id(self.unit_id)
-            # Another process narrowed an access: this process's streams check too.
-            self.events.on_remote_access(self.tell_access_listeners)
 
     def trust_changed(self) -> None:
         """The trust store changed here: tell this process's listeners, and the others
@@ -106,13 +104,10 @@ class Core:
         self.tell_trust_listeners()
 
     def access_changed(self) -> None:
-        """An access was narrowed here: this process's streams check at once, the other
-        processes' through the event log (their streams, within ~0.1 s) and the store's
-        generation counter (their caller caches, within 0.5 s)."""
+        """An access was narrowed here: this process's streams and caller cache check at
+        once, the other processes' through the store's counter (`generations.py`)."""
         self._bump(ACCESS)
         self.tell_access_listeners()
-        if self.events is not None:
-            self.events.access_changed()
 
     def _bump(self, name: str) -> None:
         try:

@@ -87,7 +87,6 @@ class EventBus:
         self._lock = threading.Lock()
         self._subscriptions: list[Subscription] = []
         self._on_queued: list[Callable[[], None]] = []
-        self._on_remote_access: list[Callable[[], None]] = []
         # Tailed only once started (`start`): a bus alone in its store needs no log.
         self.tail = EventTail(db, self.process_id, deliver=self._from_log,
                               scope=self.scope, **tail_options)
@@ -97,10 +96,6 @@ class EventBus:
     def on_queued(self, callback: Callable[[], None]) -> None:
         """Call `callback` (the deliverer's kick) whenever deliveries were queued."""
         self._on_queued.append(callback)
-
-    def on_remote_access(self, callback: Callable[[], None]) -> None:
-        """Call `callback` when another process said an access was narrowed."""
-        self._on_remote_access.append(callback)
 
     def use_process_id(self, process_id: str) -> None:
         """Mark what this bus logs with the process's id (`Core.unit_id`), before start."""
@@ -210,11 +205,6 @@ class EventBus:
         if here:
             self._offer([event])
 
-    def access_changed(self) -> None:
-        """An access was narrowed here: the other processes' streams check their caller."""
-        if self.tail.others_listen():
-            self.tail.post(log.ACCESS, {})
-
     def _from_log(self, rows: list[log.LogRow]) -> None:
         """The other processes' rows, in log order, to this process's subscribers."""
         events: list[Any] = []
@@ -224,11 +214,6 @@ class EventBus:
                     events.append(Event.from_record(row.body))
                 elif row.kind == log.OPERATION:
                     events.append(OperationEvent.from_record(row.body))
-                elif row.kind == log.ACCESS:
-                    self._offer(events)
-                    events = []
-                    for callback in list(self._on_remote_access):
-                        callback()
             except Exception:
                 logger.exception("cannot read event log row %d", row.id)
         self._offer(events)

@@ -15,7 +15,7 @@ connected gets other processes' events from about `listeners_interval` after it
 connected, and a service nobody streams from writes nothing more than before.
 
 Appends: an event whose webhook delivery is queued goes into the log in the same
-transaction (`EventBus.stage`); the others (no webhook, operations, access notices) are
+transaction (`EventBus.stage`); the others (no webhook, operations) are
 put in a bounded outbox that this thread writes in one transaction per pass, so that a
 publisher (an operation's thread, the event loop telling an operation's change) never
 waits on the store's write lock for the stream.
@@ -242,7 +242,7 @@ class EventTail:
         return any(s is None or deployment_id in s for s in self._others)
 
     def others_listen(self) -> bool:
-        """Whether another process has any stream client (operations, access notices)."""
+        """Whether another process has any stream client (for operations)."""
         return any(s is None or s for s in self._others)
 
     def post(self, kind: str, body: dict[str, Any]) -> None:

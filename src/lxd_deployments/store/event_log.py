@@ -25,7 +25,6 @@ from .schema import event_log as log
 
 EVENT = "event"
 OPERATION = "operation"
-ACCESS = "access"
 # The PostgreSQL channel an append notifies.
 CHANNEL = "lxdd_event_log"
 
