@@ -211,6 +211,21 @@ def test_progress_is_written_at_most_every_interval_and_the_last_one_lands(two):
     assert b.operations.wait(op.id, WAIT).status is Status.SUCCESS
 
 
+def test_a_progress_write_committed_after_the_end_leaves_the_operation_ended(two):
+    """Two threads of the runner write one operation (a member's progress, the batch's
+    end): a progress write read before the end but committed after it must not put
+    "Running" back, or a waiter on another unit waits for an end it never sees."""
+    a, b = two
+    op = a.operations.start("Batch", {}, lambda op: {"done": True})
+    assert a.operations.wait(op.id, WAIT).status is Status.SUCCESS
+    with a.db.write() as conn:  # the late progress write, as it would commit
+        stored.save(conn, op.id, status="Running", metadata={"step": 1}, err="",
+                    updated_at="2026-01-01T00:00:00+00:00", finished_at=None)
+    seen = b.operations.get(op.id)
+    assert (seen.status, seen.metadata) == (Status.SUCCESS, {"done": True})
+    assert b.operations.wait(op.id, 0).status is Status.SUCCESS
+
+
 def test_finished_operations_are_pruned_past_the_row_cap_and_the_keep_time(shared):
     target, password = shared
     core = Core(db=open_database(target, password=password), lxd=FakeLXD(),

@@ -108,6 +108,10 @@ class Operation:
     # When its metadata was last written to the store, and whether it changed since.
     _saved_at: float = field(default=0.0, repr=False)
     _dirty: bool = field(default=False, repr=False)
+    # Held from reading the runner's view to its commit: two threads writing one
+    # operation (a member's progress, the batch's end, the syncer) commit in the order
+    # they read it, so a late progress write never puts back "Running" over the end.
+    _save_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_row(cls, row: OperationRow) -> Operation:
@@ -290,17 +294,18 @@ class Operations:
         next write, or the recovery of a process that died, makes the record right)."""
         if self._db is None:
             return
-        with self._lock:
-            operation._dirty = False
-            operation._saved_at = time.monotonic()
-            values = dict(status=operation.status.text, metadata=operation.metadata,
-                          err=operation.err, updated_at=operation.updated_at,
-                          finished_at=operation.finished_at)
-        try:
-            with self._db.write() as conn:
-                rows.save(conn, operation.id, **values)
-        except Exception:
-            logger.exception("cannot record operation %s in the store", operation.id)
+        with operation._save_lock:
+            with self._lock:
+                operation._dirty = False
+                operation._saved_at = time.monotonic()
+                values = dict(status=operation.status.text, metadata=operation.metadata,
+                              err=operation.err, updated_at=operation.updated_at,
+                              finished_at=operation.finished_at)
+            try:
+                with self._db.write() as conn:
+                    rows.save(conn, operation.id, **values)
+            except Exception:
+                logger.exception("cannot record operation %s in the store", operation.id)
 
     def _read(self, operation_id: str) -> Operation | None:
         if self._db is None:

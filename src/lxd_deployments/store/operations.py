@@ -62,8 +62,10 @@ def create(conn: Connection, row: OperationRow) -> None:
 
 def save(conn: Connection, operation_id: str, *, status: str, metadata: dict[str, Any],
          err: str, updated_at: str, finished_at: float | None) -> None:
-    """Write the runner's view of the operation (a status change or progress)."""
-    conn.execute(update(operations).where(operations.c.id == operation_id).values(
+    """Write the runner's view of the operation (a status change or progress). An
+    operation that ended stays as it ended: no later write changes it."""
+    conn.execute(update(operations).where(operations.c.id == operation_id,
+                                          operations.c.finished_at.is_(None)).values(
         status=status, metadata=json.dumps(metadata), err=err, updated_at=updated_at,
         finished_at=finished_at))
 
