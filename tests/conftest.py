@@ -40,6 +40,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "postgresql (every one on that store)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long variants (marker `long`) run only with `--long`."""
+    if config.getoption("--long"):
+        return
+    long_ones = [item for item in items if item.get_closest_marker("long") is not None]
+    if long_ones:
+        config.hook.pytest_deselected(items=long_ones)
+        items[:] = [item for item in items if item.get_closest_marker("long") is None]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize `store_kind` (module scope: a module's shared services and fixtures are
     made once per store) for every test whose fixtures depend on the store."""
@@ -48,6 +58,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     choice = metafunc.config.getoption("--store")
     if choice != "both":
         kinds = [choice]
+    elif metafunc.definition.get_closest_marker("postgresql_store") is not None:
+        kinds = [POSTGRESQL]  # what only several units on PostgreSQL are for
     elif metafunc.definition.get_closest_marker("both_stores") is not None:
         kinds = [SQLITE, POSTGRESQL]
     else:

@@ -20,6 +20,7 @@ from lxd_deployments.store.schema import (
     deployments_keys,
     deployments_placement_groups,
     deployments_placement_groups_config,
+    deployments_placement_reports,
     deployments_shapes,
     deployments_shapes_config,
     deployments_shapes_instances,
@@ -61,6 +62,8 @@ def fill(database: Database, *, scale: int = 1) -> None:
                 rigor="strict", max_per_member=None if n % 2 else 2)).inserted_primary_key[0]
             conn.execute(insert(deployments_placement_groups_config).values(
                 group_id=group, key="user.note", value="x"))
+            conn.execute(insert(deployments_placement_reports).values(
+                group_id=group, fingerprint=f"violations-{n}"))
             shape = conn.execute(insert(deployments_shapes).values(
                 deployment_id=deployment, name="frontend", description="",
                 instance_template='{"source": {"alias": "busybox"}}', scaling_minimum=0,

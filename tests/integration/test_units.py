@@ -381,6 +381,9 @@ class Sampler(threading.Thread):
                     return
 
 
+# Three units are what PostgreSQL is for: on SQLite (one unit's processes) the same
+# paths run in test_workers.py and the shorter tests above.
+@pytest.mark.postgresql_store
 def test_three_units_under_1000_mixed_calls_keep_the_bounds(lxd, lxd_project, tmp_path,
                                                            store):
     with running_units(lxd, tmp_path, 3, postgres=store) as units:

@@ -34,7 +34,14 @@ from .schema import metadata, store_copies, store_identity
 
 # The store's own bookkeeping: never copied (each store keeps its own identity and
 # version record; the marker is written by the copy itself).
-NOT_COPIED = frozenset({"schema", "store_identity", "store_copies"})
+BOOKKEEPING = frozenset({"schema", "store_identity", "store_copies"})
+# What only running processes use, and that means nothing once they stopped (the copy
+# runs with the service stopped): the live streams' event log and listeners, the state
+# changes in flight, the refusal budgets' buckets, the trust and access counters (every
+# process reads them afresh at its start).
+LIVE_ONLY = frozenset({"event_log", "event_listeners", "service_state_actions",
+                       "audit_refusal_budgets", "service_generations"})
+NOT_COPIED = BOOKKEEPING | LIVE_ONLY
 # Rows inserted per statement: bounds the memory a large table takes while copied.
 BATCH_ROWS = 1000
 
