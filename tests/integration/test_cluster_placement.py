@@ -399,6 +399,10 @@ def test_bulk_into_a_strict_group_is_placed_or_refused_whole(cluster, groups_api
     assert ok(api.get(group_url))["violations"] == []
 
 
+# Long (run with --long): LXD 5.0's `cluster restore` of an evacuated member fails now
+# and then moving instances back ("Failed creating instance on target: no such file or
+# directory"), 1 of the last 2 full runs; and it costs 45 s of the default run.
+@pytest.mark.long
 def test_strict_compact_stays_together_and_refuses_when_its_member_is_evacuated(
         cluster, groups_api, receiver):
     """Last of the module: it evacuates a member (restored at the end)."""
