@@ -171,12 +171,8 @@ class Sampler(threading.Thread):
             self.violations.append(f"{where}: {value} not within [{low}, {high}]")
 
     def sample(self, admin: httpx.Client, lxd_api: httpx.Client) -> None:
-        statuses = dict(self.service.query(
-            "SELECT i.status, COUNT(*) FROM deployments_shapes_instances i "
-            "JOIN deployments_shapes s ON s.id = i.shape_id "
-            "JOIN deployments d ON d.id = s.deployment_id "
-            "WHERE d.project = ? AND d.name = 'dep' AND s.name = ? GROUP BY i.status",
-            self.project, SHAPE))
+        statuses = Counter(shape_records(self.service, self.project, SHAPE, "dep")
+                           .values())
         self.check(f"store records {statuses}", sum(statuses.values()), 0, MAXIMUM)
         staying = statuses.get("ready", 0) + statuses.get("failed", 0)
         self.check(f"store ready/failed records {statuses}", staying, MINIMUM, MAXIMUM)

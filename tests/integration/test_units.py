@@ -354,12 +354,8 @@ class Sampler(threading.Thread):
             self.violations.append(f"{where}: {value} not within [{low}, {high}]")
 
     def sample(self, lxd_api: httpx.Client) -> None:
-        statuses = dict(self.units.services[0].query(
-            "SELECT i.status, COUNT(*) FROM deployments_shapes_instances i "
-            "JOIN deployments_shapes s ON s.id = i.shape_id "
-            "JOIN deployments d ON d.id = s.deployment_id "
-            "WHERE d.project = ? AND d.name = 'dep' AND s.name = ? GROUP BY i.status",
-            self.project, SHAPE))
+        statuses = Counter(shape_records(self.units.services[0], self.project, SHAPE, "dep")
+                           .values())
         self.check(f"store records {statuses}", sum(statuses.values()), 0, MAXIMUM)
         staying = statuses.get("ready", 0) + statuses.get("failed", 0)
         self.check(f"store ready/failed records {statuses}", staying, MINIMUM, MAXIMUM)
